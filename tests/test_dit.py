@@ -1,0 +1,148 @@
+"""Maths of the backbone: shapes, zero init, block causality, per-frame levels, any frame size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import randomize, tiny_config
+
+from worldsim.config import ActionSpec
+from worldsim.diffusion.schedule import add_noise, pyramid_levels, sample_training_levels, sampling_levels
+from worldsim.models.attention import BlockCausal
+from worldsim.models.dit import DiT
+
+ACTION_SPACES = [
+    ActionSpec(kind="discrete", n=5),
+    ActionSpec(kind="multi_discrete", nvec=[3, 2]),
+    ActionSpec(kind="box", shape=[2], low=[-1.0, 0.0], high=[1.0, 512.0]),
+]
+
+
+def make_inputs(cfg, B=2, T=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    C = cfg.autoencoder.latent_channels
+    h, w = cfg.latent_size
+    x = torch.randn(B, T, C, h, w, generator=g)
+    levels = torch.rand(B, T, generator=g)
+    spec = cfg.action
+    if spec.kind == "discrete":
+        actions = torch.randint(spec.n, (B, T), generator=g)
+    elif spec.kind == "multi_discrete":
+        actions = torch.stack([torch.randint(n, (B, T), generator=g) for n in spec.nvec], -1)
+    else:
+        actions = torch.rand(B, T, *spec.shape, generator=g) * torch.tensor(spec.high)
+    null = torch.zeros(B, T, dtype=torch.bool)
+    null[:, 0] = True
+    return x, levels, actions, null
+
+
+@pytest.mark.parametrize("spec", ACTION_SPACES, ids=lambda s: s.kind)
+def test_shapes_for_every_action_space(spec):
+    cfg = tiny_config(action=spec)
+    dit = randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels))
+    x, levels, actions, null = make_inputs(cfg)
+    out = dit(x, levels, actions, null, torch.arange(x.shape[1]))
+    assert out.velocity.shape == x.shape
+    assert out.reward.shape == out.termination_logit.shape == x.shape[:2]
+    assert torch.isfinite(out.velocity).all()
+
+
+def test_zero_init_predicts_zero():
+    cfg = tiny_config()
+    dit = DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels)
+    x, levels, actions, null = make_inputs(cfg)
+    out = dit(x, levels, actions, null, torch.arange(x.shape[1]))
+    assert torch.count_nonzero(out.velocity) == 0
+    assert torch.count_nonzero(out.reward) == 0 and torch.count_nonzero(out.termination_logit) == 0
+    # ... and every block starts as the identity: gates are zero.
+    assert torch.count_nonzero(dit.modulation[-1].weight) == 0
+    assert torch.count_nonzero(dit.block_modulation) == 0
+
+
+@pytest.mark.parametrize("changed", ["latent", "level", "action"])
+def test_block_causal_in_time(changed):
+    """Changing anything about frame t never changes outputs at frames < t; it does change frame t."""
+    cfg = tiny_config()
+    dit = randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels))
+    x, levels, actions, null = make_inputs(cfg, T=6)
+    t = 3
+    base = dit(x, levels, actions, null, torch.arange(6))
+    x2, levels2, actions2 = x.clone(), levels.clone(), actions.clone()
+    if changed == "latent":
+        x2[:, t] += torch.randn_like(x2[:, t])
+    elif changed == "level":
+        levels2[:, t] = 1.0 - levels2[:, t]
+    else:
+        actions2[:, t] = (actions2[:, t] + 1) % cfg.action.n
+    out = dit(x2, levels2, actions2, null, torch.arange(6))
+    for name in ("velocity", "reward", "termination_logit"):
+        a, b = getattr(base, name), getattr(out, name)
+        assert torch.equal(a[:, :t], b[:, :t]), f"{name} of earlier frames changed"
+    assert not torch.allclose(base.velocity[:, t], out.velocity[:, t])
+
+
+def test_frame_sees_only_its_window_and_sinks():
+    """With a rolling window, a frame far outside it has no influence; a sink frame does."""
+    cfg = tiny_config(window=3, sinks=1)
+    dit = randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels))
+    x, levels, actions, null = make_inputs(cfg, B=1, T=8)
+    memory = BlockCausal(dit.grid(cfg.latent_size)[0] * dit.grid(cfg.latent_size)[1], window=3, sinks=1, rope=dit.rope)
+    base = dit(x, levels, actions, null, torch.arange(8), memory=memory).velocity
+    # Frame 7 sees sink 0 and frames 5, 6, 7 at layer 1; frames 1..4 reach it only through depth (2 layers).
+    x_sink = x.clone()
+    x_sink[:, 0] += 1.0
+    assert not torch.allclose(dit(x_sink, levels, actions, null, torch.arange(8), memory=memory).velocity[:, 7],
+                              base[:, 7])
+    x_far = x.clone()
+    x_far[:, 1] += 1.0  # frame 1 -> (frame 3 at layer 1 via window) -> frame 5 at layer 2 cannot reach 7 ...
+    out = dit(x_far, levels, actions, null, torch.arange(8), memory=memory).velocity
+    assert torch.equal(out[:, 7], base[:, 7])
+
+
+def test_noise_levels_are_per_frame():
+    clean = torch.randn(2, 4, 3, 2, 2)
+    noise = torch.randn_like(clean)
+    levels = torch.tensor([[0.0, 1.0, 0.5, 0.25], [1.0, 0.0, 0.0, 0.75]])
+    noisy = add_noise(clean, noise, levels)
+    assert torch.equal(noisy[0, 0], clean[0, 0]) and torch.equal(noisy[1, 1], clean[1, 1])
+    assert torch.equal(noisy[0, 1], noise[0, 1]) and torch.equal(noisy[1, 0], noise[1, 0])
+    assert torch.allclose(noisy[0, 2], 0.5 * clean[0, 2] + 0.5 * noise[0, 2])
+
+
+def test_model_reads_each_frames_own_level():
+    """The network's output for frame t depends on the level of frame t (not one shared level)."""
+    cfg = tiny_config()
+    dit = randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels))
+    x, levels, actions, null = make_inputs(cfg, T=4)
+    a = dit(x, levels, actions, null, torch.arange(4)).velocity
+    levels2 = levels.clone()
+    levels2[:, 2] = (levels2[:, 2] + 0.5) % 1.0
+    b = dit(x, levels2, actions, null, torch.arange(4)).velocity
+    assert torch.equal(a[:, :2], b[:, :2]) and not torch.allclose(a[:, 2], b[:, 2])
+
+
+def test_training_levels_have_clean_context_and_noisy_future():
+    g = torch.Generator().manual_seed(0)
+    levels = sample_training_levels(4096, 8, g, context_noise_max=0.1, teacher_forcing_prob=1.0)
+    assert levels.shape == (4096, 8)
+    assert (levels[:, 0] <= 0.1).all()  # split >= 1: frame 0 is always context
+    assert levels[:, -1].mean() > 0.4  # the last frame is never context
+    independent = sample_training_levels(4096, 8, g, teacher_forcing_prob=0.0)
+    assert abs(independent.mean().item() - 0.5) < 0.02
+
+
+def test_pyramid_schedule():
+    sched = pyramid_levels(frames=3, steps=4, delay=1)
+    assert sched.shape == (4 + 2 + 1, 3)
+    assert torch.equal(pyramid_levels(1, 4, 1)[:, 0], sampling_levels(4))
+    assert (sched[0] == 1).all() and (sched[-1] == 0).all()
+    # nearer frames are never noisier than later ones
+    assert (sched[:, :-1] <= sched[:, 1:]).all()
+
+
+@pytest.mark.parametrize("frame_size", [(32, 32), (32, 64), (48, 16)])
+def test_any_frame_size_and_aspect(frame_size):
+    cfg = tiny_config(frame_size=frame_size)
+    dit = randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels))
+    x, levels, actions, null = make_inputs(cfg, T=3)
+    assert dit(x, levels, actions, null, torch.arange(3)).velocity.shape == x.shape

@@ -1,0 +1,1 @@
+"""Training loops and objectives (autoencoder, world model, text-to-video)."""

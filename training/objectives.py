@@ -1,0 +1,99 @@
+"""Training objectives: the diffusion forcing loss for the world model (+ reward/termination heads).
+
+Per-frame convention (the whole project uses it): frame t is conditioned on the action that led to
+it, and the reward / termination of that transition belong to frame t. The first frame of an
+episode has no action (null).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from worldsim.diffusion.schedule import add_noise, sample_training_levels, velocity_target
+from worldsim.models.conditioning import TextContext
+from worldsim.models.dit import DiT
+
+
+@dataclass
+class ClipBatch:
+    """A batch of latent clips with per-frame conditioning and targets."""
+
+    latents: Tensor
+    """(B, T, C, h, w) scaled latents."""
+    actions: Tensor | None
+    """(B, T, ...) action that led to each frame, or None."""
+    action_null: Tensor
+    """(B, T) bool: frame has no action (episode start)."""
+    rewards: Tensor | None = None
+    """(B, T) reward of the transition into each frame."""
+    terminations: Tensor | None = None
+    """(B, T) 1.0 where the frame is terminal."""
+    text: TextContext | None = None
+    """Prompt token embeddings, or None."""
+
+
+@dataclass
+class LossConfig:
+    """Weights and augmentation of the diffusion forcing objective."""
+
+    context_noise_max: float = 0.1
+    """Context frames are noised to a level in [0, this] (GameNGen's noise augmentation)."""
+    teacher_forcing_prob: float = 0.5
+    """Fraction of clips split into a low-noise past and independently-noised future."""
+    action_dropout: float = 0.1
+    """Probability a frame's action is replaced by the null action (for action CFG)."""
+    text_dropout: float = 0.1
+    """Probability a clip's prompt is replaced by the null prompt (for text CFG)."""
+    head_weight: float = 0.1
+    """Weight of the reward and termination losses."""
+
+
+def diffusion_forcing_loss(
+    dit: DiT, batch: ClipBatch, cfg: LossConfig, generator: torch.Generator | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Flow-matching loss with an independent noise level per frame (Chen et al. 2024)."""
+    x = batch.latents
+    B, T = x.shape[:2]
+    device = x.device
+    levels = sample_training_levels(B, T, generator, cfg.context_noise_max, cfg.teacher_forcing_prob).to(device)
+    noise = torch.randn(x.shape, generator=generator).to(device)
+    drop = torch.rand(B, T, generator=generator).to(device) < cfg.action_dropout
+    null = batch.action_null | drop
+    text = batch.text
+    if text is not None and cfg.text_dropout > 0:
+        text = _drop_text(dit, text, torch.rand(B, generator=generator).to(device) < cfg.text_dropout)
+
+    out = dit(add_noise(x, noise, levels), levels, batch.actions, null, torch.arange(T), text)
+    flow = F.mse_loss(out.velocity, velocity_target(x, noise))
+    loss = flow
+    metrics = {"flow": flow.item()}
+    # Heads matter on nearly clean frames (that is where they run at play time): weight by 1 - s.
+    weight = (1.0 - levels) / (1.0 - levels).mean().clamp_min(1e-6)
+    if batch.rewards is not None:
+        reward = (weight * (out.reward - batch.rewards.float()) ** 2).mean()
+        loss = loss + cfg.head_weight * reward
+        metrics["reward"] = reward.item()
+    if batch.terminations is not None:
+        term = (weight * F.binary_cross_entropy_with_logits(
+            out.termination_logit, batch.terminations.float(), reduction="none")).mean()
+        loss = loss + cfg.head_weight * term
+        metrics["termination"] = term.item()
+    metrics["loss"] = loss.item()
+    return loss, metrics
+
+
+def _drop_text(dit: DiT, text: TextContext, drop: Tensor) -> TextContext:
+    """Replace the prompts of clips where ``drop`` is set with the learned null prompt."""
+    B, L, _ = text.tokens.shape
+    null = dit.null_text(B, text.tokens.device)
+    tokens = text.tokens.clone()
+    mask = text.mask.clone()
+    tokens[drop] = 0
+    tokens[drop, 0] = null.tokens[drop, 0].to(tokens.dtype)
+    mask[drop] = False
+    mask[drop, 0] = True
+    return TextContext(tokens=tokens, mask=mask)

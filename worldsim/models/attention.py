@@ -1,0 +1,156 @@
+"""Attention pieces shared by training and inference: 3-D RoPE and block-causal sequence attention.
+
+Token order everywhere is (frame, y, x): a block of F frames of N tokens is a sequence of F*N tokens.
+
+Which keys a query frame ``f`` may see (the *visibility rule*, identical in training, in the KV cache
+and in the full-recompute reference):
+
+* the first ``sinks`` frames of the episode (pinned "sink" frames, StreamingLLM-style), and
+* the ``window`` most recent frames up to and including ``f`` itself.
+
+Once the window has rolled past the sinks, the sinks' keys are re-rotated in time so they sit just
+before the oldest window frame; relative distances then never exceed ``sinks + window - 1``, the range
+seen in training (RoPE is relative, so rotating keys by ``delta`` is the same as moving them).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class AttentionMemory(Protocol):
+    """What a self-attention layer calls to attend: plain block-causal, KV cache, or reference."""
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """q, k, v: (B, heads, F*N, head_dim) for the frames of this pass -> (B, heads, F*N, head_dim)."""
+        ...
+
+
+class Rope3D:
+    """Rotary embedding over (t, y, x). The head dim splits into time, y and x parts.
+
+    Uses the rotate-half layout: pair (i, i + head_dim/2) rotates by one angle. Angles are computed
+    in float64 so absolute time positions can grow for hours of play without losing precision.
+    """
+
+    def __init__(self, head_dim: int, theta_time: float, theta_space: float) -> None:
+        half = head_dim // 2
+        d_t = 2 * (head_dim // 8)
+        d_y = 2 * ((head_dim - d_t) // 4)
+        n_t, n_y = d_t // 2, d_y // 2
+        n_x = half - n_t - n_y
+
+        def freqs(n: int, theta: float) -> Tensor:
+            return theta ** (-torch.arange(n, dtype=torch.float64) / max(n, 1))
+
+        self.head_dim = head_dim
+        self.freq_t = freqs(n_t, theta_time)
+        self.freq_y = freqs(n_y, theta_space)
+        self.freq_x = freqs(n_x, theta_space)
+        self._last: tuple | None = None
+
+    def _tables(self, angles: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        cos, sin = angles.cos(), angles.sin()
+        cos = torch.cat([cos, cos], dim=-1)
+        sin = torch.cat([-sin, sin], dim=-1)
+        return cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype)
+
+    def table(
+        self, t_positions: Tensor, grid: tuple[int, int], dtype: torch.dtype, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """cos/sin tables (F*N, head_dim) for frames at ``t_positions`` (F,) on a ``grid`` of patches."""
+        # The K+1 passes of one frame share positions: remember the last table.
+        key = (tuple(t_positions.tolist()), grid, dtype, device)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        tables = self._build_table(t_positions, grid, dtype, device)
+        self._last = (key, tables)
+        return tables
+
+    def _build_table(
+        self, t_positions: Tensor, grid: tuple[int, int], dtype: torch.dtype, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        gh, gw = grid
+        t = t_positions.to(torch.float64).cpu()
+        a_t = t[:, None] * self.freq_t  # (F, n_t)
+        ys = torch.arange(gh, dtype=torch.float64)[:, None].expand(gh, gw).reshape(-1)
+        xs = torch.arange(gw, dtype=torch.float64)[None, :].expand(gh, gw).reshape(-1)
+        a_s = torch.cat([ys[:, None] * self.freq_y, xs[:, None] * self.freq_x], dim=-1)  # (N, n_y + n_x)
+        F_, N = a_t.shape[0], a_s.shape[0]
+        angles = torch.cat([a_t[:, None, :].expand(F_, N, -1), a_s[None].expand(F_, N, -1)], dim=-1)
+        return self._tables(angles.reshape(F_ * N, -1), dtype, device)
+
+    def time_shift_table(self, delta: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """cos/sin (1, head_dim) that move a key ``delta`` frames later in time, leaving y and x alone."""
+        a_t = float(delta) * self.freq_t
+        zeros = torch.zeros(len(self.freq_y) + len(self.freq_x), dtype=torch.float64)
+        return self._tables(torch.cat([a_t, zeros])[None], dtype, device)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` (..., L, head_dim) by tables (L, head_dim) in rotate-half layout."""
+    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * sin
+
+
+@lru_cache(maxsize=32)
+def _block_causal_mask(frames: int, tokens: int, device: str) -> Tensor:
+    frame = torch.arange(frames, device=device).repeat_interleave(tokens)
+    return frame[:, None] >= frame[None, :]
+
+
+def frame_visibility(
+    query_frames: Tensor, key_frames: Tensor, window: int | None, sinks: int
+) -> Tensor:
+    """Bool (Fq, Fk): may query frame i see key frame j? (the visibility rule in the module doc)."""
+    q = query_frames[:, None]
+    k = key_frames[None, :]
+    causal = k <= q
+    if window is None:
+        return causal
+    return causal & ((k < sinks) | (k > q - window))
+
+
+class BlockCausal:
+    """Attention over one whole block of frames with the visibility rule; no cache.
+
+    With ``window=None`` (training) every frame sees all earlier frames in the clip: one masked
+    SDPA call. With a window (the full-recompute reference for long rollouts) frames whose window
+    has rolled get their own call, with the sink keys re-rotated for that frame.
+    """
+
+    def __init__(
+        self,
+        tokens_per_frame: int,
+        window: int | None = None,
+        sinks: int = 0,
+        rope: Rope3D | None = None,
+    ) -> None:
+        self.tokens = tokens_per_frame
+        self.window = window
+        self.sinks = sinks
+        self.rope = rope
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        N = self.tokens
+        frames = q.shape[-2] // N
+        rolled_from = frames if self.window is None else self.sinks + self.window
+        if frames <= rolled_from:
+            mask = _block_causal_mask(frames, N, str(q.device))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        assert self.rope is not None, "a rolling window needs the rope to re-rotate sink keys"
+        head = rolled_from * N
+        outs = [F.scaled_dot_product_attention(q[..., :head, :], k[..., :head, :], v[..., :head, :],
+                                               attn_mask=_block_causal_mask(rolled_from, N, str(q.device)))]
+        sink_k, sink_v = k[..., : self.sinks * N, :], v[..., : self.sinks * N, :]
+        for f in range(rolled_from, frames):
+            start = f - self.window + 1
+            cos, sin = self.rope.time_shift_table(start - self.sinks, q.dtype, q.device)
+            keys = torch.cat([apply_rope(sink_k, cos, sin), k[..., start * N : (f + 1) * N, :]], dim=-2)
+            values = torch.cat([sink_v, v[..., start * N : (f + 1) * N, :]], dim=-2)
+            outs.append(F.scaled_dot_product_attention(q[..., f * N : (f + 1) * N, :], keys, values))
+        return torch.cat(outs, dim=-2)
