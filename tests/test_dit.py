@@ -91,8 +91,9 @@ def test_frame_sees_only_its_window_and_sinks():
     # Frame 7 sees sink 0 and frames 5, 6, 7 at layer 1; frames 1..4 reach it only through depth (2 layers).
     x_sink = x.clone()
     x_sink[:, 0] += 1.0
-    assert not torch.allclose(dit(x_sink, levels, actions, null, torch.arange(8), memory=memory).velocity[:, 7],
-                              base[:, 7])
+    assert not torch.allclose(
+        dit(x_sink, levels, actions, null, torch.arange(8), memory=memory).velocity[:, 7], base[:, 7]
+    )
     x_far = x.clone()
     x_far[:, 1] += 1.0  # frame 1 -> (frame 3 at layer 1 via window) -> frame 5 at layer 2 cannot reach 7 ...
     out = dit(x_far, levels, actions, null, torch.arange(8), memory=memory).velocity

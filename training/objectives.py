@@ -78,8 +78,10 @@ def diffusion_forcing_loss(
         loss = loss + cfg.head_weight * reward
         metrics["reward"] = reward.item()
     if batch.terminations is not None:
-        term = (weight * F.binary_cross_entropy_with_logits(
-            out.termination_logit, batch.terminations.float(), reduction="none")).mean()
+        term = (
+            weight
+            * F.binary_cross_entropy_with_logits(out.termination_logit, batch.terminations.float(), reduction="none")
+        ).mean()
         loss = loss + cfg.head_weight * term
         metrics["termination"] = term.item()
     metrics["loss"] = loss.item()

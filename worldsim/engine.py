@@ -141,8 +141,9 @@ class WorldModel:
         """Change sampler settings (steps, action_cfg, ...); window/sinks take effect at the next reset."""
         self.sampler = replace(self.sampler, **changes)
         if self._rollout is not None:
-            self._rollout.cfg = replace(self._rollout.cfg, **{k: v for k, v in changes.items()
-                                                              if k not in ("window", "sinks")})
+            self._rollout.cfg = replace(
+                self._rollout.cfg, **{k: v for k, v in changes.items() if k not in ("window", "sinks")}
+            )
 
     # ----------------------------------------------------------------- episode
     def reset(
@@ -252,4 +253,4 @@ class WorldModel:
 
 
 def _prefixed(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

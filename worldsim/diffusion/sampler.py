@@ -84,8 +84,9 @@ class KVCache:
         if q.shape[0] == self.k.shape[1] and frames <= self.scratch:
             self.k[layer, :, :, n : n + m] = k
             self.v[layer, :, :, n : n + m] = v
-            return F.scaled_dot_product_attention(q, self.k[layer, :, :, : n + m], self.v[layer, :, :, : n + m],
-                                                  attn_mask=mask)
+            return F.scaled_dot_product_attention(
+                q, self.k[layer, :, :, : n + m], self.v[layer, :, :, : n + m], attn_mask=mask
+            )
         ck, cv = self.k[layer, :, :, :n], self.v[layer, :, :, :n]
         reps = q.shape[0] // ck.shape[0]
         if reps > 1:  # guidance passes stack cond/uncond along the batch
@@ -189,8 +190,9 @@ class Rollout:
         acts = None
         if cond.actions is not None or any(h[2] is not None for h in past):
             current = self._dense_actions(cond.actions, cond.null)
-            acts = torch.cat([self._dense_actions(h[2], h[3]).repeat(reps, *[1] * (current.dim() - 1))
-                              for h in past] + [current], 1)
+            acts = torch.cat(
+                [self._dense_actions(h[2], h[3]).repeat(reps, *[1] * (current.dim() - 1)) for h in past] + [current], 1
+            )
         xs, lv, null = with_past(0, x), with_past(1, levels), with_past(3, cond.null)
         memory = BlockCausal(self.tokens, self.cfg.window, self.cfg.sinks, self.dit.rope)
         out = self.dit(xs, lv, acts, null, torch.arange(xs.shape[1]), text, memory=memory)

@@ -103,9 +103,7 @@ def _block_causal_mask(frames: int, tokens: int, device: str) -> Tensor:
     return frame[:, None] >= frame[None, :]
 
 
-def frame_visibility(
-    query_frames: Tensor, key_frames: Tensor, window: int | None, sinks: int
-) -> Tensor:
+def frame_visibility(query_frames: Tensor, key_frames: Tensor, window: int | None, sinks: int) -> Tensor:
     """Bool (Fq, Fk): may query frame i see key frame j? (the visibility rule in the module doc)."""
     q = query_frames[:, None]
     k = key_frames[None, :]
@@ -144,8 +142,14 @@ class BlockCausal:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         assert self.rope is not None, "a rolling window needs the rope to re-rotate sink keys"
         head = rolled_from * N
-        outs = [F.scaled_dot_product_attention(q[..., :head, :], k[..., :head, :], v[..., :head, :],
-                                               attn_mask=_block_causal_mask(rolled_from, N, str(q.device)))]
+        outs = [
+            F.scaled_dot_product_attention(
+                q[..., :head, :],
+                k[..., :head, :],
+                v[..., :head, :],
+                attn_mask=_block_causal_mask(rolled_from, N, str(q.device)),
+            )
+        ]
         sink_k, sink_v = k[..., : self.sinks * N, :], v[..., : self.sinks * N, :]
         for f in range(rolled_from, frames):
             start = f - self.window + 1
