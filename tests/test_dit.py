@@ -124,11 +124,14 @@ def test_model_reads_each_frames_own_level():
 
 def test_training_levels_have_clean_context_and_noisy_future():
     g = torch.Generator().manual_seed(0)
-    levels = sample_training_levels(4096, 8, g, context_noise_max=0.1, teacher_forcing_prob=1.0)
-    assert levels.shape == (4096, 8)
+    levels, is_context = sample_training_levels(4096, 8, g, context_noise_max=0.1, teacher_forcing_prob=1.0)
+    assert levels.shape == is_context.shape == (4096, 8)
+    assert is_context[:, 0].all() and not is_context[:, -1].any()
+    assert (levels[is_context] <= 0.1).all()
     assert (levels[:, 0] <= 0.1).all()  # split >= 1: frame 0 is always context
     assert levels[:, -1].mean() > 0.4  # the last frame is never context
-    independent = sample_training_levels(4096, 8, g, teacher_forcing_prob=0.0)
+    independent, none = sample_training_levels(4096, 8, g, teacher_forcing_prob=0.0)
+    assert not none.any()
     assert abs(independent.mean().item() - 0.5) < 0.02
 
 

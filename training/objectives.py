@@ -59,7 +59,8 @@ def diffusion_forcing_loss(
     x = batch.latents
     B, T = x.shape[:2]
     device = x.device
-    levels = sample_training_levels(B, T, generator, cfg.context_noise_max, cfg.teacher_forcing_prob).to(device)
+    levels, is_context = sample_training_levels(B, T, generator, cfg.context_noise_max, cfg.teacher_forcing_prob)
+    levels, target_frames = levels.to(device), (~is_context).to(device)
     noise = torch.randn(x.shape, generator=generator).to(device)
     drop = torch.rand(B, T, generator=generator).to(device) < cfg.action_dropout
     null = batch.action_null | drop
@@ -68,7 +69,8 @@ def diffusion_forcing_loss(
         text = _drop_text(dit, text, torch.rand(B, generator=generator).to(device) < cfg.text_dropout)
 
     out = dit(add_noise(x, noise, levels), levels, batch.actions, null, torch.arange(T), text)
-    flow = F.mse_loss(out.velocity, velocity_target(x, noise))
+    per_frame = (out.velocity - velocity_target(x, noise)).pow(2).flatten(2).mean(-1)  # (B, T)
+    flow = (per_frame * target_frames).sum() / target_frames.sum()
     loss = flow
     metrics = {"flow": flow.item()}
     # Heads matter on nearly clean frames (that is where they run at play time): weight by 1 - s.

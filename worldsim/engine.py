@@ -195,10 +195,7 @@ class WorldModel:
     def predict(self, actions: Any) -> StepOutput:
         """Predict T frames at once from an action sequence (B, T, ...) with the pyramid schedule."""
         rollout = self._require_rollout()
-        if isinstance(actions, Tensor) and actions.dim() >= 2:
-            acts = actions
-        else:
-            acts = torch.as_tensor(np.asarray(actions))
+        acts = _as_tensor(actions)
         if acts.dim() < 2:
             raise InputError(f"predict takes actions shaped (B, T, ...), got {tuple(acts.shape)}")
         acts = self._as_actions(acts, (rollout.batch, acts.shape[1]))
@@ -226,13 +223,7 @@ class WorldModel:
 
     def _as_actions(self, actions: Any, lead: tuple[int, ...]) -> Tensor:
         spec = self.config.action
-        if isinstance(actions, Tensor):
-            t = actions
-        else:
-            try:
-                t = torch.as_tensor(np.asarray(actions))
-            except (TypeError, ValueError) as e:
-                raise InputError(f"actions could not be read as an array: {e}") from None
+        t = _as_tensor(actions)
         if spec.kind == "discrete" and tuple(t.shape) == (*lead, 1):
             t = t[..., 0]
         validate_actions(spec, t, lead)
@@ -250,6 +241,15 @@ class WorldModel:
         if self._text_encoder is None:
             self._text_encoder = TextEncoder(self.device)
         return self._text_encoder(prompts)
+
+
+def _as_tensor(actions: Any) -> Tensor:
+    if isinstance(actions, Tensor):
+        return actions
+    try:
+        return torch.as_tensor(np.asarray(actions))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"actions could not be read as an array: {e}") from None
 
 
 def _prefixed(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

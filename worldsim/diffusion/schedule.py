@@ -42,21 +42,25 @@ def sample_training_levels(
     generator: torch.Generator | None = None,
     context_noise_max: float = 0.0,
     teacher_forcing_prob: float = 0.5,
-) -> Tensor:
-    """Per-frame noise levels (B, F) for one training batch.
+) -> tuple[Tensor, Tensor]:
+    """Per-frame noise levels (B, F) for one training batch, and which frames are given context.
 
     Diffusion forcing draws every frame's level independently. Independent levels rarely produce
     the case that matters most at play time (a nearly clean past and one noisy present), so with
     probability ``teacher_forcing_prob`` a clip is split at a random frame: frames before it get a
     small context level in [0, context_noise_max] (context-noise augmentation, GameNGen), frames
     from it on keep independent levels.
+
+    The second output marks those context frames. The loss skips them: at a level near 0 the target
+    v = noise - x asks the network to guess the noise it cannot see, pure irreducible variance.
     """
     levels = torch.rand(batch, frames, generator=generator)
     split = torch.randint(1, frames, (batch, 1), generator=generator)
     teacher = torch.rand(batch, 1, generator=generator) < teacher_forcing_prob
     context = torch.arange(frames)[None, :] < split
     low = torch.rand(batch, frames, generator=generator) * context_noise_max
-    return torch.where(teacher & context, low, levels)
+    is_context = teacher & context
+    return torch.where(is_context, low, levels), is_context
 
 
 def sampling_levels(steps: int) -> Tensor:
