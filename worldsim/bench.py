@@ -1,0 +1,178 @@
+"""``worldsim bench``: measure the engine on this machine.
+
+Examples::
+
+    worldsim bench                          # default 64x64 world size, table on stdout
+    worldsim bench --json > bench.json      # one JSON object
+    worldsim bench --dtype bf16 --batch 8   # other settings
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from worldsim.config import ActionSpec, WorldConfig, dit_config
+from worldsim.engine import WorldModel
+
+
+@dataclass
+class BenchConfig:
+    """What ``worldsim bench`` measures."""
+
+    checkpoint: str | None = None
+    """Checkpoint dir or world name; None benchmarks a randomly initialised model of ``size``."""
+    size: str = "S"
+    """Model size from the registry, when no checkpoint is given."""
+    dtype: str = "fp32"
+    """fp32 or bf16 weights and activations for the DiT."""
+    batch: int = 1
+    """Worlds stepped together."""
+    steps: int | None = None
+    """Euler steps per frame (default: the checkpoint's sampler default)."""
+    frames: int = 1010
+    """Frames rolled out for the latency-over-time measurement (>= 1010 for frame 1000)."""
+    recompute_context: int = 32
+    """Frames of context for the full-recompute comparison."""
+    seed: int = 0
+    """Seed for weights, context and noise."""
+
+
+def measure_matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
+    """The machine's peak: best-of-``repeats`` n^3 matmul throughput in GFLOP/s."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def default_world_config(size: str = "S") -> WorldConfig:
+    """The architecture meant for the default 64x64 world (CarRacing, Discrete(5))."""
+    return WorldConfig(frame_size=[64, 64], action=ActionSpec(kind="discrete", n=5), dit=dit_config(size))
+
+
+def _load(cfg: BenchConfig, dtype: torch.dtype) -> WorldModel:
+    if cfg.checkpoint:
+        return WorldModel.from_pretrained(cfg.checkpoint, dtype=dtype)
+    torch.manual_seed(cfg.seed)
+    wm = WorldModel(default_world_config(cfg.size), dtype=dtype)
+    # Untrained weights are zero in places; fill them so every kernel does its real work.
+    with torch.no_grad():
+        for p in wm.dit.parameters():
+            p.normal_(0, 0.02)
+    return wm
+
+
+def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.dtype]
+    wm = _load(cfg, dtype)
+    if cfg.steps:
+        wm.set_sampler(steps=cfg.steps)
+    rng = np.random.default_rng(cfg.seed)
+    H, W = wm.frame_size
+    context = rng.integers(0, 255, (cfg.batch, 2, H, W, 3), dtype=np.uint8)
+    space = wm.action_space
+    space.seed(cfg.seed)
+
+    def actions() -> np.ndarray:
+        return np.stack([space.sample() for _ in range(cfg.batch)])
+
+    from tqdm import tqdm
+
+    # 1. Cached steps: per-frame latency over a long rollout (constant cost is the point).
+    wm.reset(context, seed=cfg.seed)
+    latencies = []
+    for _ in tqdm(range(cfg.frames), desc="cached rollout", disable=not progress, leave=False):
+        t = time.perf_counter()
+        wm.step(actions())
+        latencies.append(time.perf_counter() - t)
+    warm = latencies[20:]
+    fps = cfg.batch / statistics.median(warm)
+
+    def latency_at(frame: int) -> float:
+        window = latencies[frame : frame + 10]
+        return 1e3 * statistics.median(window) if window else float("nan")
+
+    # 2. Full recompute of the whole history at ``recompute_context`` frames of context.
+    wm.reset(context, seed=cfg.seed, reference=True)
+    for _ in tqdm(range(cfg.recompute_context - 2), desc="recompute warm-up", disable=not progress, leave=False):
+        wm.step(actions())
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        wm.step(actions())
+        times.append(time.perf_counter() - t)
+    fps_full = cfg.batch / statistics.median(times)
+    # Same point in the cached path, for the like-for-like ratio.
+    wm.reset(context, seed=cfg.seed)
+    for _ in range(cfg.recompute_context - 2):
+        wm.step(actions())
+    cached_times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        wm.step(actions())
+        cached_times.append(time.perf_counter() - t)
+    fps_cached_at_ctx = cfg.batch / statistics.median(cached_times)
+
+    # 3. FLOPs of one cached step (matmuls, convs, attention), for MFU.
+    with FlopCounterMode(display=False) as counter:
+        wm.step(actions())
+    step_flops = counter.get_total_flops()
+    peak = measure_matmul_gflops(dtype)
+    params_dit = sum(p.numel() for p in wm.dit.parameters())
+    params_ae = sum(p.numel() for p in wm.autoencoder.parameters())
+    return {
+        "fps": fps,
+        "fps_full_recompute": fps_full,
+        "cache_speedup_at_context": fps_cached_at_ctx / fps_full,
+        "recompute_context_frames": cfg.recompute_context,
+        "latency_ms_frame10": latency_at(10),
+        "latency_ms_frame1000": latency_at(1000),
+        "params": params_dit + params_ae,
+        "params_dit": params_dit,
+        "params_autoencoder": params_ae,
+        "gflops_per_step": step_flops / 1e9,
+        "matmul_gflops": peak,
+        "mfu": step_flops * fps / cfg.batch / (peak * 1e9),
+        "batch": cfg.batch,
+        "dtype": cfg.dtype,
+        "sampler_steps": wm.sampler.steps,
+        "frame_size": list(wm.frame_size),
+        "tokens_per_frame": wm._rollout.tokens,
+        "checkpoint": cfg.checkpoint or f"random init, size {cfg.size}",
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
+        + f", {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+    }
+
+
+def format_table(r: dict[str, Any]) -> str:
+    rows = [
+        ("step fps (batch %d, %d Euler steps)" % (r["batch"], r["sampler_steps"]), f"{r['fps']:.1f}"),
+        ("full-recompute fps at %d frames" % r["recompute_context_frames"], f"{r['fps_full_recompute']:.2f}"),
+        ("cache speed-up at %d frames" % r["recompute_context_frames"], f"{r['cache_speedup_at_context']:.1f}x"),
+        ("latency at frame 10 (ms)", f"{r['latency_ms_frame10']:.1f}"),
+        ("latency at frame 1000 (ms)", f"{r['latency_ms_frame1000']:.1f}"),
+        ("parameters (DiT + autoencoder)", f"{r['params'] / 1e6:.2f} M"),
+        ("GFLOP per step", f"{r['gflops_per_step']:.3f}"),
+        ("matmul peak (GFLOP/s, %s)" % r["dtype"], f"{r['matmul_gflops']:.0f}"),
+        ("MFU of the step", f"{100 * r['mfu']:.1f}%"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
+    lines.append(f"\n{r['checkpoint']}, {r['machine']}, torch {r['torch']}")
+    return "\n".join(lines)
