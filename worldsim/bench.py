@@ -161,14 +161,14 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
 def format_table(r: dict[str, Any]) -> str:
     rows = [
-        ("step fps (batch %d, %d Euler steps)" % (r["batch"], r["sampler_steps"]), f"{r['fps']:.1f}"),
-        ("full-recompute fps at %d frames" % r["recompute_context_frames"], f"{r['fps_full_recompute']:.2f}"),
-        ("cache speed-up at %d frames" % r["recompute_context_frames"], f"{r['cache_speedup_at_context']:.1f}x"),
+        (f"step fps (batch {r['batch']}, {r['sampler_steps']} Euler steps)", f"{r['fps']:.1f}"),
+        (f"full-recompute fps at {r['recompute_context_frames']} frames", f"{r['fps_full_recompute']:.2f}"),
+        (f"cache speed-up at {r['recompute_context_frames']} frames", f"{r['cache_speedup_at_context']:.1f}x"),
         ("latency at frame 10 (ms)", f"{r['latency_ms_frame10']:.1f}"),
         ("latency at frame 1000 (ms)", f"{r['latency_ms_frame1000']:.1f}"),
         ("parameters (DiT + autoencoder)", f"{r['params'] / 1e6:.2f} M"),
         ("GFLOP per step", f"{r['gflops_per_step']:.3f}"),
-        ("matmul peak (GFLOP/s, %s)" % r["dtype"], f"{r['matmul_gflops']:.0f}"),
+        (f"matmul peak (GFLOP/s, {r['dtype']})", f"{r['matmul_gflops']:.0f}"),
         ("MFU of the step", f"{100 * r['mfu']:.1f}%"),
     ]
     width = max(len(k) for k, _ in rows)
