@@ -91,40 +91,31 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
     from tqdm import tqdm
 
+    def timed_steps(n: int, desc: str | None = None) -> list[float]:
+        seconds = []
+        for _ in tqdm(range(n), desc=desc, disable=not progress or desc is None, leave=False):
+            t = time.perf_counter()
+            wm.step(actions())
+            seconds.append(time.perf_counter() - t)
+        return seconds
+
+    def fps_at_context(frames: int, reference: bool) -> float:
+        wm.reset(context, seed=cfg.seed, reference=reference)
+        timed_steps(frames - context.shape[1], "full recompute warm-up" if reference else None)
+        return cfg.batch / statistics.median(timed_steps(3))
+
     # 1. Cached steps: per-frame latency over a long rollout (constant cost is the point).
     wm.reset(context, seed=cfg.seed)
-    latencies = []
-    for _ in tqdm(range(cfg.frames), desc="cached rollout", disable=not progress, leave=False):
-        t = time.perf_counter()
-        wm.step(actions())
-        latencies.append(time.perf_counter() - t)
-    warm = latencies[20:]
-    fps = cfg.batch / statistics.median(warm)
+    latencies = timed_steps(cfg.frames, "cached rollout")
+    fps = cfg.batch / statistics.median(latencies[20:])
 
     def latency_at(frame: int) -> float:
         window = latencies[frame : frame + 10]
         return 1e3 * statistics.median(window) if window else float("nan")
 
-    # 2. Full recompute of the whole history at ``recompute_context`` frames of context.
-    wm.reset(context, seed=cfg.seed, reference=True)
-    for _ in tqdm(range(cfg.recompute_context - 2), desc="recompute warm-up", disable=not progress, leave=False):
-        wm.step(actions())
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        wm.step(actions())
-        times.append(time.perf_counter() - t)
-    fps_full = cfg.batch / statistics.median(times)
-    # Same point in the cached path, for the like-for-like ratio.
-    wm.reset(context, seed=cfg.seed)
-    for _ in range(cfg.recompute_context - 2):
-        wm.step(actions())
-    cached_times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        wm.step(actions())
-        cached_times.append(time.perf_counter() - t)
-    fps_cached_at_ctx = cfg.batch / statistics.median(cached_times)
+    # 2. Full recompute of the whole history vs the cache, both at ``recompute_context`` frames.
+    fps_full = fps_at_context(cfg.recompute_context, reference=True)
+    fps_cached_at_ctx = fps_at_context(cfg.recompute_context, reference=False)
 
     # 3. FLOPs of one cached step (matmuls, convs, attention), for MFU.
     with FlopCounterMode(display=False) as counter:
