@@ -1,0 +1,1 @@
+"""Policies: random, keyboard, scripted drivers, agents trained in imagination (issues 3-6)."""

@@ -1,0 +1,1 @@
+"""Gymnasium environments built on the engine, and adapters for source envs (issue 4)."""
