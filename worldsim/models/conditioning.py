@@ -26,7 +26,7 @@ class LevelEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, levels: Tensor) -> Tensor:
-        args = levels.float()[..., None] * 1000.0 * self.freqs
+        args = levels.float()[..., None] * 1000.0 * self.freqs.float()  # stays fp32 when the model is bf16
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         return self.mlp(emb.to(self.mlp[0].weight.dtype))
 
