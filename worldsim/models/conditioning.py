@@ -22,11 +22,12 @@ class LevelEmbedder(nn.Module):
     def __init__(self, width: int, freq_dim: int = 256, max_period: float = 10000.0) -> None:
         super().__init__()
         half = freq_dim // 2
-        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+        # A plain attribute, not a buffer: ``model.to(bfloat16)`` must not round the frequencies.
+        self.freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
         self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, levels: Tensor) -> Tensor:
-        args = levels.float()[..., None] * 1000.0 * self.freqs.float()  # stays fp32 when the model is bf16
+        args = levels.float()[..., None] * 1000.0 * self.freqs.to(levels.device)
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         return self.mlp(emb.to(self.mlp[0].weight.dtype))
 
