@@ -189,7 +189,8 @@ class WorldModel:
 
     def step(self, actions: Any) -> StepOutput:
         """Advance every world by one frame. actions: (B, ...) in the world's action space."""
-        out = self.predict(self._as_actions(actions, (self._require_rollout().batch,))[:, None])
+        acts = self._as_actions(actions, (self._require_rollout().batch,))
+        out = self._generate(acts[:, None])
         return StepOutput(out.frames[:, 0], out.reward[:, 0], out.terminated[:, 0])
 
     def predict(self, actions: Any) -> StepOutput:
@@ -198,9 +199,12 @@ class WorldModel:
         acts = _as_tensor(actions)
         if acts.dim() < 2:
             raise InputError(f"predict takes actions shaped (B, T, ...), got {tuple(acts.shape)}")
-        acts = self._as_actions(acts, (rollout.batch, acts.shape[1]))
+        return self._generate(self._as_actions(acts, (rollout.batch, acts.shape[1])))
+
+    def _generate(self, acts: Tensor) -> StepOutput:
+        """Validated actions (B, T, ...) -> T decoded frames per world."""
         null = torch.zeros(acts.shape[:2], dtype=torch.bool, device=self.device)
-        latents, reward, term = rollout.generate(FrameBatch(acts, null), acts.shape[1])
+        latents, reward, term = self._require_rollout().generate(FrameBatch(acts, null), acts.shape[1])
         frames = self.autoencoder.decode(latents.to(torch.float32))
         return StepOutput(
             frames=np.ascontiguousarray(frames.cpu().numpy()),
