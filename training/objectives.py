@@ -7,6 +7,7 @@ episode has no action (null).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -52,37 +53,87 @@ class LossConfig:
     """Weight of the reward and termination losses."""
 
 
+@dataclass
+class ForcingNoise:
+    """All the randomness of one diffusion forcing step, drawn for the whole global batch.
+
+    Drawing it once for the global batch and giving each data-parallel rank its rows makes N
+    processes compute exactly what one process computes on the same global batch.
+    """
+
+    levels: Tensor
+    """(B, T) noise level per frame."""
+    is_context: Tensor
+    """(B, T) bool: teacher-forced context frame (no flow loss)."""
+    noise: Tensor
+    """(B, T, C, h, w) Gaussian noise."""
+    action_drop: Tensor
+    """(B, T) bool: action replaced by the null action."""
+    text_drop: Tensor
+    """(B,) bool: prompt replaced by the null prompt."""
+
+    def rows(self, rows: slice) -> ForcingNoise:
+        return ForcingNoise(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+
+
+def draw_forcing_noise(
+    batch: int, frames: int, latent_shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator | None
+) -> ForcingNoise:
+    levels, is_context = sample_training_levels(
+        batch, frames, generator, cfg.context_noise_max, cfg.teacher_forcing_prob
+    )
+    return ForcingNoise(
+        levels=levels,
+        is_context=is_context,
+        noise=torch.randn(batch, frames, *latent_shape, generator=generator),
+        action_drop=torch.rand(batch, frames, generator=generator) < cfg.action_dropout,
+        text_drop=torch.rand(batch, generator=generator) < cfg.text_dropout,
+    )
+
+
 def diffusion_forcing_loss(
-    dit: DiT, batch: ClipBatch, cfg: LossConfig, generator: torch.Generator | None = None
+    dit: DiT,
+    batch: ClipBatch,
+    cfg: LossConfig,
+    generator: torch.Generator | None = None,
+    draw: ForcingNoise | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Flow-matching loss with an independent noise level per frame (Chen et al. 2024)."""
+    """Flow-matching loss with an independent noise level per frame (Chen et al. 2024).
+
+    Every term is a mean over clips of a per-clip quantity, so the loss of a batch is the average of
+    the losses of its parts (what data-parallel gradient averaging assumes).
+    """
     x = batch.latents
     B, T = x.shape[:2]
     device = x.device
-    levels, is_context = sample_training_levels(B, T, generator, cfg.context_noise_max, cfg.teacher_forcing_prob)
-    levels, target_frames = levels.to(device), (~is_context).to(device)
-    noise = torch.randn(x.shape, generator=generator).to(device)
-    drop = torch.rand(B, T, generator=generator).to(device) < cfg.action_dropout
-    null = batch.action_null | drop
+    if draw is None:
+        draw = draw_forcing_noise(B, T, tuple(x.shape[2:]), cfg, generator)
+    levels = draw.levels.to(device)
+    target_frames = (~draw.is_context).to(device).float()
+    noise = draw.noise.to(device=device, dtype=x.dtype)
+    null = batch.action_null | draw.action_drop.to(device)
     text = batch.text
     if text is not None and cfg.text_dropout > 0:
-        text = _drop_text(dit, text, torch.rand(B, generator=generator).to(device) < cfg.text_dropout)
+        text = _drop_text(dit, text, draw.text_drop.to(device))
 
     out = dit(add_noise(x, noise, levels), levels, batch.actions, null, torch.arange(T), text)
-    per_frame = (out.velocity - velocity_target(x, noise)).pow(2).flatten(2).mean(-1)  # (B, T)
-    flow = (per_frame * target_frames).sum() / target_frames.sum()
+    per_frame = (out.velocity.float() - velocity_target(x, noise).float()).pow(2).flatten(2).mean(-1)  # (B, T)
+    # Teacher-forced context frames get no flow loss: at level ~0 the target asks for noise the net cannot see.
+    flow = ((per_frame * target_frames).sum(1) / target_frames.sum(1).clamp_min(1.0)).mean()
     loss = flow
     metrics = {"flow": flow.item()}
     # Heads matter on nearly clean frames (that is where they run at play time): weight by 1 - s.
-    weight = (1.0 - levels) / (1.0 - levels).mean().clamp_min(1e-6)
+    weight = 1.0 - levels
     if batch.rewards is not None:
-        reward = (weight * (out.reward - batch.rewards.float()) ** 2).mean()
+        reward = (weight * (out.reward.float() - batch.rewards.float()) ** 2).mean()
         loss = loss + cfg.head_weight * reward
         metrics["reward"] = reward.item()
     if batch.terminations is not None:
         term = (
             weight
-            * F.binary_cross_entropy_with_logits(out.termination_logit, batch.terminations.float(), reduction="none")
+            * F.binary_cross_entropy_with_logits(
+                out.termination_logit.float(), batch.terminations.float(), reduction="none"
+            )
         ).mean()
         loss = loss + cfg.head_weight * term
         metrics["termination"] = term.item()
@@ -93,7 +144,7 @@ def diffusion_forcing_loss(
 def _drop_text(dit: DiT, text: TextContext, drop: Tensor) -> TextContext:
     """Replace the prompts of clips where ``drop`` is set with the learned null prompt."""
     B, L, _ = text.tokens.shape
-    null = dit.null_text(B, text.tokens.device)
+    null = getattr(dit, "module", dit).null_text(B, text.tokens.device)  # unwrap DistributedDataParallel
     tokens = text.tokens.clone()
     mask = text.mask.clone()
     tokens[drop] = 0

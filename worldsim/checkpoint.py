@@ -11,6 +11,7 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -136,3 +137,32 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: s
             parts.append(f"shape mismatch at {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}")
         raise CheckpointError(f"{where} does not match its config: " + "; ".join(parts))
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+AUTOENCODER_KIND = "autoencoder"
+
+
+def save_autoencoder(path: str | Path, frame_size: list[int], config: dict, state: dict[str, torch.Tensor]) -> None:
+    """An autoencoder-only checkpoint (stage 1 of training): config.json + model.safetensors."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        meta = {"kind": AUTOENCODER_KIND, "frame_size": list(frame_size), "autoencoder": config, "version": 1}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS_FILE))
+
+
+def load_autoencoder(path: str | Path) -> tuple[list[int], dict, dict[str, torch.Tensor]]:
+    """(frame_size, autoencoder config dict, weights) from an autoencoder or a world checkpoint."""
+    path = Path(path)
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{path} is not a checkpoint directory (no {CONFIG_FILE})")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file} is not valid JSON ({e})") from None
+    if isinstance(data, dict) and data.get("kind") == AUTOENCODER_KIND:
+        return data["frame_size"], data["autoencoder"], load_tensors(path / WEIGHTS_FILE)
+    config, state, _ = load_checkpoint(path)
+    ae = {k[len("autoencoder.") :]: v for k, v in state.items() if k.startswith("autoencoder.")}
+    return config.frame_size, dataclasses.asdict(config.autoencoder), ae

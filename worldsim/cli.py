@@ -2,6 +2,9 @@
 
 Examples::
 
+    worldsim record --env CarRacing-v3 --policy carracing --episodes 200 --out data/carracing.h5
+    worldsim train autoencoder --data data/carracing.h5 --out runs/carracing
+    worldsim train world --data data/carracing.h5 --autoencoder runs/carracing --out runs/carracing
     worldsim bench                 # engine speed on this machine (table)
     worldsim bench --json          # ... as one JSON object on stdout
 """
@@ -25,6 +28,57 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from worldsim.data.recorder import RecordConfig, record
+
+    cfg = dataclass_from_args(RecordConfig, args)
+    result = record(cfg, progress=sys.stderr.isatty())
+    summary = (
+        f"{result['episodes']} episodes, {result['steps']} steps -> {result['out']} "
+        f"({result['frames_per_second']:.0f} frames/s, world frame rate {result['frame_rate']} fps)"
+    )
+    if result["interrupted"]:
+        print(f"worldsim record: interrupted; kept {summary}", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
+    from training.loop import init_distributed, train
+
+    d = init_distributed(args.device)
+    if args.stage == "autoencoder":
+        from training.autoencoder import AutoencoderStage
+
+        cfg = with_preset(AutoencoderTrainConfig, "autoencoder", args.preset or "default", vars(args))
+        stage = AutoencoderStage(cfg)
+    else:
+        from training.world import WorldStage
+
+        cfg = with_preset(WorldTrainConfig, "world", args.preset or "default", vars(args))
+        stage = WorldStage(cfg, d)
+    result = train(stage, cfg, d, progress=sys.stderr.isatty())
+    if d.is_main:
+        line = (
+            f"{result['stage']}: step {result['step']}/{cfg.steps}, {result['clips_per_s']:.2f} clips/s, "
+            f"{result['tokens_per_s']:.0f} tokens/s, final loss {result['final_metrics'].get('loss', float('nan')):.4f}"
+            f" -> {result['out']}"
+        )
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(line)
+        if result["interrupted"]:
+            print(
+                f"worldsim train: interrupted; checkpoint saved, continue with --resume --out {cfg.out}",
+                file=sys.stderr,
+            )
+            return 130
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from worldsim import __version__
     from worldsim.bench import BenchConfig
@@ -45,6 +99,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(bench, BenchConfig)
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.set_defaults(func=cmd_bench)
+
+    from worldsim.data.recorder import RecordConfig
+
+    rec = sub.add_parser(
+        "record",
+        help="record episodes of a Gymnasium env into an HDF5 trajectory file",
+        description="Run a policy in a Gymnasium env and write frames (resized), actions, rewards, terminations "
+        "and truncations in Minari's HDF5 layout. Ctrl-C keeps the finished episodes.",
+    )
+    add_dataclass_args(rec, RecordConfig)
+    rec.set_defaults(func=cmd_record)
+
+    from training.config import AutoencoderTrainConfig, WorldTrainConfig
+
+    train = sub.add_parser(
+        "train",
+        help="train an autoencoder or a world model on trajectories",
+        description="Stage 1 `autoencoder`, then stage 2 `world`. Runs under torchrun for data parallelism "
+        "(torchrun --nproc_per_node N -m worldsim train ...). Ctrl-C saves a checkpoint; --resume continues.",
+    )
+    stages = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, cls, help_text in (
+        ("autoencoder", AutoencoderTrainConfig, "train the frame autoencoder (stage 1)"),
+        ("world", WorldTrainConfig, "train the DiT world model on latents of a trained autoencoder (stage 2)"),
+    ):
+        p = stages.add_parser(name, help=help_text, description=help_text)
+        add_dataclass_args(p, cls)
+        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+        p.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
+        p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -13,9 +13,17 @@ from functools import cache
 from typing import Any
 
 
-@cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The string literal under each field of a dataclass (the attribute-docstring convention)."""
+    """The string literal under each field of a dataclass and its bases (attribute-docstring convention)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+@cache
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):

@@ -29,6 +29,10 @@ from worldsim.models.conditioning import TextContext, TextEncoder, validate_acti
 from worldsim.models.dit import DiT
 
 
+PREDICT_BLOCK = 8
+"""Frames denoised together by ``predict`` (pyramid schedule within a block)."""
+
+
 class StepOutput(NamedTuple):
     frames: np.ndarray
     """uint8 (B, H, W, 3) after ``step``; (B, T, H, W, 3) after ``predict``."""
@@ -202,9 +206,19 @@ class WorldModel:
         return self._generate(self._as_actions(acts, (rollout.batch, acts.shape[1])))
 
     def _generate(self, acts: Tensor) -> StepOutput:
-        """Validated actions (B, T, ...) -> T decoded frames per world."""
-        null = torch.zeros(acts.shape[:2], dtype=torch.bool, device=self.device)
-        latents, reward, term = self._require_rollout().generate(FrameBatch(acts, null), acts.shape[1])
+        """Validated actions (B, T, ...) -> T decoded frames per world.
+
+        Long sequences go in blocks of a few frames: a block attends to itself densely, so one block
+        as long as the window would cost far more than the pyramid schedule saves.
+        """
+        rollout = self._require_rollout()
+        block = max(1, min(PREDICT_BLOCK, self.sampler.window - 1))
+        parts = []
+        for s in range(0, acts.shape[1], block):
+            a = acts[:, s : s + block]
+            null = torch.zeros(a.shape[:2], dtype=torch.bool, device=self.device)
+            parts.append(rollout.generate(FrameBatch(a, null), a.shape[1]))
+        latents, reward, term = (torch.cat(p, 1) for p in zip(*parts))
         frames = self.autoencoder.decode(latents.to(torch.float32))
         return StepOutput(
             frames=np.ascontiguousarray(frames.cpu().numpy()),

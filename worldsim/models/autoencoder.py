@@ -101,6 +101,15 @@ class FrameAutoencoder(nn.Module):
         """Unscaled latents (N, C, h, w) -> pixels (N, 3, H, W)."""
         return self.decoder(z)
 
+    def forward(self, pixels: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Training pass: (N, 3, H, W) pixels and N(0, 1) noise of the latent's shape -> (recon, mean, logvar).
+
+        The noise comes from the caller so training randomness is reproducible and shardable.
+        """
+        mean, logvar = self.encoder(pixels)
+        z = mean + torch.exp(0.5 * logvar) * eps.to(mean.dtype)
+        return self.decoder(z), mean, logvar
+
     @torch.inference_mode()
     def encode(self, frames: Tensor) -> Tensor:
         """uint8 frames (..., H, W, 3) -> scaled latents (..., C, h, w), using the posterior mean."""

@@ -1,0 +1,87 @@
+"""Stage 1: train the per-frame VAE on the frames of a trajectory dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from training.common import open_training_data
+from training.config import AutoencoderTrainConfig
+from worldsim.checkpoint import save_autoencoder
+from worldsim.config import AutoencoderConfig
+from worldsim.data.clips import ClipDataset
+from worldsim.data.recorder import parse_size
+from worldsim.errors import ConfigError, InputError
+from worldsim.models.autoencoder import FrameAutoencoder
+
+EXPORT_DIR = "autoencoder"
+SCALE_FRAMES = 512
+"""Frames encoded to measure the latent scale at export."""
+
+
+class AutoencoderStage:
+    name = "autoencoder"
+
+    def __init__(self, cfg: AutoencoderTrainConfig) -> None:
+        self.cfg = cfg
+        self.frame_size = parse_size(cfg.frame_size)
+        try:
+            widths = [int(w) for w in cfg.widths.split(",")]
+            self.ae_config = AutoencoderConfig(
+                widths=widths, latent_channels=cfg.latent_channels, kl_weight=cfg.kl_weight
+            )
+        except (ValueError, ConfigError) as e:
+            raise InputError(f"bad autoencoder shape: {e}") from None
+        f = self.ae_config.factor
+        if self.frame_size[0] % f or self.frame_size[1] % f:
+            raise InputError(f"--frame-size {cfg.frame_size} must be divisible by the autoencoder factor {f}")
+        self.reader, episodes = open_training_data(cfg)
+        self.dataset = ClipDataset(self.reader, 1, self.frame_size, episodes=episodes)
+        torch.manual_seed(cfg.seed)
+        self.model = FrameAutoencoder(self.ae_config)
+        h, w = self.frame_size
+        self.latent_shape = (self.ae_config.latent_channels, h // f, w // f)
+        self.tokens_per_sample = h * w  # pixels per frame
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator, rows: slice, global_batch: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        pixels = FrameAutoencoder.to_pixels(batch["frames"][:, 0]).to(next(model.parameters()).device)
+        eps = torch.randn(global_batch, *self.latent_shape, generator=generator)[rows].to(pixels.device)
+        recon, mean, logvar = model(pixels, eps)
+        err = recon.float() - pixels
+        l1 = err.abs().mean()
+        mse = err.pow(2).mean()
+        kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).mean()
+        loss = l1 + mse + self.ae_config.kl_weight * kl
+        psnr = 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10))  # pixels span 2 (-1..1)
+        return loss, {"loss": loss.item(), "l1": l1.item(), "mse": mse.item(), "kl": kl.item(), "psnr": psnr.item()}
+
+    @torch.no_grad()
+    def latent_scale(self, model: FrameAutoencoder) -> float:
+        """1 / std of the posterior means on a fixed sample of training frames (unit-variance latents)."""
+        rng = np.random.default_rng(0)
+        idx = rng.choice(len(self.dataset), size=min(SCALE_FRAMES, len(self.dataset)), replace=False)
+        frames = torch.stack([self.dataset[int(i)]["frames"][0] for i in idx])
+        device = next(model.parameters()).device
+        mean, _ = model.encode_distribution(FrameAutoencoder.to_pixels(frames).to(device))
+        return float(1.0 / mean.float().std().clamp_min(1e-6))
+
+    def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:
+        ema.latent_scale.fill_(self.latent_scale(ema))  # type: ignore[union-attr]
+        save_autoencoder(out / EXPORT_DIR, list(self.frame_size), dataclasses.asdict(self.ae_config), ema.state_dict())
+
+    @torch.no_grad()
+    def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
+        frames = torch.stack(
+            [self.dataset[i]["frames"][0] for i in range(0, len(self.dataset), max(1, len(self.dataset) // 8))][:8]
+        )
+        device = next(ema.parameters()).device
+        recon = ema.decode(ema.encode(frames.to(device))).cpu()  # type: ignore[operator]
+        grid = torch.cat([torch.cat(list(frames), 1), torch.cat(list(recon), 1)], 0)  # real row over recon row
+        tb.add_image("autoencoder/real_vs_recon", grid.numpy(), step, dataformats="HWC")

@@ -1,0 +1,111 @@
+"""Typed training configs with named presets. Precedence: dataclass defaults < preset < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from worldsim.errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by every training stage."""
+
+    data: str = ""
+    """Trajectories: a worldsim .h5 file, a Minari dataset (directory or id) or a robomimic file."""
+    out: str = "runs/world"
+    """Run directory: checkpoints, TensorBoard logs, the exported model."""
+    preset: str = "default"
+    """Named set of defaults: tiny (tests, seconds), default (this CPU), gpu (one big GPU)."""
+    steps: int = 20000
+    """Optimizer steps in total (a resumed run continues up to this)."""
+    batch_size: int = 32
+    """Global batch: split evenly across torchrun processes."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW)."""
+    warmup_steps: int = 500
+    """Linear warmup steps before the cosine decay."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to norms, biases and embeddings)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    ema_decay: float = 0.999
+    """Exponential moving average of the weights; the exported model uses the EMA."""
+    precision: str = "auto"
+    """fp32, bf16 (autocast) or auto (bf16 where it pays: CUDA and CPUs with native bf16)."""
+    seed: int = 0
+    """Seed of the data order and of all training noise."""
+    workers: int = 1
+    """DataLoader worker processes per training process."""
+    save_minutes: float = 10.0
+    """Write a resumable checkpoint at least this often (and on Ctrl-C, and at the end)."""
+    log_every: int = 20
+    """Steps between TensorBoard scalar writes."""
+    max_minutes: float = 0.0
+    """Stop (with a checkpoint) after this much wall time; 0 = run to --steps. For runs split across sessions."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint (model, optimizer, EMA, step, RNG)."""
+    camera: str | None = None
+    """Image key to train on for datasets with several (robomimic camera, Minari dict observation)."""
+    holdout: int = 0
+    """Episodes (the last ones) kept out of training for evaluation."""
+
+
+@dataclass
+class AutoencoderTrainConfig(TrainConfig):
+    """Stage 1: the per-frame autoencoder."""
+
+    frame_size: str = "64x64"
+    """Frame size HxW the autoencoder works at."""
+    latent_channels: int = 8
+    """Channels of the latent map."""
+    widths: str = "16,32,64,128"
+    """Channel width per resolution level (comma-separated); spatial factor = 2^(levels-1)."""
+    kl_weight: float = 1e-6
+    """Weight of the KL term."""
+
+
+@dataclass
+class WorldTrainConfig(TrainConfig):
+    """Stage 2: the DiT world model, with reward and termination heads (and captions, if any)."""
+
+    autoencoder: str = ""
+    """Trained autoencoder: a run directory or checkpoint (or a world checkpoint); default: the one in --out."""
+    model_size: str = "S"
+    """DiT size: XS, S, M or B."""
+    clip_frames: int = 16
+    """Frames per training clip (the model's max context)."""
+    init: str = ""
+    """Fine-tune from this world checkpoint (its action space must match the data)."""
+    latent_cache: bool = True
+    """Encode the dataset once into <out>/latents.h5 instead of every step."""
+    name: str = ""
+    """World name stored in the checkpoint (default: from the env id)."""
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "autoencoder": {
+        "tiny": dict(steps=30, batch_size=8, warmup_steps=5, widths="8,16", latent_channels=4, log_every=5),
+        "default": dict(steps=6000, batch_size=64, lr=1e-3, warmup_steps=200),
+        "gpu": dict(steps=20000, batch_size=256, lr=1e-3, warmup_steps=500, workers=8),
+    },
+    "world": {
+        "tiny": dict(steps=30, batch_size=4, warmup_steps=5, model_size="XS", clip_frames=4, log_every=5),
+        "default": dict(steps=20000, batch_size=16, lr=3e-4, warmup_steps=500),
+        "gpu": dict(steps=60000, batch_size=128, lr=3e-4, warmup_steps=1000, workers=8),
+    },
+}
+
+
+def with_preset(cls: type, stage: str, preset: str, overrides: dict[str, Any]) -> Any:
+    """Build ``cls`` from the stage's named preset, then the explicitly set ``overrides``."""
+    presets = PRESETS[stage]
+    if preset not in presets:
+        raise InputError(f"unknown preset {preset!r} for {stage} (choose from {', '.join(presets)})")
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None and k in names}}
+    return cls(**{**values, "preset": preset})

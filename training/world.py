@@ -1,0 +1,194 @@
+"""Stage 2: train the DiT world model (diffusion forcing + reward/termination heads, optional captions)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
+from training.common import add_gif, open_training_data
+from training.config import WorldTrainConfig
+from training.loop import Distributed
+from training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
+from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_state
+from worldsim.config import ActionSpec, AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
+from worldsim.data.clips import ClipDataset
+from worldsim.data.latents import build_latent_cache
+from worldsim.engine import WorldModel
+from worldsim.errors import CheckpointError, ConfigError, InputError
+from worldsim.models.autoencoder import FrameAutoencoder
+from worldsim.models.conditioning import TextEncoder
+from worldsim.models.dit import DiT
+
+EXPORT_DIR = "world"
+START_CONTEXTS = 16
+"""Start contexts shipped with the exported world (first frames of training episodes)."""
+START_FRAMES = 4
+SAMPLE_FRAMES = 32
+"""Length of the TensorBoard sample rollout."""
+
+
+def load_trained_autoencoder(path: str | Path) -> tuple[list[int], AutoencoderConfig, FrameAutoencoder]:
+    """An autoencoder from a stage-1 run directory, an autoencoder checkpoint or a world checkpoint."""
+    path = Path(path)
+    if (path / AUTOENCODER_DIR).is_dir():
+        path = path / AUTOENCODER_DIR
+    if not path.exists():
+        raise InputError(f"--autoencoder {path} does not exist: train one first with `worldsim train autoencoder`")
+    frame_size, config, state = load_autoencoder(path)
+    try:
+        ae_config = AutoencoderConfig(**config)
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: autoencoder config does not match this worldsim ({e})") from None
+    ae = FrameAutoencoder(ae_config)
+    load_state(ae, state, str(path))
+    return frame_size, ae_config, ae.eval().requires_grad_(False)
+
+
+def describe_space(spec: ActionSpec) -> str:
+    if spec.kind == "discrete":
+        return f"Discrete({spec.n})"
+    if spec.kind == "multi_discrete":
+        return f"MultiDiscrete({spec.nvec})"
+    return f"Box(shape={spec.shape})"
+
+
+class WorldStage:
+    name = "world"
+
+    def __init__(self, cfg: WorldTrainConfig, d: Distributed | None = None) -> None:
+        d = d or Distributed()
+        self.cfg = cfg
+        frame_size, ae_config, self.autoencoder = load_trained_autoencoder(cfg.autoencoder or cfg.out)
+        self.autoencoder.to(d.device)
+        self.reader, episodes = open_training_data(cfg)
+        if self.reader.action_space is None:
+            raise InputError(f"{cfg.data} does not record its action space")
+        try:
+            action = ActionSpec.from_gym(self.reader.action_space)
+        except ConfigError as e:
+            raise InputError(f"{cfg.data}: {e}") from None
+        init_state = None
+        if cfg.init:
+            init_config, init_state, _ = load_checkpoint(cfg.init)
+            if init_config.action != action:
+                raise InputError(
+                    f"cannot fine-tune {cfg.init}: its action space is {describe_space(init_config.action)} "
+                    f"but {cfg.data} has {describe_space(action)}"
+                )
+        text_dim = TextEncoder.dim if self.reader.captions else 0
+        sinks = SamplerConfig().sinks
+        try:
+            self.config = WorldConfig(
+                frame_size=list(frame_size),
+                frame_rate=self.reader.frame_rate,
+                action=action,
+                autoencoder=ae_config,
+                dit=dit_config(cfg.model_size, max_frames=cfg.clip_frames, text_dim=text_dim),
+                sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - sinks)),
+                latent_scale=float(self.autoencoder.latent_scale),
+                name=cfg.name or _world_name(self.reader.env_id),
+                source_env=self.reader.env_id,
+            )
+        except ConfigError as e:
+            raise InputError(str(e)) from None
+        torch.manual_seed(cfg.seed)
+        self.model = DiT(self.config.dit, action, ae_config.latent_channels)
+        if init_state is not None:
+            load_state(self.model, {k[4:]: v for k, v in init_state.items() if k.startswith("dit.")}, cfg.init)
+        latents = None
+        if cfg.latent_cache:
+            cache = Path(cfg.out) / "latents.h5"
+            if d.is_main:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                latents = build_latent_cache(self.reader, self.autoencoder, cache, tuple(frame_size))
+            if d.world > 1:
+                torch.distributed.barrier()
+            if not d.is_main:
+                from worldsim.data.latents import LatentStore
+
+                latents = LatentStore(cache)
+        self.dataset = ClipDataset(self.reader, cfg.clip_frames, tuple(frame_size), episodes=episodes, latents=latents)
+        self.text_encoder = TextEncoder(d.device) if text_dim else None
+        self.loss_config = LossConfig()
+        h, w = self.config.latent_size
+        self.latent_shape = (ae_config.latent_channels, h, w)
+        self.tokens_per_sample = cfg.clip_frames * (h // self.config.dit.patch) * (w // self.config.dit.patch)
+        self.starts = self._start_contexts(episodes)
+
+    def _start_contexts(self, episodes: list[int]) -> dict[str, Tensor]:
+        chosen = [e for e in episodes if self.reader.episode_frames[e] >= START_FRAMES][:START_CONTEXTS]
+        frames = [torch.from_numpy(self.reader.frames(e, 0, START_FRAMES)) for e in chosen]
+        from worldsim.engine import resize_frames
+
+        return {"frames": resize_frames(torch.stack(frames), tuple(self.config.frame_size))} if frames else {}
+
+    def clip_batch(self, model: nn.Module, batch: dict[str, Any]) -> ClipBatch:
+        device = next(model.parameters()).device
+        if "latents" in batch:
+            latents = batch["latents"].to(device)
+        else:
+            with torch.no_grad():
+                latents = self.autoencoder.encode(batch["frames"].to(device)).float().clone()
+        text = None
+        if self.text_encoder is not None:
+            text = self.text_encoder(list(batch["caption"]))
+        return ClipBatch(
+            latents=latents,
+            actions=batch["actions"].to(device),
+            action_null=batch["action_null"].to(device),
+            rewards=batch["rewards"].to(device),
+            terminations=batch["terminations"].to(device),
+            text=text,
+        )
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator, rows: slice, global_batch: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        clip = self.clip_batch(model, batch)
+        T = clip.latents.shape[1]
+        draw = draw_forcing_noise(global_batch, T, self.latent_shape, self.loss_config, generator).rows(rows)
+        return diffusion_forcing_loss(model, clip, self.loss_config, draw=draw)
+
+    def world_model(self, ema: nn.Module) -> WorldModel:
+        dit = DiT(self.config.dit, self.config.action, self.config.autoencoder.latent_channels)
+        dit.load_state_dict({k: v.detach().float().cpu() for k, v in ema.state_dict().items()})
+        ae = FrameAutoencoder(self.config.autoencoder)
+        ae.load_state_dict({k: v.cpu() for k, v in self.autoencoder.state_dict().items()})
+        return WorldModel(self.config, ae, dit, self.starts)
+
+    def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:
+        model_card = (
+            f"# {self.config.name}\n\nTrained by `worldsim train world` on `{self.cfg.data}` "
+            f"({len(self.dataset.episodes)} episodes, {self.reader.total_steps} steps, source env "
+            f"`{self.reader.env_id}`).\n\n- model size: {self.cfg.model_size}, clip {self.cfg.clip_frames} frames\n"
+            f"- steps: {card['step']}, wall time: {card['wall_seconds']} s\n"
+        )
+        self.world_model(ema).save_pretrained(out / EXPORT_DIR, card=model_card)
+
+    @torch.no_grad()
+    def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
+        """Real episode beside an open-loop rollout from its first frames with the same actions."""
+        wm = self.world_model(ema)
+        e = self.dataset.episodes[0]
+        n = min(self.reader.episode_frames[e], SAMPLE_FRAMES + 1)
+        real = torch.from_numpy(self.reader.frames(e, 0, n))
+        from worldsim.engine import resize_frames
+
+        real = resize_frames(real, tuple(self.config.frame_size)).numpy()
+        actions = self.reader.steps(e)["actions"][: n - 1]
+        text = self.reader.captions.get(e) if self.text_encoder is not None else None
+        wm.reset(frames=real[None, :1], seed=0, text=text)
+        dream = wm.predict(actions[None]).frames[0] if n > 1 else real[:0]
+        video = np.concatenate([real[1:n], dream], axis=2)  # side by side
+        add_gif(tb, "world/real_vs_dream", video, step, fps=self.config.frame_rate)
+
+
+def _world_name(env_id: str) -> str:
+    base = env_id.split("/")[-1]
+    return re.sub(r"-v\d+$", "", base).lower() or "world"

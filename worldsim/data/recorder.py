@@ -1,0 +1,168 @@
+"""Record episodes of a Gymnasium env as frames + actions into a trajectory file."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.data.writer import TrajectoryWriter
+from worldsim.engine import resize_frames
+
+# Source envs whose native rate is too fast for real-time play get an action repeat by default.
+DEFAULT_FRAME_SKIP = {"CarRacing-v3": 2}
+
+
+@dataclass
+class RecordConfig:
+    """What ``worldsim record`` records."""
+
+    env: str = "CarRacing-v3"
+    """Gymnasium id of the source env (CarRacing-v3, gym_pusht/PushT-v0, worldsim/Crafter-v0, ALE/..., any id)."""
+    episodes: int = 10
+    """Number of episodes to record."""
+    out: str = "data/trajectories.h5"
+    """Output HDF5 file (Minari layout)."""
+    policy: str = "random"
+    """random, a scripted policy name (carracing, pusht) or module:factory."""
+    size: str = "64x64"
+    """Frame size HxW the frames are resized to."""
+    max_steps: int = 1000
+    """Steps per episode at most (the episode is marked truncated there)."""
+    seed: int = 0
+    """Episode i is reset with seed + i."""
+    frame_skip: int = 0
+    """Env steps per recorded step (the action is repeated, rewards summed); 0 = the env's default."""
+    workers: int = 1
+    """Processes recording episodes in parallel."""
+    overwrite: bool = False
+    """Replace --out if it exists."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    from worldsim.errors import InputError
+
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size must look like 64x64, got {text!r}") from None
+    if h < 8 or w < 8:
+        raise InputError(f"--size {text} is too small (at least 8x8)")
+    return h, w
+
+
+def frame_skip_for(cfg: RecordConfig) -> int:
+    return cfg.frame_skip or DEFAULT_FRAME_SKIP.get(cfg.env, 1)
+
+
+_ENVS: dict[str, Any] = {}
+"""One env per process and id, reused across episodes (building CarRacing's world is not free)."""
+
+
+def _env(env_id: str) -> Any:
+    from envs.sources import make_source_env
+
+    if env_id not in _ENVS:
+        _ENVS[env_id] = make_source_env(env_id)
+    return _ENVS[env_id]
+
+
+def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
+    """Run one episode and return its arrays (frames already resized)."""
+    from agents import make_policy
+    from envs.sources import frame_of
+
+    env = _env(cfg.env)
+    seed = cfg.seed + index
+    skip = frame_skip_for(cfg)
+    policy = make_policy(cfg.policy, env, seed)
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed)
+    frames = [frame_of(env, obs)]
+    actions, rewards, terms, truncs = [], [], [], []
+    for step in range(cfg.max_steps):
+        action = policy(obs)
+        total, terminated, truncated = 0.0, False, False
+        for _ in range(skip):
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        frames.append(frame_of(env, obs))
+        actions.append(np.asarray(action))
+        rewards.append(total)
+        terms.append(terminated)
+        truncs.append(truncated or (step == cfg.max_steps - 1 and not terminated))
+        if terminated or truncated:
+            break
+    raw = torch.from_numpy(np.stack(frames))
+    return {
+        "observations": resize_frames(raw, parse_size(cfg.size)).numpy(),
+        "actions": np.stack(actions),
+        "rewards": np.asarray(rewards, dtype=np.float32),
+        "terminations": np.asarray(terms),
+        "truncations": np.asarray(truncs),
+        "seed": seed,
+    }
+
+
+def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
+    """Record ``cfg.episodes`` episodes into ``cfg.out``. Ctrl-C keeps the finished episodes."""
+    import time
+
+    from tqdm import tqdm
+
+    from envs.sources import frame_rate
+
+    size = parse_size(cfg.size)
+    env = _env(cfg.env)
+    skip = frame_skip_for(cfg)
+    rate = max(1, round(frame_rate(env) / skip))
+    writer = TrajectoryWriter(
+        cfg.out,
+        env_id=cfg.env,
+        frame_size=size,
+        action_space=env.action_space,
+        frame_rate=rate,
+        overwrite=cfg.overwrite,
+        attrs={"policy": cfg.policy, "frame_skip": skip},
+    )
+    start = time.perf_counter()
+    frames = 0
+    bar = tqdm(total=cfg.episodes, unit="episode", desc=f"recording {cfg.env}", disable=not progress)
+    pool = cf.ProcessPoolExecutor(cfg.workers) if cfg.workers > 1 else None
+    interrupted = False
+    try:
+        episodes = (
+            pool.map(record_episode, [cfg] * cfg.episodes, range(cfg.episodes))
+            if pool
+            else (record_episode(cfg, i) for i in range(cfg.episodes))
+        )
+        for ep in episodes:
+            writer.add_episode(**ep)
+            frames += len(ep["observations"])
+            bar.update(1)
+            bar.set_postfix(frames=frames, fps=f"{frames / (time.perf_counter() - start):.0f}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+        path = writer.close()
+    seconds = time.perf_counter() - start
+    return {
+        "out": str(path) if path else None,
+        "episodes": writer.episodes,
+        "steps": writer.steps,
+        "frames": frames,
+        "seconds": seconds,
+        "frames_per_second": frames / max(seconds, 1e-9),
+        "frame_rate": rate,
+        "interrupted": interrupted,
+        "path": Path(cfg.out),
+    }
