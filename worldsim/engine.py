@@ -28,7 +28,6 @@ from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextContext, TextEncoder, validate_actions
 from worldsim.models.dit import DiT
 
-
 PREDICT_BLOCK = 8
 """Frames denoised together by ``predict`` (pyramid schedule within a block)."""
 

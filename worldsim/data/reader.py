@@ -78,7 +78,6 @@ class TrajectoryReader:
         space = attrs.get("action_space", metadata.get("action_space"))
         self.action_space = space_from_json(space) if space is not None else None
         self.captions = {int(k): v for k, v in json.loads(attrs.get("captions", "{}")).items()}
-        self.jpeg = bool(metadata.get("jpeg_encoding", False))
         self.episodes = []
         for _, name in names:
             group = f[name]
@@ -120,7 +119,6 @@ class TrajectoryReader:
         self.env_id = str(env_args.get("env_name", "robomimic"))
         self.frame_rate = int(env_args.get("env_kwargs", {}).get("control_freq", 20))
         self.captions = {}
-        self.jpeg = False
         demos = sorted((int(k.split("_")[1]), k) for k in data if k.startswith("demo_") and k[5:].isdigit())
         first = data[demos[0][1]]
         cameras = [k for k in first["obs"] if k.endswith("image") and _looks_like_images(first["obs"][k])]
@@ -210,7 +208,7 @@ class TrajectoryReader:
                 out = np.concatenate([head, tail]) if len(tail) else head
         except OSError as e:
             raise InputError(f"{self.path}: {ep.group} is corrupt ({str(e).splitlines()[0]})") from None
-        if self.jpeg or (out.ndim == 2 or out.dtype == object):
+        if out.ndim != 4:  # Minari's JPEG encoding: one byte string per frame (its metadata flag is not reliable)
             out = _decode_jpeg(out)
         if out.dtype != np.uint8:
             out = _to_uint8(out)
