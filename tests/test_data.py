@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import labelled_episode, write_dataset
 
 from worldsim.config import AutoencoderConfig
 from worldsim.data import TrajectoryReader, TrajectoryWriter
@@ -16,31 +17,6 @@ from worldsim.data.clips import ClipDataset
 from worldsim.data.latents import build_latent_cache
 from worldsim.errors import InputError
 from worldsim.models.autoencoder import FrameAutoencoder
-
-
-def labelled_episode(episode: int, steps: int, size: int = 16, n_actions: int = 5) -> dict:
-    """Frames whose pixels encode (episode, frame index), so a clip can be traced back to its source."""
-    frames = np.zeros((steps + 1, size, size, 3), dtype=np.uint8)
-    frames[..., 0] = episode
-    frames[..., 1] = np.arange(steps + 1)[:, None, None]
-    frames[..., 2] = 7
-    return {
-        "observations": frames,
-        "actions": (np.arange(steps) + episode) % n_actions,
-        "rewards": np.arange(steps, dtype=np.float32) + 100 * episode,
-        "terminations": np.arange(steps) == steps - 1,
-        "truncations": np.zeros(steps, dtype=bool),
-    }
-
-
-def write_dataset(path, lengths=(12, 5, 20), size: int = 16, captions: bool = False) -> list[dict]:
-    episodes = [labelled_episode(i, n, size) for i, n in enumerate(lengths)]
-    with TrajectoryWriter(
-        path, env_id="Test-v0", frame_size=(size, size), action_space=gym.spaces.Discrete(5), frame_rate=12
-    ) as w:
-        for i, ep in enumerate(episodes):
-            w.add_episode(**ep, seed=40 + i, caption=f"episode {i}" if captions else None)
-    return episodes
 
 
 def test_layout_round_trip(tmp_path):

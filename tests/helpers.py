@@ -1,0 +1,56 @@
+"""Shared test helpers (importable from tests: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import os
+
+import gymnasium as gym
+import numpy as np
+
+from worldsim.data import TrajectoryWriter
+
+
+def labelled_episode(episode: int, steps: int, size: int = 16, n_actions: int = 5) -> dict:
+    """Frames whose pixels encode (episode, frame index), so a clip can be traced back to its source."""
+    frames = np.zeros((steps + 1, size, size, 3), dtype=np.uint8)
+    frames[..., 0] = episode
+    frames[..., 1] = np.arange(steps + 1)[:, None, None]
+    frames[..., 2] = 7
+    return {
+        "observations": frames,
+        "actions": (np.arange(steps) + episode) % n_actions,
+        "rewards": np.arange(steps, dtype=np.float32) + 100 * episode,
+        "terminations": np.arange(steps) == steps - 1,
+        "truncations": np.zeros(steps, dtype=bool),
+    }
+
+
+def write_dataset(path, lengths=(12, 5, 20), size: int = 16, captions: bool = False) -> list[dict]:
+    episodes = [labelled_episode(i, n, size) for i, n in enumerate(lengths)]
+    with TrajectoryWriter(
+        path, env_id="Test-v0", frame_size=(size, size), action_space=gym.spaces.Discrete(5), frame_rate=12
+    ) as w:
+        for i, ep in enumerate(episodes):
+            w.add_episode(**ep, seed=40 + i, caption=f"episode {i}" if captions else None)
+    return episodes
+
+
+def ddp_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
+    """One process of a gloo data-parallel training run (spawned by tests/test_training.py)."""
+    import torch
+    import torch.distributed as dist
+
+    from training.config import WorldTrainConfig
+    from training.loop import init_distributed, train
+    from training.world import WorldStage
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    d = init_distributed("cpu")
+    cfg = WorldTrainConfig(**cfg_dict)
+    try:
+        train(WorldStage(cfg, d), cfg, d, progress=False)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,184 @@
+"""Training: exact resume, 2-process DDP equals 1 process, an overfit that learns, and clean CLI errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+
+import gymnasium as gym
+import pytest
+import torch
+from helpers import ddp_worker, write_dataset
+
+from training.autoencoder import AutoencoderStage
+from training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
+from training.loop import train
+from training.world import WorldStage, load_trained_autoencoder
+from worldsim.checkpoint import save_autoencoder
+from worldsim.cli import main
+from worldsim.config import ActionSpec, AutoencoderConfig
+from worldsim.engine import WorldModel
+from worldsim.models.autoencoder import FrameAutoencoder
+
+TINY_AE = AutoencoderConfig(widths=[8, 16], latent_channels=4)
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "data.h5"
+    write_dataset(path, lengths=(14, 20, 9), size=16)
+    return path
+
+
+@pytest.fixture
+def autoencoder_dir(tmp_path):
+    torch.manual_seed(0)
+    ae = FrameAutoencoder(TINY_AE)
+    save_autoencoder(tmp_path / "ae", [16, 16], dataclasses.asdict(TINY_AE), ae.state_dict())
+    return tmp_path / "ae"
+
+
+def world_cfg(data, ae, out, **changes) -> WorldTrainConfig:
+    base = dict(
+        data=str(data),
+        autoencoder=str(ae),
+        out=str(out),
+        steps=6,
+        batch_size=4,
+        workers=0,
+        precision="fp32",
+        save_minutes=1e6,
+    )
+    return with_preset(WorldTrainConfig, "world", "tiny", {**base, **changes})
+
+
+def final_state(out) -> dict[str, dict[str, torch.Tensor]]:
+    state = torch.load(out / "state" / "world.pt", weights_only=True)
+    return {"model": state["model"], "ema": state["ema"], "step": state["step"]}
+
+
+def assert_same_params(a: dict, b: dict, atol: float) -> None:
+    assert a["step"] == b["step"]
+    for part in ("model", "ema"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], atol=atol, rtol=0, msg=f"{part}.{k} differs")
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, data, autoencoder_dir):
+    full = world_cfg(data, autoencoder_dir, tmp_path / "a")
+    result = train(WorldStage(full), full, progress=False)
+    assert result["step"] == 6 and not result["interrupted"]
+
+    def ctrl_c_at_3(step: int) -> None:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: the loop finishes the step, saves, returns
+
+    split = world_cfg(data, autoencoder_dir, tmp_path / "b")
+    first = train(WorldStage(split), split, progress=False, on_step=ctrl_c_at_3)
+    assert first["interrupted"] and first["step"] == 3
+    assert (tmp_path / "b" / "world" / "model.safetensors").exists(), "Ctrl-C did not export a usable model"
+    resumed = dataclasses.replace(split, resume=True)
+    second = train(WorldStage(resumed), resumed, progress=False)
+    assert second["step"] == 6 and second["steps_this_run"] == 3
+    assert_same_params(final_state(tmp_path / "a"), final_state(tmp_path / "b"), atol=1e-6)
+    # The exported world loads and plays.
+    wm = WorldModel.from_pretrained(tmp_path / "b" / "world")
+    wm.reset(seed=0)
+    assert wm.step([1]).frames.shape == (1, 16, 16, 3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_equals_one_process(tmp_path, data, autoencoder_dir):
+    single = world_cfg(data, autoencoder_dir, tmp_path / "one", steps=3)
+    train(WorldStage(single), single, progress=False)
+    double = dataclasses.replace(single, out=str(tmp_path / "two"))
+    torch.multiprocessing.spawn(ddp_worker, args=(2, _free_port(), dataclasses.asdict(double)), nprocs=2, join=True)
+    # Gradients are averaged in a different order across processes: equal up to float rounding.
+    assert_same_params(final_state(tmp_path / "one"), final_state(tmp_path / "two"), atol=1e-5)
+
+
+def test_autoencoder_overfits_a_tiny_dataset(tmp_path, data):
+    cfg = with_preset(
+        AutoencoderTrainConfig,
+        "autoencoder",
+        "tiny",
+        dict(
+            data=str(data),
+            out=str(tmp_path / "run"),
+            frame_size="16x16",
+            steps=60,
+            lr=3e-3,
+            workers=0,
+            precision="fp32",
+            ema_decay=0.9,
+        ),
+    )
+    stage = AutoencoderStage(cfg)
+    frames = torch.stack([stage.dataset[i]["frames"][0] for i in range(0, len(stage.dataset), 3)])
+
+    def recon_error(ae: FrameAutoencoder) -> float:
+        return (ae.decode(ae.encode(frames)).float() - frames.float()).abs().mean().item()
+
+    before = recon_error(stage.model.eval())
+    train(stage, cfg, progress=False)
+    _, _, trained = load_trained_autoencoder(tmp_path / "run")
+    after = recon_error(trained)
+    assert after < before / 3, f"reconstruction error {before:.1f} -> {after:.1f}"
+    assert abs(trained.encode(frames).std().item() - 1.0) < 0.5, "latent_scale does not bring latents near unit std"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def assert_one_line_error(code: int, err: str, needle: str) -> None:
+    assert code == 2, err
+    last = err.splitlines()[-1]
+    assert needle in last, err
+    assert "Traceback" not in err
+
+
+def test_cli_errors_are_one_line_and_overwrite_nothing(tmp_path, capsys, data, autoencoder_dir):
+    out = tmp_path / "run"
+    args = ["train", "world", "--preset", "tiny", "--autoencoder", str(autoencoder_dir), "--out", str(out)]
+    assert_one_line_error(*run_cli(capsys, *args, "--data", str(tmp_path / "missing.h5")), "does not exist")
+    (tmp_path / "junk.h5").write_bytes(b"junk")
+    assert_one_line_error(*run_cli(capsys, *args, "--data", str(tmp_path / "junk.h5")), "not an HDF5 file")
+    assert_one_line_error(*run_cli(capsys, *args, "--data", str(data), "--clip-frames", "64"), "shorter than a clip")
+    assert_one_line_error(*run_cli(capsys, *args, "--data", str(data), "--resume"), "nothing to resume")
+
+    # A checkpoint with another action space cannot be fine-tuned on this data.
+    other = WorldModel(
+        dataclasses.replace(load_world_config(autoencoder_dir), action=ActionSpec.from_gym(gym.spaces.Box(-1, 1, (2,))))
+    )
+    other.save_pretrained(tmp_path / "other")
+    code, err = run_cli(capsys, *args, "--data", str(data), "--init", str(tmp_path / "other"))
+    assert_one_line_error(code, err, "action space is Box")
+
+    # An existing run is never overwritten without --resume.
+    code, _ = run_cli(capsys, *args, "--data", str(data), "--steps", "2", "--workers", "0")
+    assert code == 0
+    state = (out / "state" / "world.pt").read_bytes()
+    assert_one_line_error(*run_cli(capsys, *args, "--data", str(data)), "already holds a world run")
+    assert (out / "state" / "world.pt").read_bytes() == state
+
+
+def load_world_config(autoencoder_dir):
+    from worldsim.config import WorldConfig, dit_config
+
+    frame_size, ae_cfg, _ = load_trained_autoencoder(autoencoder_dir)
+    return WorldConfig(
+        frame_size=frame_size,
+        autoencoder=ae_cfg,
+        dit=dit_config("XS", max_frames=4),
+        sampler=dataclasses.replace(WorldConfig().sampler, window=3),
+    )
