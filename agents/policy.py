@@ -1,0 +1,106 @@
+"""The policy interface every recorder and evaluator drives, the random policy, and ``make_policy`` by name.
+
+A policy is a callable ``policy(observation) -> action`` with ``reset(seed)`` called at each episode start. Scripted
+policies may read the env's internals (the true car pose, the block pose) rather than the observation: they exist
+to record varied, competent data, not to be learned from.
+
+    policy = make_policy("carracing", env, seed=0)
+    obs, info = env.reset(seed=0)
+    policy.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(policy(obs))
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium
+
+from worldsim.errors import InputError
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Maps an observation to an action in the env's action space; ``reset`` starts a new episode."""
+
+    def __call__(self, observation: Any) -> Any: ...
+
+    def reset(self, seed: int | None = None) -> None: ...
+
+
+class RandomPolicy:
+    """Uniform samples from the env's action space, from its own seeded copy (the env's space is left alone)."""
+
+    def __init__(self, env: gymnasium.Env, seed: int | None = None) -> None:
+        self.space = copy.deepcopy(env.action_space)
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.space.seed(seed)
+
+    def __call__(self, observation: Any) -> Any:
+        return self.space.sample()
+
+
+class _Stateless:
+    """Gives a plain ``fn(observation)`` from a user factory the ``reset`` the interface promises."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def __call__(self, observation: Any) -> Any:
+        return self.fn(observation)
+
+
+def _carracing(env: gymnasium.Env, seed: int | None) -> Policy:
+    from agents.carracing import CarRacingDriver
+
+    return CarRacingDriver(env, seed)
+
+
+def _pusht(env: gymnasium.Env, seed: int | None) -> Policy:
+    from agents.pusht import PushTPusher
+
+    return PushTPusher(env, seed)
+
+
+POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
+    "random": RandomPolicy,
+    "carracing": _carracing,
+    "pusht": _pusht,
+}
+"""Named policies; each entry is a factory ``(env, seed) -> Policy``, the same shape as a ``module:callable``."""
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """``"package.module:callable"`` -> the callable, with one-line errors for every way the spec can be wrong."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InputError(f"policy {spec!r} is not of the form module:callable")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InputError(f"policy {spec!r}: cannot import {module_name} ({e})") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise InputError(f"policy {spec!r}: {module_name} has no callable {attr}")
+    return factory
+
+
+def make_policy(name: str, env: gymnasium.Env, seed: int | None = None) -> Policy:
+    """A policy by name (``random``, ``carracing``, ``pusht``) or by ``module:callable`` factory ``(env, seed)``."""
+    if ":" in name:
+        policy = load_factory(name)(env, seed)
+        if not callable(policy):
+            raise InputError(f"policy {name!r}: the factory returned {type(policy).__name__}, not a callable")
+        return policy if isinstance(policy, Policy) else _Stateless(policy)
+    if name not in POLICIES:
+        raise InputError(f"unknown policy {name!r}: use one of {', '.join(POLICIES)}, or module:callable")
+    return POLICIES[name](env, seed)

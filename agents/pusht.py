@@ -1,0 +1,142 @@
+"""A scripted PushT pusher: get behind the T, push it toward the goal, twist it by pushing off-centre.
+
+It does not solve the task (that is what the human demonstrations of Diffusion Policy, Chi et al. 2023, are for);
+it is a source of plausible, varied contact data: the block slides and turns across the table, the pusher circles
+round it to re-approach, and noise plus random wandering take it through the rest of the space. Actions are
+absolute targets in [0, 512]^2 for the env's PD controller, so each step's target is kept within ``max_step`` of the
+pusher to keep its motion smooth.
+
+It reads the true poses from the env (``env.unwrapped.agent``, ``.block``, ``.goal_pose``), not pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from worldsim.errors import InputError
+
+BLOCK_REACH = 77.0
+"""Farthest point of the T from its centre of gravity (gym_pusht ``add_tee`` with scale 30), world units."""
+PUSHER_RADIUS = 15.0
+"""gym_pusht's agent circle radius."""
+TABLE = (20.0, 492.0)
+"""Targets are kept inside the walls (at 5 and 506) with room for the pusher."""
+
+
+def _wrap(angle: float) -> float:
+    """An angle in [-pi, pi)."""
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.hypot(*v))
+    return v / n if n > 1e-6 else np.array([1.0, 0.0])
+
+
+class PushTPusher:
+    """Push the T block toward its goal pose in ``gym_pusht/PushT-v0``, with noise.
+
+    Args:
+        env: the PushT env (wrapped or not); read every step, so it must be the env being stepped.
+        seed: seeds the noise and wandering; ``reset(seed)`` re-seeds.
+        noise: probability per step of jittering the target by ``jitter`` (std, world units).
+        wander_prob: per-step probability of leaving for a random point on the table for 5-20 steps.
+        jitter: standard deviation of the target jitter, world units.
+        max_step: the farthest a target is set from the pusher, world units (the table is 512 wide).
+    """
+
+    def __init__(
+        self,
+        env: gymnasium.Env,
+        seed: int | None = None,
+        noise: float = 0.2,
+        wander_prob: float = 0.02,
+        jitter: float = 20.0,
+        max_step: float = 30.0,
+    ) -> None:
+        core = env.unwrapped
+        if not hasattr(core, "add_tee"):  # PushTEnv's T builder; agent, block and goal exist only after reset
+            raise InputError(f"the pusht pusher pushes gym_pusht/PushT-v0, not {env.spec.id if env.spec else env}")
+        if not (0.0 <= noise <= 1.0 and 0.0 <= wander_prob <= 1.0):
+            raise InputError(f"noise ({noise}) and wander_prob ({wander_prob}) are probabilities in [0, 1]")
+        if max_step <= 0 or jitter < 0:
+            raise InputError(f"need max_step > 0 and jitter >= 0, got {max_step} and {jitter}")
+        self.env = env
+        self.noise = noise
+        self.wander_prob = wander_prob
+        self.jitter = jitter
+        self.max_step = max_step
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.pushing = False
+        self.wander_left = 0
+        self.wander_to = np.zeros(2)
+
+    def __call__(self, observation: Any = None) -> np.ndarray:
+        core = self.env.unwrapped
+        agent = np.array(core.agent.position, dtype=np.float64)
+        if self.wander_left > 0:
+            self.wander_left -= 1
+            target = self.wander_to
+        elif self.rng.random() < self.wander_prob:
+            self.wander_left = int(self.rng.integers(5, 21))
+            self.wander_to = self.rng.uniform(*TABLE, size=2)
+            target = self.wander_to
+        else:
+            target = self._push_target(agent)
+        if self.rng.random() < self.noise:
+            target = target + self.rng.normal(0.0, self.jitter, size=2)
+        step = target - agent
+        step *= min(1.0, self.max_step / max(float(np.hypot(*step)), 1e-6))
+        return np.clip(agent + step, *TABLE).astype(np.float32)
+
+    def _push_target(self, agent: np.ndarray) -> np.ndarray:
+        """Where to send the pusher now: round to the push point behind the block, or through the block."""
+        core = self.env.unwrapped
+        block = core.block
+        cog_local = block.center_of_gravity
+        cog = np.array(block.local_to_world(cog_local), dtype=np.float64)
+        gx, gy, gangle = (float(v) for v in core.goal_pose)
+        c, s = math.cos(gangle), math.sin(gangle)
+        goal_cog = np.array([gx + c * cog_local[0] - s * cog_local[1], gy + s * cog_local[0] + c * cog_local[1]])
+
+        to_goal = goal_cog - cog
+        turn = _wrap(gangle - float(block.angle))
+        # Close to the goal only the angle is left to fix: push sideways off the centre line to twist the block.
+        if np.hypot(*to_goal) > 20.0:
+            direction = _unit(to_goal)
+        else:
+            direction = np.array([math.cos(block.angle), math.sin(block.angle)])
+        normal = np.array([-direction[1], direction[0]])
+        # A push along `direction` applied `lever` to the `normal` side of the centre gives torque -lever, so to
+        # turn by `turn` (> 0 counter-clockwise) push on the -normal side.
+        lever = -float(np.clip(turn / (math.pi / 4), -1.0, 1.0)) * 35.0
+        clearance = BLOCK_REACH + PUSHER_RADIUS + 10.0
+        # Near a wall the ideal push point lies off the table; the clipped one is as far behind as the pusher gets.
+        behind = np.clip(cog - direction * clearance + normal * lever, *TABLE)
+
+        offset = agent - cog
+        alignment = float(_unit(offset) @ -direction)  # 1: straight behind the block, -1: in front of it
+        if self.pushing and alignment < math.cos(math.radians(50)):
+            self.pushing = False  # slid off the back of the block: go round again
+        at_push_point = np.hypot(*(agent - behind)) < 15.0
+        already_behind = alignment > math.cos(math.radians(25)) and np.hypot(*offset) < clearance + 15.0
+        if not self.pushing and (at_push_point or already_behind):
+            self.pushing = True
+        if self.pushing:
+            # Push less deep near the goal so the block stops there instead of overshooting it.
+            return cog + direction * float(np.clip(np.hypot(*to_goal), 10.0, 40.0)) + normal * lever
+
+        # Going round: if the straight path to the push point cuts the block, aim for a point beside it first.
+        if alignment < 0.3:
+            side = 1.0 if float(_unit(offset) @ normal) >= 0 else -1.0
+            return cog + (normal * side * (clearance + 5.0) - direction * 60.0)
+        return behind

@@ -1,0 +1,114 @@
+"""Source worlds: the real environments whose frames and actions we record to train a world model.
+
+Each family needs a little care before ``gymnasium.make``: CarRacing is recorded with discrete actions, PushT must
+be asked for pixel observations, ALE and PushT register their ids only once their package is imported, Crafter
+is our own wrapper. ``make_source_env`` knows these; ``frame_of`` and ``frame_rate`` give the recorder one RGB frame
+per step and the clock to play it back at, whatever the env's observation is.
+
+    env = make_source_env("CarRacing-v3", seed=0)
+    obs, info = env.reset()
+    frame = frame_of(env, obs)  # (96, 96, 3) uint8
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from worldsim.errors import InputError
+
+DEFAULT_FPS = 15
+"""Playback rate for envs whose metadata does not say (``render_fps`` missing or None)."""
+
+
+@dataclass(frozen=True)
+class SourceWorld:
+    """How to build one family of source envs."""
+
+    ids: tuple[str, ...]
+    """Env ids this entry covers; an id ending in ``/`` is a namespace prefix (``ALE/``)."""
+    module: str
+    """Module to import first: it registers the ids, or is the dependency ``gymnasium.make`` would miss."""
+    pip: str
+    """What to ``pip install`` when ``module`` is missing."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for ``gymnasium.make`` that the caller's kwargs override."""
+
+    def covers(self, env_id: str) -> bool:
+        return any(env_id.startswith(i) if i.endswith("/") else env_id == i for i in self.ids)
+
+
+SOURCE_WORLDS: tuple[SourceWorld, ...] = (
+    SourceWorld(("CarRacing-v3",), "Box2D", '"gymnasium[box2d]"', {"continuous": False}),
+    SourceWorld(("gym_pusht/PushT-v0",), "gym_pusht", "gym-pusht", {"obs_type": "pixels"}),
+    SourceWorld(("ALE/",), "ale_py", "ale-py"),
+    SourceWorld(("worldsim/Crafter-v0",), "crafter", "crafter"),
+)
+ALIASES = {"Crafter": "worldsim/Crafter-v0"}
+KNOWN = "CarRacing-v3, gym_pusht/PushT-v0, ALE/<Game>-v5 (e.g. ALE/Pong-v5), worldsim/Crafter-v0 (alias Crafter)"
+
+
+def _import(module: str, pip: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise InputError(f"{module} is not installed: pip install {pip}") from e
+
+
+def make_source_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gymnasium.Env:
+    """A source env that renders RGB frames; ``kwargs`` go to ``gymnasium.make`` over the family's defaults.
+
+    With a ``seed`` the env is reset once with it (Gymnasium seeds through ``reset``) and its action space is
+    seeded too, so the unseeded resets a recorder makes afterwards replay the same episodes.
+    """
+    env_id = ALIASES.get(env_id, env_id)
+    world = next((w for w in SOURCE_WORLDS if w.covers(env_id)), None)
+    if world is not None:
+        # Importing registers the family's ids (ale_py, gym_pusht; worldsim/Crafter-v0 came with this package)
+        # or proves the dependency is there, so a missing one reads as what to install, not as an unknown id.
+        _import(world.module, world.pip)
+        kwargs = {**world.defaults, **kwargs}
+    kwargs.setdefault("render_mode", "rgb_array")
+    try:
+        env = gymnasium.make(env_id, **kwargs)
+    except gymnasium.error.DependencyNotInstalled as e:
+        raise InputError(f"{env_id} needs a missing package: {str(e).splitlines()[0]}") from e
+    except ImportError as e:
+        raise InputError(f"{env_id} needs {e.name or 'a package'}, which is not installed: pip install it") from e
+    except gymnasium.error.UnregisteredEnv as e:
+        raise InputError(f"unknown source world {env_id!r}: use one of {KNOWN}, or a registered Gymnasium id") from e
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def _is_rgb(x: Any) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 3 and x.shape[-1] == 3
+
+
+def frame_of(env: gymnasium.Env, observation: Any) -> np.ndarray:
+    """The RGB frame (H, W, 3) uint8 for this step: the observation when it is one, else ``env.render()``."""
+    if isinstance(observation, dict) and "pixels" in observation:
+        observation = observation["pixels"]
+    if _is_rgb(observation):
+        return observation
+    frame = env.render()
+    if not _is_rgb(frame):
+        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise InputError(
+            f"{env.spec.id if env.spec else env} gives no RGB frame (render() returned {got}): make it with "
+            'render_mode="rgb_array"'
+        )
+    return frame
+
+
+def frame_rate(env: gymnasium.Env) -> int:
+    """Frames per second to play recorded frames back at, from the env's ``render_fps`` metadata."""
+    fps = env.metadata.get("render_fps")
+    return int(fps) if fps else DEFAULT_FPS
