@@ -44,7 +44,7 @@ class SourceWorld:
 
 
 SOURCE_WORLDS: tuple[SourceWorld, ...] = (
-    SourceWorld(("CarRacing-v3",), "Box2D", '"gymnasium[box2d]"', {"continuous": False}),
+    SourceWorld(("CarRacing-v3",), "Box2D", "box2d==2.3.10", {"continuous": False}),
     SourceWorld(("gym_pusht/PushT-v0",), "gym_pusht", "gym-pusht", {"obs_type": "pixels"}),
     SourceWorld(("ALE/",), "ale_py", "ale-py"),
     SourceWorld(("worldsim/Crafter-v0",), "crafter", "crafter"),

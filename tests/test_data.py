@@ -245,3 +245,42 @@ def test_episodes_shorter_than_clip(tmp_path):
     write_dataset(path, lengths=(3, 4))
     with pytest.raises(InputError, match="shorter than a clip of 16 frames"):
         ClipDataset(TrajectoryReader(path), clip_frames=16)
+
+
+def test_record_cli_writes_a_readable_file(tmp_path, capsys):
+    from worldsim.cli import main
+
+    out = tmp_path / "car.h5"
+    argv = ["record", "--env", "CarRacing-v3", "--episodes", "2", "--max-steps", "6", "--size", "32x32", "--out"]
+    assert main([*argv, str(out)]) == 0
+    r = TrajectoryReader(out)
+    assert r.episode_frames == [7, 7] and r.frame_shape == (32, 32, 3)
+    assert r.frame_rate == 25 and r.action_space == gym.spaces.Discrete(5)  # CarRacing 50 fps, action repeat 2
+    assert [r.seed(i) for i in range(2)] == [0, 1]
+    assert r.steps(0)["truncations"][-1], "an episode cut at --max-steps must be marked truncated"
+    # Existing output: exit 2, one line, file untouched.
+    before = out.read_bytes()
+    assert main([*argv, str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already exists" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert out.read_bytes() == before
+    assert main(["record", "--env", "NoSuchEnv-v9", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "unknown source world" in capsys.readouterr().err
+
+
+def test_record_interrupted_keeps_finished_episodes(tmp_path, monkeypatch):
+    from worldsim.data import recorder
+
+    real = recorder.record_episode
+
+    def ctrl_c_on_third(cfg, index):
+        if index == 2:
+            raise KeyboardInterrupt
+        return real(cfg, index)
+
+    monkeypatch.setattr(recorder, "record_episode", ctrl_c_on_third)
+    cfg = recorder.RecordConfig(env="CarRacing-v3", episodes=5, max_steps=4, size="16x16", out=str(tmp_path / "c.h5"))
+    result = recorder.record(cfg, progress=False)
+    assert result["interrupted"] and result["episodes"] == 2
+    assert TrajectoryReader(tmp_path / "c.h5").episode_frames == [5, 5]
+    assert not (tmp_path / "c.h5.partial").exists()
