@@ -96,6 +96,15 @@ def load_config(path: str | Path) -> WorldConfig:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} is not a directory (expected config.json + model.safetensors)")
+    data = _read_config(path)
+    try:
+        return WorldConfig.from_dict(data)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _read_config(path: Path) -> dict:
+    """The parsed ``config.json`` of a checkpoint directory, or a one-line CheckpointError."""
     file = path / CONFIG_FILE
     if not file.is_file():
         raise CheckpointError(f"{path} has no {CONFIG_FILE}: not a worldsim checkpoint")
@@ -105,10 +114,7 @@ def load_config(path: str | Path) -> WorldConfig:
         raise CheckpointError(f"{file} is not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{file} does not hold a config object")
-    try:
-        return WorldConfig.from_dict(data)
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+    return data
 
 
 def load_checkpoint(path: str | Path) -> tuple[WorldConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -154,14 +160,8 @@ def save_autoencoder(path: str | Path, frame_size: list[int], config: dict, stat
 def load_autoencoder(path: str | Path) -> tuple[list[int], dict, dict[str, torch.Tensor]]:
     """(frame_size, autoencoder config dict, weights) from an autoencoder or a world checkpoint."""
     path = Path(path)
-    file = path / CONFIG_FILE
-    if not file.is_file():
-        raise CheckpointError(f"{path} is not a checkpoint directory (no {CONFIG_FILE})")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file} is not valid JSON ({e})") from None
-    if isinstance(data, dict) and data.get("kind") == AUTOENCODER_KIND:
+    data = _read_config(path)
+    if data.get("kind") == AUTOENCODER_KIND:
         return data["frame_size"], data["autoencoder"], load_tensors(path / WEIGHTS_FILE)
     config, state, _ = load_checkpoint(path)
     ae = {k[len("autoencoder.") :]: v for k, v in state.items() if k.startswith("autoencoder.")}

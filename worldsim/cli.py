@@ -79,6 +79,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_preset_defaults(parser: argparse.ArgumentParser, stage: str) -> None:
+    """--help shows the defaults of the presets, which is what an unset flag really gets."""
+    from training.config import PRESETS
+
+    presets = PRESETS[stage]
+    for action in parser._actions:
+        values = {name: preset[action.dest] for name, preset in presets.items() if action.dest in preset}
+        if values and action.help:
+            per_preset = ", ".join(f"{name}: {value}" for name, value in values.items())
+            action.help = action.help.rsplit(" (default:", 1)[0] + f" (preset defaults: {per_preset})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from worldsim import __version__
     from worldsim.bench import BenchConfig
@@ -126,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = stages.add_parser(name, help=help_text, description=help_text)
         add_dataclass_args(p, cls)
+        _show_preset_defaults(p, name)
         p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
         p.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
         p.set_defaults(func=cmd_train)
