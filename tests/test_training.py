@@ -182,3 +182,16 @@ def load_world_config(autoencoder_dir):
         dit=dit_config("XS", max_frames=4),
         sampler=dataclasses.replace(WorldConfig().sampler, window=3),
     )
+
+
+def test_world_training_with_captions_builds_a_text_world(tmp_path, autoencoder_dir):
+    data = tmp_path / "captioned.h5"
+    write_dataset(data, lengths=(10, 12), size=16, captions=True)
+    cfg = world_cfg(data, autoencoder_dir, tmp_path / "run", steps=2)
+    stage = WorldStage(cfg)
+    assert stage.config.dit.text_dim == 384 and stage.text_encoder is not None
+    result = train(stage, cfg, progress=False)
+    assert result["step"] == 2 and all(torch.isfinite(torch.tensor(v)) for v in result["final_metrics"].values())
+    wm = WorldModel.from_pretrained(tmp_path / "run" / "world")
+    wm.reset(seed=0, text="episode 1")
+    assert wm.step([2]).frames.shape == (1, 16, 16, 3)

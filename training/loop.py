@@ -327,6 +327,7 @@ def train(
         interrupted = stop.requested
     bar.close()
     del batches
+    loop_seconds = time.perf_counter() - start  # throughput excludes the final checkpoint and export
     checkpoint("interrupted" if interrupted else "end")
     if tb is not None:
         tb.close()
@@ -337,8 +338,9 @@ def train(
         "step": step,
         "steps_this_run": done,
         "seconds": seconds,
-        "clips_per_s": done * cfg.batch_size / max(seconds, 1e-9),
-        "tokens_per_s": done * cfg.batch_size * stage.tokens_per_sample / max(seconds, 1e-9),
+        "clips_per_s": done * cfg.batch_size / max(loop_seconds, 1e-9),
+        "tokens_per_s": done * cfg.batch_size * stage.tokens_per_sample / max(loop_seconds, 1e-9),
+        "precision": "bf16" if bf16 else "fp32",
         "final_metrics": metrics,
         "interrupted": interrupted,
         "out": str(out),
