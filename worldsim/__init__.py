@@ -1,8 +1,11 @@
 """worldsim: a learned, playable simulator.
 
-``from worldsim import WorldModel`` gives the inference engine; see README.md for the CLI.
+``from worldsim import WorldModel`` gives the inference engine; see README.md for the CLI. Importing worldsim also
+registers its Gymnasium ids (``worldsim/WorldModel-v0``, one ``worldsim/<World>-v0`` per shipped world): cheap,
+since entry points are strings and no model is loaded until ``gymnasium.make``.
 """
 
+import envs  # noqa: F401  (registers the worldsim/* Gymnasium ids, as ale_py and gym_pusht do on import)
 from worldsim.config import ActionSpec, AutoencoderConfig, DiTConfig, SamplerConfig, WorldConfig
 from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import WorldsimError

@@ -1,0 +1,307 @@
+"""A world model checkpoint as a Gymnasium env: ``reset`` fills the engine's memory, ``step`` dreams one frame.
+
+    import gymnasium, worldsim
+    env = gymnasium.make("worldsim/WorldModel-v0", checkpoint="runs/world", render_mode="rgb_array")
+    obs, info = env.reset(seed=0)                          # a shipped start context, chosen by the seed
+    obs, info = env.reset(options={"start": image})         # or your own (H, W, 3) / (T, H, W, 3) uint8 frames
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+
+    from gymnasium.utils.play import play                   # keyboard play at the world's frame rate
+    play(env, zoom=6, noop=env.unwrapped.noop)             # keys from get_keys_to_action()
+
+The env owns spaces, seeding, buffers and the window; the frames, reward and termination come from
+``worldsim.WorldModel`` (one engine call per step), as in DIAMOND's ``WorldModelEnv``.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import warnings
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from worldsim.engine import WorldModel
+from worldsim.errors import ConfigError, InputError, WorldsimError
+
+WINDOW_PIXELS = 384
+"""Longest side of the ``human`` window; a 64x64 world is shown at 6x."""
+
+START_OPTIONS = frozenset({"start", "actions", "text"})
+"""Keys ``reset(options=...)`` understands; any other is a typo and raises."""
+
+
+class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
+    """A learned world: every observation is a frame the model dreamed from the start context and your actions.
+
+    ## Action Space
+
+    The action space of the data the world was trained on, ``config.action.to_gym()``: ``Discrete(n)``,
+    ``MultiDiscrete`` or a bounded ``Box`` (``Discrete(5)`` for CarRacing: 0 nothing, 1 right, 2 left, 3 gas,
+    4 brake). An action outside it raises ``worldsim.errors.InputError``.
+
+    ## Observation Space
+
+    ``Box(0, 255, (H, W, 3), uint8)``: the newest frame at the world's frame size (64x64 by default).
+
+    ## Rewards and Episode End
+
+    Reward and termination come from the model's heads on the frame it just wrote into memory. Truncation is
+    Gymnasium's ``TimeLimit`` (the registered ids use 1000 steps), or ``max_episode_steps`` when the env is
+    built directly.
+
+    ## Starting State
+
+    ``reset(options={"start": frames})`` with uint8 ``(H, W, 3)`` or a short clip ``(T, H, W, 3)`` (resized to
+    the world's size; at most ``sinks + window`` frames). Optional ``"actions"`` (T-1 actions that led to frames
+    1..T-1) and ``"text"`` (a prompt, for worlds trained with text). Without ``"start"``, one of the checkpoint's
+    shipped start contexts, chosen by the seed. Bad input raises ``worldsim.errors.InputError``.
+
+    ## Seeding
+
+    ``reset(seed=s)`` seeds ``self.np_random``, and the engine's torch generator (start choice and all sampling
+    noise) is drawn from it: the same seed and the same actions give the same frames, bit for bit.
+
+    ## Engine
+
+    ``env.unwrapped.world`` is the ``worldsim.WorldModel`` behind the env (``predict``, ``set_sampler`` ...).
+
+    ## Keyboard
+
+    ``get_keys_to_action()`` for ``gymnasium.utils.play``: the checkpoint's ``key_map`` when it has one, else
+    number keys for small Discrete spaces (see that method); ``noop`` is the do-nothing action.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        render_mode: str | None = None,
+        device: str | torch.device = "cpu",
+        sampler_steps: int | None = None,
+        max_episode_steps: int | None = None,
+    ) -> None:
+        """``checkpoint``: a checkpoint directory or a shipped world's name; ``sampler_steps`` overrides the
+        checkpoint's Euler steps per frame (fewer is faster and blurrier)."""
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        self.world = WorldModel.from_pretrained(checkpoint, device=device)
+        if sampler_steps is not None:
+            self.world.set_sampler(steps=sampler_steps)
+        config = self.world.config
+        # Per instance: two worlds in one process can run at different rates; play() wants an int.
+        self.metadata = {**self.metadata, "render_fps": int(config.frame_rate)}
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps
+        H, W = self.world.frame_size
+        self.observation_space = spaces.Box(0, 255, (H, W, 3), np.uint8)
+        self.action_space = config.action.to_gym()
+        self._frame: np.ndarray | None = None
+        self._steps = 0
+        self._window: Any = None
+        self._clock: Any = None
+
+    # ----------------------------------------------------------------- Gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._frame = None  # a reset that fails on bad options leaves no episode to step on by mistake
+        generator = torch.Generator().manual_seed(int(self.np_random.integers(2**63 - 1)))
+        options = dict(options or {})
+        unknown = set(options) - START_OPTIONS
+        if unknown:
+            raise InputError(f"unknown reset option(s) {sorted(unknown)}; use {sorted(START_OPTIONS)}")
+        frames = self._start_frames(options.get("start"))
+        actions = options.get("actions")
+        if actions is not None:
+            actions = np.asarray(actions)[None]  # (T-1, ...) -> (1, T-1, ...); the engine checks the rest
+        text = options.get("text")
+        obs = self.world.reset(frames, actions=actions, text=text, generator=generator)
+        self._frame = obs[0].copy()
+        self._steps = 0
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), {"frame_index": self.world.frame_index}
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict]:
+        if self._frame is None:
+            raise WorldsimError("call reset() before step()")
+        out = self.world.step(self._check_action(action)[None])
+        self._frame = out.frames[0].copy()
+        self._steps += 1
+        truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
+        if self.render_mode == "human":
+            self.render()
+        info = {"frame_index": self.world.frame_index}
+        return self._frame.copy(), float(out.reward[0]), bool(out.terminated[0]), truncated, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gymnasium.logger.warn(
+                "render() called without a render_mode; make the env with render_mode='rgb_array' or 'human'"
+            )
+            return None
+        if self._frame is None:
+            return None
+        if self.render_mode == "rgb_array":
+            return self._frame.copy()
+        self._show(self._frame)
+        return None
+
+    def close(self) -> None:
+        if self._window is not None:
+            import pygame
+
+            pygame.display.quit()
+            self._window = None
+            self._clock = None
+
+    # ----------------------------------------------------------------- keyboard play
+    @property
+    def noop(self) -> Any:
+        """The do-nothing action (for ``play(..., noop=env.unwrapped.noop)``): 0, zeros, or the Box's zero clipped
+        into its bounds."""
+        space = self.action_space
+        if isinstance(space, spaces.Discrete):
+            return int(space.start)
+        if isinstance(space, spaces.MultiDiscrete):
+            return np.zeros(space.shape, dtype=space.dtype)
+        return np.clip(np.zeros(space.shape, dtype=space.dtype), space.low, space.high)
+
+    def get_keys_to_action(self) -> dict[tuple[int, ...], Any]:
+        """Key combinations -> actions, in the form ``gymnasium.utils.play`` takes: sorted tuples of pygame key codes.
+
+        From the checkpoint's ``config.key_map`` when it is set. Its format: each key is one pygame key name
+        (``pygame.key.key_code`` spelling: ``"up"``, ``"left"``, ``"space"``, ``"w"``) or several joined with
+        ``+`` for a chord (``"up+left"``); each value is an action of the world's space (an int for Discrete, a
+        list for MultiDiscrete and Box). Example for CarRacing::
+
+            {"right": 1, "left": 2, "up": 3, "down": 4}
+
+        Without a key map, Discrete worlds get number keys ``0``..``9`` for actions 0..9 and letters ``a``..``z``
+        for 10..35; Discrete(5) worlds also get the arrow keys in CarRacing's discrete order (right 1, left 2, up 3
+        gas, down 4 brake), the default world's convention. Other spaces need a key map (``ConfigError``).
+        """
+        pygame = _pygame()
+        key_map = self.world.config.key_map
+        if key_map:
+            return {self._chord(pygame, keys): self._key_action(keys, action) for keys, action in key_map.items()}
+        space = self.action_space
+        if not isinstance(space, spaces.Discrete):
+            raise ConfigError(
+                f"no key_map in this checkpoint's config.json and no default keys for {space}: add one, e.g. "
+                '{"up": [...], "left": [...]}'
+            )
+        chars = (string.digits + string.ascii_lowercase)[: int(space.n)]
+        mapping = {self._chord(pygame, c): i for i, c in enumerate(chars)}
+        if space.n == 5:
+            arrows = {"right": 1, "left": 2, "up": 3, "down": 4}
+            mapping.update({self._chord(pygame, k): a for k, a in arrows.items()})
+        return mapping
+
+    def _chord(self, pygame: Any, keys: str) -> tuple[int, ...]:
+        """``"up+left"`` -> sorted pygame key codes, the form ``play`` looks pressed keys up in."""
+        codes = []
+        for name in keys.split("+"):
+            try:
+                with warnings.catch_warnings():
+                    # Names map to codes without SDL's video system (SDL_GetKeyFromName); pygame warns anyway
+                    # when display was initialised and quit before, and opening a display here would be worse.
+                    warnings.filterwarnings("ignore", message="pygame.init", category=Warning)
+                    codes.append(pygame.key.key_code(name.strip()))
+            except ValueError:
+                raise ConfigError(
+                    f"key_map key {keys!r}: {name.strip()!r} is not a pygame key name (e.g. 'up', 'space', 'w')"
+                ) from None
+        return tuple(sorted(codes))
+
+    def _key_action(self, keys: str, action: Any) -> Any:
+        try:
+            a = self._check_action(action)
+        except InputError as e:
+            raise ConfigError(f"key_map entry {keys!r}: {e}") from None
+        return int(a) if isinstance(self.action_space, spaces.Discrete) else a
+
+    # ----------------------------------------------------------------- helpers
+    def _start_frames(self, start: Any) -> np.ndarray | None:
+        """Validate ``options["start"]`` -> uint8 (1, T, H, W, 3), or None for a shipped start context."""
+        if start is None:
+            if self.world.starts.get("frames") is None:
+                raise InputError(
+                    "this checkpoint ships no start contexts: pass reset(options={'start': frames}) with uint8 "
+                    "(H, W, 3) or (T, H, W, 3) frames"
+                )
+            return None
+        if not isinstance(start, np.ndarray):
+            raise InputError(f"options['start'] must be a numpy uint8 array (H, W, 3) or (T, H, W, 3), got {start!r}")
+        if start.dtype != np.uint8:
+            raise InputError(f"options['start'] must be uint8 RGB (0..255), got dtype {start.dtype}")
+        if start.ndim not in (3, 4) or start.shape[-1] != 3:
+            raise InputError(f"options['start'] must be shaped (H, W, 3) or (T, H, W, 3), got {start.shape}")
+        clip = start if start.ndim == 4 else start[None]
+        visible = self.world.sampler.sinks + self.world.sampler.window
+        if not 1 <= len(clip) <= visible:
+            raise InputError(f"options['start'] has {len(clip)} frames; this world takes 1 to {visible}")
+        return clip[None]
+
+    def _check_action(self, action: Any) -> Any:
+        """One action of ``self.action_space`` as a numpy value the engine takes, or a clear InputError."""
+        space = self.action_space
+        try:
+            a = np.asarray(action)
+        except (TypeError, ValueError):
+            a = np.asarray(None)
+        if a.dtype.kind not in "iuf" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+            raise InputError(f"action {action!r} is not a number array; this world takes {space}")
+        if isinstance(space, spaces.Discrete):
+            a = a.reshape(()) if a.shape == (1,) else a  # a batch-of-one from a policy is fine
+        if a.shape != space.shape:
+            raise InputError(f"action {action!r} has shape {a.shape}; this world takes {space} (shape {space.shape})")
+        if isinstance(space, spaces.Box):
+            a = a.astype(space.dtype)
+        elif a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
+            raise InputError(f"action {action!r} is not an integer; this world takes {space}")
+        else:
+            a = a.astype(np.int64)
+        if a not in space:
+            raise InputError(f"action {action!r} is outside {space}")
+        return a
+
+    def _show(self, frame: np.ndarray) -> None:
+        """Draw ``frame`` scaled up in a pygame window, pump its events and keep the world's frame rate."""
+        pygame = _pygame()
+        if self._window is None:
+            H, W = frame.shape[:2]
+            scale = max(1, WINDOW_PIXELS // max(H, W))
+            try:
+                pygame.display.init()
+                self._window = pygame.display.set_mode((W * scale, H * scale))
+            except pygame.error as e:
+                raise WorldsimError(
+                    f"cannot open a window ({e}); on a machine without a display set SDL_VIDEODRIVER=dummy or use "
+                    "render_mode='rgb_array'"
+                ) from None
+            pygame.display.set_caption(f"worldsim: {self.world.config.name}")
+            self._clock = pygame.time.Clock()
+        surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))  # pygame surfaces are (W, H)
+        self._window.blit(pygame.transform.scale(surface, self._window.get_size()), (0, 0))
+        pygame.event.pump()
+        pygame.display.flip()
+        self._clock.tick(self.metadata["render_fps"])
+
+
+def _pygame() -> Any:
+    """pygame, imported on first use so that RL without a window never loads it (and without its banner)."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        import pygame
+    except ImportError as e:
+        raise gymnasium.error.DependencyNotInstalled("a window and keyboard play need `pip install pygame`") from e
+    return pygame
