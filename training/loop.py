@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from worldsim.checkpoint import atomic_path
 from worldsim.errors import CheckpointError, InputError
 
 STATE_VERSION = 1
+LOG_SECONDS = 60.0
 
 
 # --------------------------------------------------------------------------- distributed
@@ -282,9 +284,9 @@ def train(
     start = last_save = time.perf_counter()
     first_step = step
     metrics: dict[str, float] = {}
-    bar = tqdm(
-        total=cfg.steps, initial=step, desc=f"train {stage.name}", unit="step", disable=not (progress and d.is_main)
-    )
+    progress_shown = progress and d.is_main
+    last_log = start
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {stage.name}", unit="step", disable=not progress_shown)
     batches = iter(loader)
     with _deferred_interrupt() as stop:
         while step < cfg.steps and not stop.requested:
@@ -317,6 +319,16 @@ def train(
                 tb.add_scalar("train/grad_norm", float(grad_norm), step)
                 tb.add_scalar("speed/clips_per_s", rate * cfg.batch_size, step)
                 tb.add_scalar("speed/tokens_per_s", rate * cfg.batch_size * stage.tokens_per_sample, step)
+            if d.is_main and not progress_shown and now - last_log > LOG_SECONDS:
+                # No progress bar (not a terminal, e.g. a background run): one log line a minute instead.
+                rate = (step - first_step) / max(now - start, 1e-9)
+                print(
+                    f"{stage.name} step {step}/{cfg.steps} loss {metrics['loss']:.4f} "
+                    f"{rate * cfg.batch_size:.1f} clips/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                last_log = now
             if on_step is not None:
                 on_step(step)
             if now - last_save > cfg.save_minutes * 60:

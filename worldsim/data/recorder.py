@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
         overwrite=cfg.overwrite,
         attrs={"policy": cfg.policy, "frame_skip": skip},
     )
-    start = time.perf_counter()
+    start = last_log = time.perf_counter()
     frames = 0
     bar = tqdm(total=cfg.episodes, unit="episode", desc=f"recording {cfg.env}", disable=not progress)
     pool = cf.ProcessPoolExecutor(cfg.workers) if cfg.workers > 1 else None
@@ -146,7 +147,11 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
             writer.add_episode(**ep)
             frames += len(ep["observations"])
             bar.update(1)
-            bar.set_postfix(frames=frames, fps=f"{frames / (time.perf_counter() - start):.0f}")
+            rate = frames / (time.perf_counter() - start)
+            bar.set_postfix(frames=frames, fps=f"{rate:.0f}")
+            if not progress and time.perf_counter() - last_log > 60:  # background runs: a line a minute
+                print(f"recorded {writer.episodes}/{cfg.episodes} episodes, {rate:.0f} frames/s", file=sys.stderr)
+                last_log = time.perf_counter()
     except KeyboardInterrupt:
         interrupted = True
     finally:
