@@ -58,7 +58,7 @@ def test_cache_memory_is_constant():
         wm.step([1])
     assert wm._rollout.cache.k.numel() == size
     assert wm.frame_index == 13
-    assert sorted(wm._rollout.cache.slot_frame.tolist()) == [0, 10, 11, 12]  # sink + last window-1 frames
+    assert sorted(wm._rollout.cache.slot_frame[0].tolist()) == [0, 10, 11, 12]  # sink + last window-1 frames
 
 
 def test_step_is_deterministic_given_seed_and_differs_across_seeds():
@@ -139,3 +139,41 @@ def test_reset_from_shipped_start_contexts_by_seed():
     b = wm.reset(seed=1, batch_size=3)
     assert np.array_equal(a, b) and a.shape == (3, 32, 32, 3)
     assert all(any(np.array_equal(f, s[-1]) for s in starts) for f in a)
+
+
+@pytest.mark.parametrize(("sinks", "context"), [(1, 2), (2, 3), (0, 1)])
+def test_reset_worlds_restarts_one_world_while_the_others_go_on(sinks, context):
+    """A batch with a per-world reset mid-rollout equals independent batches of one (a VectorEnv's autoreset)."""
+    wm = tiny_world(seed=3, sinks=sinks, window=4)
+    latents: list[torch.Tensor] = []  # compare latents: decoded frames of a random tiny model hide differences
+    decode = wm.autoencoder.decode
+    wm.autoencoder.decode = lambda z: (latents.append(z.clone()), decode(z))[1]
+    rng = np.random.default_rng(0)
+    H, W = wm.frame_size
+    ctx = rng.integers(0, 256, (3, context, H, W, 3), dtype=np.uint8)
+    new_ctx = rng.integers(0, 256, (1, context, H, W, 3), dtype=np.uint8)
+    actions = rng.integers(0, 3, (16, 3))
+    gen = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+
+    def run(steps) -> torch.Tensor:
+        latents.clear()
+        for t in steps:
+            wm.step(actions[t, : wm.batch_size] if wm.batch_size == 3 else actions[t, row : row + 1])
+        return torch.cat(latents, 1)  # (B, T, C, h, w)
+
+    row = 0
+    wm.reset(frames=ctx, generator=[gen(1), gen(2), gen(3)])
+    first = run(range(6))
+    restart = wm.reset_worlds([1], [gen(9)], frames=new_ctx)
+    second = run(range(6, 16))
+    np.testing.assert_array_equal(restart[0], new_ctx[0, -1])
+    batched = torch.cat([first, second], 1)
+
+    for row in (0, 2):
+        wm.reset(frames=ctx[row : row + 1], generator=[gen(row + 1)])
+        torch.testing.assert_close(batched[row], run(range(16))[0], atol=1e-4, rtol=0)
+    row = 1
+    wm.reset(frames=ctx[1:2], generator=[gen(2)])
+    torch.testing.assert_close(batched[1, :6], run(range(6))[0], atol=1e-4, rtol=0)
+    wm.reset(frames=new_ctx, generator=[gen(9)])
+    torch.testing.assert_close(batched[1, 6:], run(range(6, 16))[0], atol=1e-4, rtol=0, msg="restarted world differs")

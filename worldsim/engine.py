@@ -156,7 +156,7 @@ class WorldModel:
         text: str | list[str] | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         reference: bool = False,
     ) -> np.ndarray:
         """Start B worlds from context frames; returns the last context frame, uint8 (B, H, W, 3).
@@ -165,13 +165,49 @@ class WorldModel:
             None picks one of the checkpoint's shipped start contexts per world (by seed).
         actions: optional actions that led to context frames 1..T-1, shape (B, T-1, ...).
         text: a prompt, or one per world (worlds trained with text only).
+        generator: the noise stream, or one per world (world b then draws exactly what a batch of one
+            with that generator would, and ``reset_worlds`` can restart worlds one by one).
         reference: recompute the whole history on every pass instead of using the KV cache (slow,
             for tests and benchmarks).
         """
         if generator is None:
             generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        if isinstance(generator, list):
+            batch_size = batch_size or len(generator)
+            if len(generator) != batch_size:
+                raise InputError(f"got {len(generator)} generators for {batch_size} worlds")
+        ctx, latents, cond = self._context(frames, actions, batch_size or 1, generator)
+        text_ctx = self._encode_text(text, ctx.shape[0])
+        self._rollout = Rollout(self.dit, self.sampler, ctx.shape[0], self.latent_shape, generator, text_ctx, reference)
+        with torch.inference_mode():
+            self._rollout.write(latents, cond)
+        return ctx[:, -1].cpu().numpy().copy()
+
+    def reset_worlds(
+        self, rows: list[int], generators: list[torch.Generator], frames: Any = None, actions: Any = None
+    ) -> np.ndarray:
+        """Start some worlds of the batch over (a vector env's per-env reset); the others go on.
+
+        Needs a batch started with one generator per world (``reset(generator=[...])``); each restarted
+        world gets its new generator and then produces exactly what ``reset`` of a batch of one with
+        that generator would. Returns the restarted worlds' last context frames, uint8 (R, H, W, 3).
+        """
+        rollout = self._require_rollout()
+        if not isinstance(rollout.generator, list):
+            raise WorldsimError("reset_worlds needs a batch reset with one generator per world")
+        if len(generators) != len(rows) or not all(0 <= r < rollout.batch for r in rows):
+            raise InputError(f"reset_worlds: {len(rows)} rows in 0..{rollout.batch - 1} need as many generators")
+        ctx, latents, cond = self._context(frames, actions, len(rows), generators)
+        with torch.inference_mode():
+            rollout.reset_rows(list(rows), latents, cond, generators)
+        return ctx[:, -1].cpu().numpy().copy()
+
+    def _context(
+        self, frames: Any, actions: Any, batch: int, generator: torch.Generator | list[torch.Generator]
+    ) -> tuple[Tensor, Tensor, FrameBatch]:
+        """Context frames (B, T, H, W, 3), their latents and conditioning for a (re)start."""
         if frames is None:
-            frames = self._start_frames(batch_size or 1, generator)
+            frames = self._start_frames(batch, generator)
         ctx = as_frames(frames, self.frame_size).to(self.device)
         B, T = ctx.shape[:2]
         visible = self.sampler.sinks + self.sampler.window
@@ -183,12 +219,7 @@ class WorldModel:
             a = self._as_actions(actions, (B, T - 1))
             acts = torch.cat([a[:, :1], a], 1)  # frame 0 has no action: its slot is masked as null
             null[:, 1:] = False
-        text_ctx = self._encode_text(text, B)
-        self._rollout = Rollout(self.dit, self.sampler, B, self.latent_shape, generator, text_ctx, reference)
-        latents = self.autoencoder.encode(ctx).float()
-        with torch.inference_mode():
-            self._rollout.write(latents, FrameBatch(acts, null))
-        return np.ascontiguousarray(ctx[:, -1].cpu().numpy())
+        return ctx, self.autoencoder.encode(ctx).float(), FrameBatch(acts, null)
 
     def step(self, actions: Any) -> StepOutput:
         """Advance every world by one frame. actions: (B, ...) in the world's action space."""
@@ -231,11 +262,14 @@ class WorldModel:
             raise WorldsimError("call reset() before step()")
         return self._rollout
 
-    def _start_frames(self, batch: int, generator: torch.Generator) -> Tensor:
+    def _start_frames(self, batch: int, generator: torch.Generator | list[torch.Generator]) -> Tensor:
         starts = self.starts.get("frames")
         if starts is None or len(starts) == 0:
             raise InputError("this checkpoint ships no start contexts: pass frames= to reset()")
-        idx = torch.randint(len(starts), (batch,), generator=generator)
+        if isinstance(generator, list):
+            idx = torch.cat([torch.randint(len(starts), (1,), generator=g) for g in generator])
+        else:
+            idx = torch.randint(len(starts), (batch,), generator=generator)
         return starts[idx]
 
     def _as_actions(self, actions: Any, lead: tuple[int, ...]) -> Tensor:

@@ -20,18 +20,25 @@ from torch import Tensor
 
 from worldsim.config import SamplerConfig
 from worldsim.diffusion.schedule import add_noise, euler_step, pyramid_levels
-from worldsim.models.attention import BlockCausal, apply_rope, frame_visibility
+from worldsim.models.attention import BlockCausal, apply_rope
 from worldsim.models.conditioning import TextContext
 from worldsim.models.dit import DiT
+
+EMPTY = -(2**40)
+"""``slot_frame`` of a slot that holds nothing for that row."""
 
 
 class KVCache:
     """Keys/values of finished frames: ``sinks`` pinned slots plus a ring of ``window - 1`` slots.
 
     Per layer the buffers are (B, heads, slots * N, head_dim), preallocated, so memory and per-frame
-    cost are constant however long the rollout runs. A single-frame pass sees every filled slot (the
-    ring holds exactly the frames in its window), so it needs no mask; a multi-frame block (context
-    prefill, pyramid prediction) uses a frame-level mask built from ``slot_frame``.
+    cost are constant however long the rollout runs. All rows share one clock (``next_frame``, the
+    global frame index) but each row has its own episode ``origin``: a row reset mid-rollout (a
+    VectorEnv sub-env starting a new episode) restarts its local frame count while the others go on.
+    A row's first ``sinks`` local frames live in the sink slots; later frames go to the ring slot of
+    their global index. ``slot_frame`` (B, slots) records which global frame each slot holds per row,
+    and visibility is worked out from it; in the steady state every slot is visible to every row and
+    single-frame passes need no mask at all.
     """
 
     def __init__(
@@ -42,56 +49,118 @@ class KVCache:
         self.rope = dit.rope
         self.slots = sinks + window - 1
         self.scratch = scratch_frames
-        # The frames of the pass in flight write their keys/values right after the filled slots
+        # The frames of the pass in flight write their keys/values right after the used slots
         # (the next ring slots, or a spare region once the ring is full), so attention reads one
         # contiguous slice and nothing is concatenated on the hot path.
         shape = (cfg.depth, batch, cfg.heads, (self.slots + scratch_frames) * tokens, cfg.width // cfg.heads)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # Sink keys as written (rotated at their own global frame); re-rotated into ``k`` as the window rolls.
         self.sink_k = torch.zeros((*shape[:3], sinks * tokens, shape[-1]), dtype=dtype, device=device)
-        self.slot_frame = torch.full((self.slots,), -1, dtype=torch.long)
+        self.slot_frame = torch.full((batch, self.slots), EMPTY, dtype=torch.long)
+        self.origin = torch.zeros(batch, dtype=torch.long)
+        """Global frame at which each row's current episode began."""
+        self.used = 0
+        """Slots [0, used) may hold something for some row: attention reads this prefix."""
         self.next_frame = 0
-        """Index of the first frame of the next block."""
+        """Global index of the first frame of the next block."""
         self.writing = False
         """When set, the next pass's keys/values are kept for ``commit``."""
         self._new: list[tuple[Tensor, Tensor]] = [None] * cfg.depth  # type: ignore[list-item]
-        self._mask_key: tuple[int, int] | None = None
+        self._mask_key: tuple[int, int, int] | None = None
         self._mask: Tensor | None = None
+        self._version = 0
 
-    @property
-    def filled(self) -> int:
-        """Number of filled slots; they always form a prefix of the buffer."""
-        return min(self.next_frame, self.slots)
+    # ----------------------------------------------------------------- visibility
+    def _slot_local_frames(self) -> Tensor:
+        """(B, used) local frame index each used slot holds per row (EMPTY where nothing)."""
+        local = self.slot_frame[:, : self.used] - self.origin[:, None]
+        if self.sinks:
+            sink_cols = min(self.sinks, self.used)
+            written = torch.arange(sink_cols)[None, :] < (self.next_frame - self.origin)[:, None]
+            local[:, :sink_cols] = torch.where(written, torch.arange(sink_cols)[None, :], EMPTY)
+        local[self.slot_frame[:, : self.used] == EMPTY] = EMPTY
+        return local
 
-    def _block_mask(self, frames: int, device) -> Tensor:
-        key = (self.next_frame, frames)
+    def _block_mask(self, frames: int, device) -> Tensor | None:
+        """(B, 1, frames*N, keys*N) visibility of used slots + the block in flight, or None if all visible."""
+        key = (self.next_frame, frames, self._version)
         if self._mask_key != key:
-            query = torch.arange(self.next_frame, self.next_frame + frames)
-            keys = torch.cat([self.slot_frame[: self.filled], query])
-            vis = frame_visibility(query, keys, self.window, self.sinks)
-            N = self.tokens
-            self._mask = vis.repeat_interleave(N, 0).repeat_interleave(N, 1).to(device)
+            local_q = self.next_frame - self.origin[:, None] + torch.arange(frames)[None, :]  # (B, F)
+            local_k = torch.cat([self._slot_local_frames(), local_q], 1)  # (B, used + F)
+            q, k = local_q[:, :, None], local_k[:, None, :]
+            ring = (k > q - self.window) & (k >= self.sinks)
+            sink_slot = torch.zeros(local_k.shape[1], dtype=torch.bool)
+            sink_slot[: min(self.sinks, self.used)] = True
+            in_flight = torch.zeros(local_k.shape[1], dtype=torch.bool)
+            in_flight[self.used :] = True
+            # Sink slots hold local frames < sinks; ring slots hold later ones (their sink copies are not seen
+            # twice); the block in flight is seen causally within the window like any frame.
+            vis = (
+                (k != EMPTY)
+                & (k <= q)
+                & torch.where(sink_slot, True, torch.where(in_flight, (k < self.sinks) | (k > q - self.window), ring))
+            )
+            if vis.all():
+                self._mask = None
+            else:
+                N = self.tokens
+                self._mask = vis.repeat_interleave(N, 1).repeat_interleave(N, 2)[:, None].to(device)
             self._mask_key = key
         return self._mask
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        n = self.filled * self.tokens
+        n = self.used * self.tokens
         m = k.shape[-2]
         frames = m // self.tokens
-        mask = self._block_mask(frames, q.device) if frames > 1 else None
+        mask = self._block_mask(frames, q.device)
         if self.writing:
             self._new[layer] = (k, v)
-        if q.shape[0] == self.k.shape[1] and frames <= self.scratch:
+        reps = q.shape[0] // self.k.shape[1]
+        if mask is not None and reps > 1:  # guidance passes stack cond/uncond along the batch
+            mask = mask.repeat(reps, 1, 1, 1)
+        if reps == 1 and frames <= self.scratch:
             self.k[layer, :, :, n : n + m] = k
             self.v[layer, :, :, n : n + m] = v
             return F.scaled_dot_product_attention(
                 q, self.k[layer, :, :, : n + m], self.v[layer, :, :, : n + m], attn_mask=mask
             )
         ck, cv = self.k[layer, :, :, :n], self.v[layer, :, :, :n]
-        reps = q.shape[0] // ck.shape[0]
-        if reps > 1:  # guidance passes stack cond/uncond along the batch
+        if reps > 1:
             ck, cv = ck.repeat(reps, 1, 1, 1), cv.repeat(reps, 1, 1, 1)
         return F.scaled_dot_product_attention(q, torch.cat([ck, k], -2), torch.cat([cv, v], -2), attn_mask=mask)
+
+    # ----------------------------------------------------------------- writing
+    def _ring_slot(self, g: int) -> int:
+        return self.sinks + (g - self.sinks) % (self.window - 1)
+
+    def _store(self, rows: Tensor, g: int, k: Tensor, v: Tensor) -> None:
+        """Write frame ``g``'s keys/values (L, R, H, N, hd) for ``rows`` into their sink or ring slots."""
+        N = self.tokens
+        local = g - self.origin[rows]
+        for is_sink in (True, False):
+            sel = (local < self.sinks) if is_sink else (local >= self.sinks)
+            if not sel.any():
+                continue
+            r = rows[sel]
+            kk, vv = k[:, sel], v[:, sel]
+            if is_sink:
+                for j in local[sel].unique().tolist():
+                    jj = local[sel] == j
+                    rr = r[jj]
+                    self.k[:, rr, :, j * N : (j + 1) * N] = kk[:, jj]
+                    self.v[:, rr, :, j * N : (j + 1) * N] = vv[:, jj]
+                    self.sink_k[:, rr, :, j * N : (j + 1) * N] = kk[:, jj]
+                    self.slot_frame[rr, j] = g
+                    self.used = max(self.used, j + 1)
+            else:
+                slot = self._ring_slot(g)
+                whole = len(r) == self.k.shape[1]
+                idx = slice(None) if whole else r
+                self.k[:, idx, :, slot * N : (slot + 1) * N] = kk
+                self.v[:, idx, :, slot * N : (slot + 1) * N] = vv
+                self.slot_frame[r, slot] = g
+                self.used = max(self.used, slot + 1)
 
     def commit(self) -> None:
         """Store the frames of the last writing pass in their slots and advance the clock."""
@@ -99,23 +168,52 @@ class KVCache:
         new_k = torch.stack([kv[0] for kv in self._new])  # (L, B, H, F*N, hd)
         new_v = torch.stack([kv[1] for kv in self._new])
         frames = new_k.shape[-2] // N
+        rows = torch.arange(self.k.shape[1])
         for i in range(frames):
-            g = self.next_frame + i
-            slot = g if g < self.sinks else self.sinks + (g - self.sinks) % (self.window - 1)
             src = slice(i * N, (i + 1) * N)
-            self.k[..., slot * N : (slot + 1) * N, :] = new_k[..., src, :]
-            self.v[..., slot * N : (slot + 1) * N, :] = new_v[..., src, :]
-            if g < self.sinks:
-                self.sink_k[..., g * N : (g + 1) * N, :] = new_k[..., src, :]
-            self.slot_frame[slot] = g
+            self._store(rows, self.next_frame + i, new_k[..., src, :], new_v[..., src, :])
         self.next_frame += frames
         self.writing = False
         self._new = [None] * len(self._new)  # type: ignore[list-item]
-        # Once the window has rolled past the sinks, move the sinks to just before its oldest frame.
+        self._rotate_sinks()
+        self._version += 1
+
+    def _rotate_sinks(self) -> None:
+        """Once a row's window has rolled past its sinks, move them to just before the window's oldest frame."""
+        if not self.sinks:
+            return
         start = self.next_frame - self.window + 1
-        if self.sinks and start > self.sinks:
-            cos, sin = self.rope.time_shift_table(start - self.sinks, self.k.dtype, self.k.device)
-            self.k[..., : self.sinks * N, :] = apply_rope(self.sink_k, cos, sin)
+        shift = (start - self.sinks - self.origin).clamp_min(0)  # (B,) frames to move each row's sinks
+        if not shift.any():
+            return
+        N = self.tokens
+        for delta in shift.unique().tolist():
+            rows = (shift == delta).nonzero().flatten()
+            cos, sin = self.rope.time_shift_table(delta, self.k.dtype, self.k.device)
+            self.k[:, rows, :, : self.sinks * N] = apply_rope(self.sink_k[:, rows], cos, sin)
+
+    def transplant(self, rows: list[int], other: KVCache) -> None:
+        """Make ``rows`` start over as the rows of ``other`` (a fresh cache that holds their new context).
+
+        ``other`` counted its frames from 0; here they become the latest frames of this cache's clock,
+        so their keys are moved ``next_frame - other.next_frame`` frames later in time (RoPE is relative:
+        every attention score is unchanged).
+        """
+        N = self.tokens
+        o = self.next_frame - other.next_frame
+        idx = torch.tensor(rows)
+        cos, sin = self.rope.time_shift_table(o, self.k.dtype, self.k.device)
+        self.slot_frame[idx] = EMPTY
+        self.origin[idx] = o
+        for local in range(other.next_frame):
+            src_slot = local if local < other.sinks else other._ring_slot(local)
+            if other.slot_frame[0, src_slot] != local:
+                continue  # rolled out of the other cache's window
+            sl = slice(src_slot * N, (src_slot + 1) * N)
+            k = other.sink_k[..., sl, :] if local < other.sinks else other.k[..., sl, :]
+            self._store(idx, o + local, apply_rope(k, cos, sin), other.v[..., sl, :])
+        self._rotate_sinks()
+        self._version += 1
 
 
 @dataclass
@@ -140,7 +238,7 @@ class Rollout:
         cfg: SamplerConfig,
         batch: int,
         latent_shape: tuple[int, int, int],
-        generator: torch.Generator,
+        generator: torch.Generator | list[torch.Generator],
         text: TextContext | None = None,
         reference: bool = False,
     ) -> None:
@@ -164,6 +262,10 @@ class Rollout:
         return self.cache.next_frame if not self.reference else len(self.history)
 
     def _noise(self, frames: int) -> Tensor:
+        if isinstance(self.generator, list):  # one stream per row: row b draws what a batch of one would
+            return torch.cat(
+                [torch.randn((1, frames, *self.latent_shape), generator=g, device=g.device) for g in self.generator]
+            ).to(self.device)
         return torch.randn(
             (self.batch, frames, *self.latent_shape), generator=self.generator, device=self.generator.device
         ).to(self.device)
@@ -254,6 +356,24 @@ class Rollout:
         else:
             self.cache.commit()
         return out.reward, out.termination_logit
+
+    def reset_rows(
+        self, rows: list[int], clean: Tensor, cond: FrameBatch, generators: list[torch.Generator]
+    ) -> tuple[Tensor, Tensor]:
+        """Start ``rows`` over from new context frames (R, T, C, h, w) while the other rows go on.
+
+        The context is written exactly as a fresh rollout of those rows would write it (same passes,
+        same noise from ``generators``), then moved into this cache at the current clock.
+        """
+        if self.reference or not isinstance(self.generator, list):
+            raise ValueError("per-row resets need the KV cache and one generator per row")
+        text = None if self.text is None else TextContext(self.text.tokens[rows], self.text.mask[rows])
+        fresh = Rollout(self.dit, self.cfg, len(rows), self.latent_shape, generators, text)
+        out = fresh.write(clean, cond)
+        self.cache.transplant(rows, fresh.cache)
+        for r, g in zip(rows, generators):
+            self.generator[r] = g
+        return out
 
     def generate(self, cond: FrameBatch, frames: int) -> tuple[Tensor, Tensor, Tensor]:
         """Denoise ``frames`` new frames (pyramid schedule when > 1), then write them.
