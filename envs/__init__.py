@@ -24,6 +24,7 @@ import gymnasium
 CRAFTER_ID = "worldsim/Crafter-v0"
 WORLD_MODEL_ID = "worldsim/WorldModel-v0"
 WORLD_ENTRY_POINT = "envs.world:WorldModelEnv"
+WORLD_VECTOR_ENTRY_POINT = "envs.world_vector:WorldModelVectorEnv"
 MAX_EPISODE_STEPS = 1000
 """TimeLimit of the registered world-model ids (``gymnasium.make(..., max_episode_steps=n)`` overrides it)."""
 
@@ -82,6 +83,7 @@ def register_envs() -> None:
         gymnasium.register(
             id=env_id,
             entry_point=WORLD_ENTRY_POINT,
+            vector_entry_point=WORLD_VECTOR_ENTRY_POINT,
             max_episode_steps=MAX_EPISODE_STEPS,
             kwargs={} if world is None else {"checkpoint": world},
         )

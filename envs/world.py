@@ -239,17 +239,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
                     "(H, W, 3) or (T, H, W, 3) frames"
                 )
             return None
-        if not isinstance(start, np.ndarray):
-            raise InputError(f"options['start'] must be a numpy uint8 array (H, W, 3) or (T, H, W, 3), got {start!r}")
-        if start.dtype != np.uint8:
-            raise InputError(f"options['start'] must be uint8 RGB (0..255), got dtype {start.dtype}")
-        if start.ndim not in (3, 4) or start.shape[-1] != 3:
-            raise InputError(f"options['start'] must be shaped (H, W, 3) or (T, H, W, 3), got {start.shape}")
-        clip = start if start.ndim == 4 else start[None]
-        visible = self.world.sampler.sinks + self.world.sampler.window
-        if not 1 <= len(clip) <= visible:
-            raise InputError(f"options['start'] has {len(clip)} frames; this world takes 1 to {visible}")
-        return clip[None]
+        return check_start(self.world, start)
 
     def _check_action(self, action: Any) -> Any:
         """One action of ``self.action_space`` as a numpy value the engine takes, or a clear InputError."""
@@ -295,6 +285,21 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         pygame.event.pump()
         pygame.display.flip()
         self._clock.tick(self.metadata["render_fps"])
+
+
+def check_start(world: WorldModel, start: Any) -> np.ndarray:
+    """Validate a start option (uint8 (H, W, 3) image or (T, H, W, 3) clip) -> (1, T, H, W, 3)."""
+    if not isinstance(start, np.ndarray):
+        raise InputError(f"options['start'] must be a numpy uint8 array (H, W, 3) or (T, H, W, 3), got {start!r}")
+    if start.dtype != np.uint8:
+        raise InputError(f"options['start'] must be uint8 RGB (0..255), got dtype {start.dtype}")
+    if start.ndim not in (3, 4) or start.shape[-1] != 3:
+        raise InputError(f"options['start'] must be shaped (H, W, 3) or (T, H, W, 3), got {start.shape}")
+    clip = start if start.ndim == 4 else start[None]
+    visible = world.sampler.sinks + world.sampler.window
+    if not 1 <= len(clip) <= visible:
+        raise InputError(f"options['start'] has {len(clip)} frames; this world takes 1 to {visible}")
+    return clip[None]
 
 
 def _pygame() -> Any:
