@@ -104,3 +104,19 @@ def test_vector_env_errors(ckpt):
     start = np.random.default_rng(0).integers(0, 256, (2, 2, 40, 40, 3), dtype=np.uint8)
     obs, _ = venv.reset(options={"start": start})  # one clip per sub-env, resized
     assert obs.shape == (2, 32, 32, 3)
+
+
+def test_stable_baselines3_ppo_learns_on_the_vector_env(tmp_path):
+    sb3 = pytest.importorskip("stable_baselines3")
+    from envs.sb3 import SB3VecEnv
+
+    ckpt = save_world(tmp_path / "w64", size=64)  # SB3's NatureCNN needs at least 36x36
+    venv = SB3VecEnv(
+        gymnasium.make_vec("worldsim/WorldModel-v0", num_envs=2, checkpoint=ckpt, max_episode_steps=10, sampler_steps=1)
+    )
+    model = sb3.PPO("CnnPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=64)  # 2 rollouts of 2 x 16 steps: episodes end and restart inside them
+    obs = venv.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    obs, reward, done, infos = venv.step(action)
+    assert obs.shape == (2, 64, 64, 3) and reward.shape == (2,)
