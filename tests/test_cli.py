@@ -41,3 +41,16 @@ def test_bad_checkpoint_is_one_line_exit_2(tmp_path):
 def test_help_lists_commands():
     p = run("--help")
     assert p.returncode == 0 and "bench" in p.stdout
+
+
+def test_bench_env_json(tmp_path, capsys):
+    """bench-env reports world and source steps/s for each vector size."""
+    import json
+
+    from worldsim.cli import main
+
+    assert main(["bench-env", "--num-envs", "1,2", "--steps", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["num_envs"] for r in result["rows"]] == [1, 2]
+    for r in result["rows"]:
+        assert r["world_env_steps_per_s"] > 0 and r["source_env_steps_per_s"] > 0

@@ -28,6 +28,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_env(args: argparse.Namespace) -> int:
+    from worldsim.bench_env import EnvBenchConfig, format_env_table, run_env_bench
+
+    result = run_env_bench(dataclass_from_args(EnvBenchConfig, args), progress=not args.json and sys.stderr.isatty())
+    print(json.dumps(result) if args.json else format_env_table(result))
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from worldsim.data.recorder import RecordConfig, record
 
@@ -111,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(bench, BenchConfig)
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.set_defaults(func=cmd_bench)
+
+    from worldsim.bench_env import EnvBenchConfig
+
+    bench_env = sub.add_parser(
+        "bench-env",
+        help="env steps/s of a world as a (vector) Gymnasium env beside its real source env",
+        description="Steps/s of gymnasium.make_vec('worldsim/WorldModel-v0', num_envs=N) for several N, and of the "
+        "real source env (SyncVectorEnv of N copies) side by side.",
+    )
+    add_dataclass_args(bench_env, EnvBenchConfig)
+    bench_env.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench_env.set_defaults(func=cmd_bench_env)
 
     from worldsim.data.recorder import RecordConfig
 

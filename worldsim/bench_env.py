@@ -1,0 +1,95 @@
+"""``worldsim bench-env``: env steps/s of a world model as a Gymnasium (vector) env beside its real source env.
+
+worldsim bench-env                         # random-init size-S 64x64 world vs CarRacing-v3, 1/8/32 envs
+worldsim bench-env --checkpoint carracing --json
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.bench import BenchConfig, _load
+
+
+@dataclass
+class EnvBenchConfig:
+    """What ``worldsim bench-env`` measures."""
+
+    checkpoint: str | None = None
+    """Checkpoint dir or world name; None: a randomly initialised size-S 64x64 world."""
+    num_envs: str = "1,8,32"
+    """Comma-separated vector sizes to measure."""
+    source: str = "CarRacing-v3"
+    """Real env measured beside it (gymnasium SyncVectorEnv of N copies); empty to skip."""
+    steps: int = 50
+    """Vector steps timed per size (after 5 warm-up steps)."""
+    seed: int = 0
+    """Seed of weights, starts and actions."""
+
+
+def _timed(step, actions: np.ndarray, steps: int) -> float:
+    for t in range(5):
+        step(actions[t % len(actions)])
+    start = time.perf_counter()
+    for t in range(steps):
+        step(actions[t % len(actions)])
+    return steps / (time.perf_counter() - start)
+
+
+def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]:
+    import gymnasium
+
+    import worldsim  # noqa: F401  (registers the env ids)
+
+    sizes = [int(n) for n in cfg.num_envs.split(",")]
+    rng = np.random.default_rng(cfg.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = cfg.checkpoint
+        if checkpoint is None:  # a random S world with one start context, like the default world's shape
+            wm = _load(BenchConfig(seed=cfg.seed), torch.float32)
+            wm.starts = {"frames": torch.from_numpy(rng.integers(0, 255, (1, 2, 64, 64, 3), dtype=np.uint8))}
+            wm.save_pretrained(f"{tmp}/world")
+            checkpoint = f"{tmp}/world"
+        rows = []
+        for n in sizes:
+            venv = gymnasium.make_vec("worldsim/WorldModel-v0", num_envs=n, checkpoint=checkpoint)
+            venv.reset(seed=cfg.seed)
+            actions = np.stack([venv.action_space.sample() for _ in range(16)])
+            world = _timed(venv.step, actions, cfg.steps)
+            row = {"num_envs": n, "world_vector_steps_per_s": world, "world_env_steps_per_s": world * n}
+            if cfg.source:
+                from envs.sources import make_source_env
+
+                real = gymnasium.vector.SyncVectorEnv([lambda: make_source_env(cfg.source) for _ in range(n)])
+                real.reset(seed=cfg.seed)
+                real_actions = np.stack([real.action_space.sample() for _ in range(16)])
+                rate = _timed(real.step, real_actions, cfg.steps)
+                row.update(source_vector_steps_per_s=rate, source_env_steps_per_s=rate * n)
+                real.close()
+            rows.append(row)
+            if progress:
+                print(row, flush=True)
+    return {
+        "checkpoint": cfg.checkpoint or "random size-S 64x64",
+        "source": cfg.source,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
+
+
+def format_env_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"world: {result['checkpoint']}, source: {result['source']}, torch threads {result['threads']}",
+        "| num_envs | world env steps/s | source env steps/s |",
+        "|---|---|---|",
+    ]
+    for r in result["rows"]:
+        src = f"{r['source_env_steps_per_s']:.1f}" if "source_env_steps_per_s" in r else "-"
+        lines.append(f"| {r['num_envs']} | {r['world_env_steps_per_s']:.1f} | {src} |")
+    return "\n".join(lines)
