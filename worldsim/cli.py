@@ -36,6 +36,20 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from worldsim.eval import EvalConfig, evaluate, format_eval_table
+
+    cfg = dataclass_from_args(EvalConfig, args)
+    result = evaluate(cfg, progress=sys.stderr.isatty())
+    if args.json_out:
+        from worldsim.checkpoint import atomic_path
+
+        with atomic_path(args.json_out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    print(format_eval_table(result, [int(h) for h in cfg.horizons.split(",")]))
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from worldsim.data.recorder import RecordConfig, record
 
@@ -131,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(bench_env, EnvBenchConfig)
     bench_env.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench_env.set_defaults(func=cmd_bench_env)
+
+    from worldsim.eval import EvalConfig
+
+    ev = sub.add_parser(
+        "eval",
+        help="measure a world on held-out real episodes (open-loop PSNR vs copy-last, controllability)",
+        description="Open-loop rollouts from real context frames with the true actions, against the copy-last-frame "
+        "baseline and against random actions (delta PSNR).",
+    )
+    add_dataclass_args(ev, EvalConfig)
+    ev.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the results as JSON")
+    ev.set_defaults(func=cmd_eval)
 
     from worldsim.data.recorder import RecordConfig
 
