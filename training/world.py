@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,9 @@ class WorldStage:
             cache = Path(cfg.out) / "latents.h5"
             if d.is_main:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                latents = build_latent_cache(self.reader, self.autoencoder, cache, tuple(frame_size))
+                latents = build_latent_cache(
+                    self.reader, self.autoencoder, cache, tuple(frame_size), progress=sys.stderr.isatty()
+                )
             if d.world > 1:
                 torch.distributed.barrier()
             if not d.is_main:
