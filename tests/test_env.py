@@ -45,14 +45,7 @@ def save_world(
     return str(path)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core box a second OpenMP thread that loses
-    its core stalls every parallel region (measured: a 5 ms step took 850 ms with 2 threads under load 3)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -125,49 +125,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    bench = sub.add_parser(
-        "bench",
-        help="measure the engine's speed on this machine",
-        description="Measure frames/s, latency over a long rollout, full-recompute speed, FLOPs and MFU.",
-    )
-    add_dataclass_args(bench, BenchConfig)
-    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    bench.set_defaults(func=cmd_bench)
-
     from worldsim.bench_env import EnvBenchConfig
-
-    bench_env = sub.add_parser(
-        "bench-env",
-        help="env steps/s of a world as a (vector) Gymnasium env beside its real source env",
-        description="Steps/s of gymnasium.make_vec('worldsim/WorldModel-v0', num_envs=N) for several N, and of the "
-        "real source env (SyncVectorEnv of N copies) side by side.",
-    )
-    add_dataclass_args(bench_env, EnvBenchConfig)
-    bench_env.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    bench_env.set_defaults(func=cmd_bench_env)
-
+    from worldsim.data.recorder import RecordConfig
     from worldsim.eval import EvalConfig
 
-    ev = sub.add_parser(
-        "eval",
-        help="measure a world on held-out real episodes (open-loop PSNR vs copy-last, controllability)",
-        description="Open-loop rollouts from real context frames with the true actions, against the copy-last-frame "
-        "baseline and against random actions (delta PSNR).",
-    )
-    add_dataclass_args(ev, EvalConfig)
-    ev.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the results as JSON")
-    ev.set_defaults(func=cmd_eval)
-
-    from worldsim.data.recorder import RecordConfig
-
-    rec = sub.add_parser(
-        "record",
-        help="record episodes of a Gymnasium env into an HDF5 trajectory file",
-        description="Run a policy in a Gymnasium env and write frames (resized), actions, rewards, terminations "
-        "and truncations in Minari's HDF5 layout. Ctrl-C keeps the finished episodes.",
-    )
-    add_dataclass_args(rec, RecordConfig)
-    rec.set_defaults(func=cmd_record)
+    json_table = ("--json", dict(action="store_true", help="print one JSON object instead of a table"))
+    json_file = ("--json", dict(dest="json_out", default=None, metavar="FILE", help="also write the results as JSON"))
+    commands = [
+        (
+            "bench",
+            BenchConfig,
+            cmd_bench,
+            json_table,
+            "measure the engine's speed on this machine",
+            "Measure frames/s, latency over a long rollout, full-recompute speed, FLOPs and MFU.",
+        ),
+        (
+            "bench-env",
+            EnvBenchConfig,
+            cmd_bench_env,
+            json_table,
+            "env steps/s of a world as a (vector) Gymnasium env beside its real source env",
+            "Steps/s of gymnasium.make_vec('worldsim/WorldModel-v0', num_envs=N) for several N, and of the real source "
+            "env (SyncVectorEnv of N copies) side by side.",
+        ),
+        (
+            "eval",
+            EvalConfig,
+            cmd_eval,
+            json_file,
+            "measure a world on held-out real episodes (open-loop PSNR vs copy-last, controllability)",
+            "Open-loop rollouts from real context frames with the true actions, against the copy-last-frame baseline "
+            "and against random actions (delta PSNR).",
+        ),
+        (
+            "record",
+            RecordConfig,
+            cmd_record,
+            None,
+            "record episodes of a Gymnasium env into an HDF5 trajectory file",
+            "Run a policy in a Gymnasium env and write frames (resized), actions, rewards, terminations and "
+            "truncations in Minari's HDF5 layout. Ctrl-C keeps the finished episodes.",
+        ),
+    ]
+    for name, cls, func, extra, help_text, description in commands:
+        p = sub.add_parser(name, help=help_text, description=description)
+        add_dataclass_args(p, cls)
+        if extra:
+            p.add_argument(extra[0], **extra[1])
+        p.set_defaults(func=func)
 
     from training.config import AutoencoderTrainConfig, WorldTrainConfig
 
