@@ -7,6 +7,8 @@ Examples::
     worldsim train world --data data/carracing.h5 --autoencoder runs/carracing --out runs/carracing
     worldsim bench                 # engine speed on this machine (table)
     worldsim bench --json          # ... as one JSON object on stdout
+    worldsim play --checkpoint runs/carracing --record play.mp4   # drive the world with the arrow keys
+    worldsim play --headless --steps 200 --policy random --record out.mp4
 """
 
 from __future__ import annotations
@@ -47,6 +49,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with atomic_path(args.json_out) as tmp:
             tmp.write_text(json.dumps(result, indent=2))
     print(format_eval_table(result, [int(h) for h in cfg.horizons.split(",")]))
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from worldsim.viewer import PlayConfig, play
+
+    result = play(dataclass_from_args(PlayConfig, args))
+    summary = (
+        f"{result['frames']} frames shown ({result['model_steps']} model steps), {result['display_fps']:.1f} fps "
+        f"displayed, {result['model_fps']:.1f} fps model" + (f" -> {result['record']}" if result["record"] else "")
+    )
+    if result["interrupted"]:
+        print(f"worldsim play: interrupted; {summary}", file=sys.stderr)
+        return 130
+    print(summary)
     return 0
 
 
@@ -128,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from worldsim.bench_env import EnvBenchConfig
     from worldsim.data.recorder import RecordConfig
     from worldsim.eval import EvalConfig
+    from worldsim.viewer import PlayConfig
 
     json_table = ("--json", dict(action="store_true", help="print one JSON object instead of a table"))
     json_file = ("--json", dict(dest="json_out", default=None, metavar="FILE", help="also write the results as JSON"))
@@ -157,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
             "measure a world on held-out real episodes (open-loop PSNR vs copy-last, controllability)",
             "Open-loop rollouts from real context frames with the true actions, against the copy-last-frame baseline "
             "and against random actions (delta PSNR).",
+        ),
+        (
+            "play",
+            PlayConfig,
+            cmd_play,
+            None,
+            "play a world in a pygame window (keyboard or mouse), or headless into a video",
+            "A real-time window onto the generated world: held keys (the world's key map) or the mouse give the "
+            "actions. Keys: R reset, P pause, [ ] fewer/more denoising steps, H HUD, S screenshot, Esc quit. "
+            "--compare shows the real env beside the dream; --headless plays --steps frames with a policy.",
         ),
         (
             "record",

@@ -1,0 +1,76 @@
+"""Write frames to an mp4 or gif that appears only when complete (temp file, then rename).
+
+Example::
+
+    with VideoWriter("play.mp4", fps=15) as video:
+        for frame in frames:          # uint8 (H, W, 3), all the same size
+            video.append(frame)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldsim.checkpoint import atomic_path
+from worldsim.errors import ConfigError
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def check_video_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(f"cannot record to {path}: use a file ending in {' or '.join(VIDEO_SUFFIXES)}")
+    return path
+
+
+class VideoWriter:
+    """mp4 (ffmpeg, libx264, streamed) or gif (Pillow, written at close). The file is renamed into place on a clean
+    exit of the ``with`` block that wrote at least one frame; otherwise nothing is left behind."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = check_video_path(path)
+        self.fps = float(fps)
+        self.frames = 0
+        self._stack = contextlib.ExitStack()
+        self._writer: Any = None
+        self._gif: list[np.ndarray] = []
+
+    def __enter__(self) -> VideoWriter:
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        if self.path.suffix.lower() == ".mp4":
+            import imageio.v2 as imageio
+
+            # macro_block_size=1: keep odd-free window sizes as they are (ours are multiples of 2).
+            self._writer = imageio.get_writer(self._tmp, fps=self.fps, codec="libx264", macro_block_size=1)
+        return self
+
+    def append(self, frame: np.ndarray) -> None:
+        """One uint8 (H, W, 3) frame."""
+        if self._writer is not None:
+            self._writer.append_data(frame)
+        else:
+            self._gif.append(frame.copy())
+        self.frames += 1
+
+    def __exit__(self, *exc: Any) -> bool:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            elif exc[0] is None and self._gif:
+                import imageio.v3 as iio
+
+                iio.imwrite(self._tmp, np.stack(self._gif), extension=".gif", duration=1000 / self.fps, loop=0)
+        finally:
+            if exc[0] is None and self.frames == 0:
+                exc = (EmptyVideo, EmptyVideo(), None)  # nothing recorded: leave no empty file behind
+            self._stack.__exit__(*exc)  # rename into place, or remove the temp file on an exception
+        return False
+
+
+class EmptyVideo(Exception):
+    """Internal: tells ``atomic_path`` to drop the temp file of a video that got no frames."""
