@@ -38,6 +38,15 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(command: str, summary: str, interrupted: bool, kept: str = "") -> int:
+    """Print a run's summary line; an interrupted run says so on stderr and exits 130 (what Ctrl-C means)."""
+    if interrupted:
+        print(f"worldsim {command}: interrupted; {kept}{summary}", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from worldsim.eval import EvalConfig, evaluate, format_eval_table
 
@@ -60,11 +69,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         f"{result['frames']} frames shown ({result['model_steps']} model steps), {result['display_fps']:.1f} fps "
         f"displayed, {result['model_fps']:.1f} fps model" + (f" -> {result['record']}" if result["record"] else "")
     )
-    if result["interrupted"]:
-        print(f"worldsim play: interrupted; {summary}", file=sys.stderr)
-        return 130
-    print(summary)
-    return 0
+    return _report("play", summary, result["interrupted"])
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -76,11 +81,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         f"{result['episodes']} episodes, {result['steps']} steps -> {result['out']} "
         f"({result['frames_per_second']:.0f} frames/s, world frame rate {result['frame_rate']} fps)"
     )
-    if result["interrupted"]:
-        print(f"worldsim record: interrupted; kept {summary}", file=sys.stderr)
-        return 130
-    print(summary)
-    return 0
+    return _report("record", summary, result["interrupted"], kept="kept ")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
