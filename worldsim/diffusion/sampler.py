@@ -67,7 +67,7 @@ class KVCache:
         self.writing = False
         """When set, the next pass's keys/values are kept for ``commit``."""
         self._new: list[tuple[Tensor, Tensor]] = [None] * cfg.depth  # type: ignore[list-item]
-        self._mask_key: tuple[int, int, int] | None = None
+        self._mask_key: tuple[int, int] | None = None
         self._mask: Tensor | None = None
         self._version = 0
 
@@ -84,22 +84,22 @@ class KVCache:
 
     def _block_mask(self, frames: int, device) -> Tensor | None:
         """(B, 1, frames*N, keys*N) visibility of used slots + the block in flight, or None if all visible."""
-        key = (self.next_frame, frames, self._version)
+        key = (self._version, frames)  # the version changes with every commit and restart
         if self._mask_key != key:
             local_q = self.next_frame - self.origin[:, None] + torch.arange(frames)[None, :]  # (B, F)
             local_k = torch.cat([self._slot_local_frames(), local_q], 1)  # (B, used + F)
             q, k = local_q[:, :, None], local_k[:, None, :]
-            ring = (k > q - self.window) & (k >= self.sinks)
+            window = k > q - self.window
             sink_slot = torch.zeros(local_k.shape[1], dtype=torch.bool)
             sink_slot[: min(self.sinks, self.used)] = True
             in_flight = torch.zeros(local_k.shape[1], dtype=torch.bool)
             in_flight[self.used :] = True
-            # Sink slots hold local frames < sinks; ring slots hold later ones (their sink copies are not seen
-            # twice); the block in flight is seen causally within the window like any frame.
+            # Sink slots hold a row's local frames < sinks (``_store`` never puts those in the ring), ring slots
+            # later ones within the window; the block in flight is seen causally within the window like any frame.
             vis = (
                 (k != EMPTY)
                 & (k <= q)
-                & torch.where(sink_slot, True, torch.where(in_flight, (k < self.sinks) | (k > q - self.window), ring))
+                & torch.where(sink_slot, True, torch.where(in_flight, (k < self.sinks) | window, window))
             )
             if vis.all():
                 self._mask = None
