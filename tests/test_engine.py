@@ -89,6 +89,31 @@ def test_predict_one_frame_equals_step():
     assert np.array_equal(a.frames, b.frames[:, 0])
 
 
+def test_step_with_observed_frames_puts_reality_in_memory():
+    """Teacher forcing: after step(a, observed=f2) the world's memory holds f2, not its own guess,
+    exactly as a world reset from [f0, f1, f2] would; the returned frame is still its prediction."""
+    wm = tiny_world(window=4)
+    wm.set_sampler(context_noise=0.0)  # written frames carry no noise: the two memories can match exactly
+    f = np.random.default_rng(2).integers(0, 255, (1, 3, 32, 32, 3), dtype=np.uint8)
+
+    def memory() -> torch.Tensor:
+        cache = wm._rollout.cache
+        return torch.cat([cache.k.flatten(), cache.v.flatten()]).float()
+
+    wm.reset(f[:, :2], actions=[[2]], seed=0)
+    guess = wm.step([0])
+    own = memory()
+    wm.reset(f[:, :2], actions=[[2]], seed=0)
+    teacher = wm.step([0], observed=f[:, 2])
+    assert np.array_equal(teacher.frames, guess.frames)  # the prediction does not see the observation
+    observed = memory()
+    wm.reset(f, actions=[[2, 0]], seed=0)
+    assert (observed - memory()).abs().max() < 1e-4
+    assert (own - memory()).abs().max() > 1e-2  # the world's own guess would have been remembered otherwise
+    with pytest.raises(InputError, match="one frame per world"):
+        wm.step([0], observed=f[0, :2])
+
+
 def test_predict_multiple_frames_pyramid():
     wm = tiny_world(window=4)
     wm.reset(np.zeros((2, 32, 32, 3), np.uint8), seed=0)

@@ -1,16 +1,19 @@
-"""worldsim eval: PSNR maths and the open-loop protocol against the copy-last baseline."""
+"""worldsim eval: the metric maths, and the protocol on a tiny world (baselines, keys, batching)."""
 
 from __future__ import annotations
 
 import json
 
+import gymnasium as gym
 import numpy as np
+import pytest
 from conftest import tiny_config
 from helpers import write_dataset
 
 from worldsim.cli import main
+from worldsim.config import ActionSpec
 from worldsim.engine import WorldModel
-from worldsim.eval import psnr
+from worldsim.eval import frechet_distance, psnr, ssim
 
 
 def test_psnr_matches_its_definition():
@@ -21,25 +24,81 @@ def test_psnr_matches_its_definition():
     assert out[0] > 90 and abs(out[1] - 10 * np.log10(255**2 / 100)) < 1e-9
 
 
-def test_eval_cli_writes_json_with_baselines(tmp_path, capsys):
+def test_ssim_of_identical_constant_and_noisy_frames():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    assert np.allclose(ssim(a, a), 1.0)
+    # Constant frames x and y: no variance, so SSIM is the luminance term (2xy + c1) / (x^2 + y^2 + c1).
+    x, y, c1 = 100.0, 140.0, (0.01 * 255) ** 2
+    out = ssim(np.full((16, 16, 3), x, np.uint8), np.full((16, 16, 3), y, np.uint8))
+    assert out.shape == () and abs(out - (2 * x * y + c1) / (x * x + y * y + c1)) < 1e-9
+    noisy = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    assert (ssim(a, noisy) < 0.99).all() and (ssim(a, noisy) > ssim(a, 255 - a)).all()
+
+
+def test_frechet_distance_of_shifted_and_scaled_features():
+    a = np.random.default_rng(0).normal(size=(500, 6))
+    a -= a.mean(0)
+    trace = np.trace(np.cov(a, rowvar=False))
+    shift = np.arange(6.0)
+    assert abs(frechet_distance(a, a)) < 1e-6
+    assert abs(frechet_distance(a, a + shift) - (shift**2).sum()) < 1e-6  # same covariance: the mean term only
+    assert abs(frechet_distance(a, 2 * a) - trace) < 1e-6  # tr A + tr 4A - 2 tr 2A
+
+
+@pytest.fixture
+def tiny_eval_setup(tmp_path):
     data = tmp_path / "d.h5"
-    episodes = write_dataset(data, lengths=(12, 14), size=32)
-    cfg = tiny_config(action=None, frame_size=(32, 32))
-    import gymnasium as gym
-
-    from worldsim.config import ActionSpec
-
-    cfg.action = ActionSpec.from_gym(gym.spaces.Discrete(5))
+    episodes = write_dataset(data, lengths=(30, 34, 31), size=32)
+    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Discrete(5)), frame_size=(32, 32))
     WorldModel(cfg).save_pretrained(tmp_path / "w")
-    out = tmp_path / "eval.json"
+    small = ["--teacher-frames", "5", "--stability-frames", "12", "--stability-window", "4", "--skip-frames", "3"]
     argv = ["eval", "--checkpoint", str(tmp_path / "w"), "--data", str(data), "--horizons", "1,4", "--context", "2"]
+    return tmp_path, episodes, [*argv, *small]
+
+
+def test_eval_cli_writes_every_metric_with_its_baseline(tiny_eval_setup, capsys):
+    tmp_path, episodes, argv = tiny_eval_setup
+    out = tmp_path / "eval.json"
     assert main([*argv, "--starts-per-episode", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["rollouts"] == 2
-    for key in ("psnr_h1", "psnr_h4", "baseline_psnr_h1", "baseline_psnr_h4", "delta_psnr_h4"):
-        assert np.isfinite(result[key])
-    # Copy-last baseline of the first rollout of episode 0 (start 0, context 2): frame 1 vs frames 2 and 5.
-    f = episodes[0]["observations"]
-    expected_h4 = np.mean([psnr(f[1], f[5]), psnr(episodes[1]["observations"][1], episodes[1]["observations"][5])])
-    assert abs(result["baseline_psnr_h4"] - expected_h4) < 1e-6
-    assert "| 4 |" in capsys.readouterr().out
+    assert result["rollouts"] == 3 and result["teacher_frames"] == 15 and result["stability_worlds"] == 3
+    for key in (
+        "psnr_h1", "psnr_h4", "ssim_h4", "baseline_psnr_h4", "baseline_ssim_h4", "delta_psnr_h4",
+        "teacher_psnr", "teacher_ssim", "teacher_baseline_psnr", "reward_mae", "reward_baseline_mae",
+        "termination_false_alarms_per_1k", "fd_early", "fd_late", "stability_ratio",
+    ):  # fmt: skip
+        assert np.isfinite(result[key]), key
+    assert len(result["fd_by_segment"]) == 3
+    obs = [ep["observations"] for ep in episodes]
+    # Copy-last of the open-loop rollouts (start 0, context 2): frame 1 against frame 5.
+    expected = np.mean([psnr(o[1], o[5]) for o in obs])
+    assert abs(result["baseline_psnr_h4"] - expected) < 1e-6
+    # Teacher-forced copy-last: frames 1..5 against frames 2..6 of each episode.
+    expected = np.mean([psnr(o[t - 1], o[t]) for o in obs for t in range(2, 7)])
+    assert abs(result["teacher_baseline_psnr"] - expected) < 1e-6
+    rewards = np.concatenate([ep["rewards"][1:6] for ep in episodes])  # rewards of transitions into frames 2..6
+    assert abs(result["reward_baseline_mae"] - np.abs(rewards - np.median(rewards)).mean()) < 1e-6
+    printed = capsys.readouterr().out
+    assert "| 4 |" in printed and "stability_ratio" in printed and "Teacher-forced" in printed
+
+
+def test_eval_does_not_depend_on_batching(tiny_eval_setup, tmp_path):
+    _, _, argv = tiny_eval_setup
+    results = []
+    for batch in ("1", "3"):
+        out = tmp_path / f"eval{batch}.json"
+        assert main([*argv, "--parts", "teacher,open_loop", "--batch", batch, "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    for key in ("psnr_h4", "random_action_psnr_h4", "teacher_psnr", "reward_mae"):
+        assert abs(results[0][key] - results[1][key]) < 1e-3, key
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--parts", "vibes"], "unknown vibes"), (["--episodes", "7"], "episodes 0..2"), (["--horizons", "a"], "integers")],
+)
+def test_eval_bad_options_give_one_line(tiny_eval_setup, capsys, extra, message):
+    _, _, argv = tiny_eval_setup
+    assert main([*argv, *extra]) == 2
+    assert message in capsys.readouterr().err

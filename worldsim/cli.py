@@ -173,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
             EvalConfig,
             cmd_eval,
             json_file,
-            "measure a world on held-out real episodes (open-loop PSNR vs copy-last, controllability)",
-            "Open-loop rollouts from real context frames with the true actions, against the copy-last-frame baseline "
-            "and against random actions (delta PSNR).",
+            "measure a world on held-out real episodes: PSNR/SSIM, controllability, stability, heads",
+            "On held-out episodes: teacher-forced next-frame PSNR/SSIM and reward/termination head quality; open-loop "
+            "PSNR/SSIM at each horizon beside the copy-last-frame baseline and beside random actions (delta PSNR); "
+            "stability_ratio = FD(late, real) / FD(early, real) over long dreams, on the world's encoder features. "
+            "Prints a markdown table; --json FILE writes every number.",
         ),
         (
             "play",

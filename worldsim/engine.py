@@ -221,10 +221,23 @@ class WorldModel:
             null[:, 1:] = False
         return ctx, self.autoencoder.encode(ctx).float(), FrameBatch(acts, null)
 
-    def step(self, actions: Any) -> StepOutput:
-        """Advance every world by one frame. actions: (B, ...) in the world's action space."""
-        acts = self._as_actions(actions, (self._require_rollout().batch,))
-        out = self._generate(acts[:, None])
+    def step(self, actions: Any, observed: Any = None) -> StepOutput:
+        """Advance every world by one frame. actions: (B, ...) in the world's action space.
+
+        observed: the real next frames (B, H, W, 3) uint8, when a real system ran the same actions.
+        The model still predicts the frame (returned), but the observed frame is what enters its
+        memory (teacher forcing): a dream kept in sync with reality, and next-frame evaluation.
+        Reward and termination are then those the heads give the observed transition.
+        """
+        batch = self._require_rollout().batch
+        acts = self._as_actions(actions, (batch,))
+        latents = None
+        if observed is not None:
+            frames = as_frames(observed, self.frame_size).to(self.device)
+            if frames.shape[:2] != (batch, 1):
+                raise InputError(f"observed must hold one frame per world ({batch}), got {tuple(frames.shape[:-3])}")
+            latents = self.autoencoder.encode(frames).float()
+        out = self._generate(acts[:, None], observed=latents)
         return StepOutput(out.frames[:, 0], out.reward[:, 0], out.terminated[:, 0])
 
     def predict(self, actions: Any) -> StepOutput:
@@ -235,7 +248,7 @@ class WorldModel:
             raise InputError(f"predict takes actions shaped (B, T, ...), got {tuple(acts.shape)}")
         return self._generate(self._as_actions(acts, (rollout.batch, acts.shape[1])))
 
-    def _generate(self, acts: Tensor) -> StepOutput:
+    def _generate(self, acts: Tensor, observed: Tensor | None = None) -> StepOutput:
         """Validated actions (B, T, ...) -> T decoded frames per world.
 
         Long sequences go in blocks of a few frames: a block attends to itself densely, so one block
@@ -247,7 +260,8 @@ class WorldModel:
         for s in range(0, acts.shape[1], block):
             a = acts[:, s : s + block]
             null = torch.zeros(a.shape[:2], dtype=torch.bool, device=self.device)
-            parts.append(rollout.generate(FrameBatch(a, null), a.shape[1]))
+            real = None if observed is None else observed[:, s : s + block]
+            parts.append(rollout.generate(FrameBatch(a, null), a.shape[1], real))
         latents, reward, term = (torch.cat(p, 1) for p in zip(*parts))
         frames = self.autoencoder.decode(latents.to(torch.float32))
         return StepOutput(

@@ -375,10 +375,12 @@ class Rollout:
             self.generator[r] = g
         return out
 
-    def generate(self, cond: FrameBatch, frames: int) -> tuple[Tensor, Tensor, Tensor]:
+    def generate(self, cond: FrameBatch, frames: int, observed: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Denoise ``frames`` new frames (pyramid schedule when > 1), then write them.
 
-        Returns latents (B, F, C, h, w), reward (B, F) and termination logit (B, F).
+        ``observed`` (B, F, C, h, w): the real latents of those frames, when known; they are written
+        instead of the prediction (teacher forcing), so the memory follows reality.
+        Returns the predicted latents (B, F, C, h, w), reward (B, F) and termination logit (B, F).
         """
         schedule = pyramid_levels(frames, self.cfg.steps, self.cfg.pyramid_delay).to(self.device)
         x = self._noise(frames)
@@ -388,5 +390,5 @@ class Rollout:
                 # Frames not in flight this iteration have level == next_level: the step leaves them.
                 v = self._guided_velocity(x, level.expand(self.batch, frames), cond)
                 x = euler_step(x, v, level[None], next_level[None])
-            reward, term = self.write(x, cond)
+            reward, term = self.write(x if observed is None else observed, cond)
         return x, reward, term
