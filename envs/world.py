@@ -28,12 +28,23 @@ from gymnasium import spaces
 
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError, WorldsimError
+from worldsim.precision import model_dtype
 
 WINDOW_PIXELS = 384
 """Longest side of the ``human`` window; a 64x64 world is shown at 6x."""
 
 START_OPTIONS = frozenset({"start", "actions", "text"})
 """Keys ``reset(options=...)`` understands; any other is a typo and raises."""
+
+
+def load_world(
+    checkpoint: str | Path, device: str | torch.device, precision: str, sampler_steps: int | None
+) -> WorldModel:
+    """The engine behind an env: a checkpoint at a device and precision, optionally fewer/more Euler steps."""
+    world = WorldModel.from_pretrained(checkpoint, device=device, dtype=model_dtype(precision, device))
+    if sampler_steps is not None:
+        world.set_sampler(steps=sampler_steps)
+    return world
 
 
 class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
@@ -86,16 +97,16 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         device: str | torch.device = "cpu",
         sampler_steps: int | None = None,
         max_episode_steps: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         """``checkpoint``: a checkpoint directory or a shipped world's name; ``sampler_steps`` overrides the
-        checkpoint's Euler steps per frame (fewer is faster and blurrier)."""
+        checkpoint's Euler steps per frame (fewer is faster and blurrier); ``precision`` fp32, bf16 or auto
+        (bf16 where the hardware has it natively: faster, not bit-identical to fp32)."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        self.world = WorldModel.from_pretrained(checkpoint, device=device)
-        if sampler_steps is not None:
-            self.world.set_sampler(steps=sampler_steps)
+        self.world = load_world(checkpoint, device, precision, sampler_steps)
         config = self.world.config
         # Per instance: two worlds in one process can run at different rates; play() wants an int.
         self.metadata = {**self.metadata, "render_fps": int(config.frame_rate)}

@@ -17,8 +17,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.world import START_OPTIONS, check_start
-from worldsim.engine import WorldModel, as_frames
+from envs.world import START_OPTIONS, check_start, load_world
+from worldsim.engine import as_frames
 from worldsim.errors import InputError, WorldsimError
 
 
@@ -42,14 +42,13 @@ class WorldModelVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         sampler_steps: int | None = None,
         max_episode_steps: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
-        self.world = WorldModel.from_pretrained(checkpoint, device=device)
-        if sampler_steps is not None:
-            self.world.set_sampler(steps=sampler_steps)
+        self.world = load_world(checkpoint, device, precision, sampler_steps)
         config = self.world.config
         self.metadata = {**self.metadata, "render_fps": int(config.frame_rate)}
         self.num_envs = num_envs

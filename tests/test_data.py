@@ -53,9 +53,10 @@ def test_writer_refuses_to_overwrite_and_keeps_finished_episodes(tmp_path):
     assert path.read_bytes() == before
     # An exception mid-recording: the finished episodes are kept under the final name.
     out = tmp_path / "partial.h5"
-    with pytest.raises(KeyboardInterrupt), TrajectoryWriter(
-        out, env_id="x", frame_size=(16, 16), action_space=gym.spaces.Discrete(5), frame_rate=1
-    ) as w:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        TrajectoryWriter(out, env_id="x", frame_size=(16, 16), action_space=gym.spaces.Discrete(5), frame_rate=1) as w,
+    ):
         w.add_episode(**labelled_episode(0, 3))
         w.add_episode(**labelled_episode(1, 4))
         raise KeyboardInterrupt

@@ -96,7 +96,11 @@ def test_eval_does_not_depend_on_batching(tiny_eval_setup, tmp_path):
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--parts", "vibes"], "unknown vibes"), (["--episodes", "7"], "episodes 0..2"), (["--horizons", "a"], "integers")],
+    [
+        (["--parts", "vibes"], "unknown vibes"),
+        (["--episodes", "7"], "episodes 0..2"),
+        (["--horizons", "a"], "integers"),
+    ],
 )
 def test_eval_bad_options_give_one_line(tiny_eval_setup, capsys, extra, message):
     _, _, argv = tiny_eval_setup

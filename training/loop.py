@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from training.config import TrainConfig
 from worldsim.checkpoint import atomic_path
 from worldsim.errors import CheckpointError, InputError
+from worldsim.precision import use_bf16
 
 STATE_VERSION = 1
 LOG_SECONDS = 60.0
@@ -162,26 +163,6 @@ def update_ema(ema: nn.Module, model: nn.Module, step: int, decay: float) -> Non
         e.lerp_(p.detach(), 1 - d)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision == "fp32":
-        return False
-    if precision == "bf16":
-        return True
-    if precision != "auto":
-        raise InputError(f"--precision must be fp32, bf16 or auto, got {precision!r}")
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and _cpu_has_native_bf16()
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -32,6 +32,7 @@ from einops import rearrange
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel, resize_frames
 from worldsim.errors import InputError
+from worldsim.precision import model_dtype
 
 PARTS = ("teacher", "open_loop", "stability")
 
@@ -69,6 +70,8 @@ class EvalConfig:
     """Rollouts run together (speed only: results do not depend on it)."""
     seed: int = 0
     """Seed of sampling noise and of the random actions."""
+    precision: str = "fp32"
+    """fp32, bf16 or auto: the precision of the world's DiT (to check that bf16 play loses nothing)."""
 
 
 # ----------------------------------------------------------------------------- frame metrics
@@ -86,7 +89,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     lead = a.shape[:-3]
     x, y = (
-        rearrange(torch.from_numpy(np.ascontiguousarray(t)).reshape(-1, *t.shape[-3:]).double(), "n h w c -> (n c) 1 h w")
+        rearrange(
+            torch.from_numpy(np.ascontiguousarray(t).reshape(-1, *t.shape[-3:])).double(), "n h w c -> (n c) 1 h w"
+        )
         for t in (a, b)
     )
     g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
@@ -138,7 +143,7 @@ class _Evaluation:
     def __init__(self, cfg: EvalConfig, progress: bool) -> None:
         self.cfg = cfg
         self.progress = progress
-        self.wm = WorldModel.from_pretrained(cfg.checkpoint)
+        self.wm = WorldModel.from_pretrained(cfg.checkpoint, dtype=model_dtype(cfg.precision, "cpu"))
         reader = TrajectoryReader(cfg.data)
         self.episodes = parse_episodes(cfg.episodes, len(reader))
         size = self.wm.frame_size

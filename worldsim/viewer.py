@@ -73,6 +73,8 @@ class PlayConfig:
     """Show the HUD at the start (H toggles it)."""
     device: str = "cpu"
     """Torch device of the world."""
+    precision: str = "auto"
+    """fp32, bf16 or auto (bf16 where the hardware has it natively: faster play)."""
 
     def __post_init__(self) -> None:
         if self.world and self.checkpoint:
@@ -508,7 +510,7 @@ def build_viewer(cfg: PlayConfig) -> Viewer:
 
     if cfg.headless:
         os.environ["SDL_VIDEODRIVER"] = "dummy"  # before pygame opens its display
-    env = WorldModelEnv(cfg.source, device=cfg.device)
+    env = WorldModelEnv(cfg.source, device=cfg.device, precision=cfg.precision)
     real_env = None
     if cfg.compare:
         from envs.sources import make_source_env
