@@ -5,6 +5,6 @@
 
 from __future__ import annotations
 
-from agents.policy import POLICIES, Policy, RandomPolicy, load_factory, make_policy
+from agents.policy import POLICIES, SEEING_POLICIES, Policy, RandomPolicy, load_factory, make_policy
 
-__all__ = ["POLICIES", "Policy", "RandomPolicy", "load_factory", "make_policy"]
+__all__ = ["POLICIES", "SEEING_POLICIES", "Policy", "RandomPolicy", "load_factory", "make_policy"]

@@ -71,12 +71,21 @@ def _pusht(env: gymnasium.Env, seed: int | None) -> Policy:
     return PushTPusher(env, seed)
 
 
+def _road(env: gymnasium.Env, seed: int | None) -> Policy:
+    from agents.road_follower import RoadFollower
+
+    return RoadFollower(env, seed)
+
+
 POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
     "random": RandomPolicy,
     "carracing": _carracing,
+    "road": _road,
     "pusht": _pusht,
 }
 """Named policies; each entry is a factory ``(env, seed) -> Policy``, the same shape as a ``module:callable``."""
+SEEING_POLICIES = ("random", "road")
+"""Named policies that need nothing but the observation (and the action space): they can drive a dream."""
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -95,7 +104,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
 
 
 def make_policy(name: str, env: gymnasium.Env, seed: int | None = None) -> Policy:
-    """A policy by name (``random``, ``carracing``, ``pusht``) or by ``module:callable`` factory ``(env, seed)``."""
+    """A policy by name (see ``POLICIES``) or by ``module:callable`` factory ``(env, seed)``."""
     if ":" in name:
         policy = load_factory(name)(env, seed)
         if not callable(policy):

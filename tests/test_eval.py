@@ -69,7 +69,7 @@ def test_eval_cli_writes_every_metric_with_its_baseline(tiny_eval_setup, capsys)
         "termination_false_alarms_per_1k", "fd_early", "fd_late", "stability_ratio",
     ):  # fmt: skip
         assert np.isfinite(result[key]), key
-    assert len(result["fd_by_segment"]) == 3
+    assert len(result["fd_by_segment"]) == 3 and result["stability_policy"] == "replay"  # auto, not CarRacing
     obs = [ep["observations"] for ep in episodes]
     # Copy-last of the open-loop rollouts (start 0, context 2): frame 1 against frame 5.
     expected = np.mean([psnr(o[1], o[5]) for o in obs])
@@ -100,9 +100,19 @@ def test_eval_does_not_depend_on_batching(tiny_eval_setup, tmp_path):
         (["--parts", "vibes"], "unknown vibes"),
         (["--episodes", "7"], "episodes 0..2"),
         (["--horizons", "a"], "integers"),
+        (["--stability-policy", "carracing"], "sees only the dream"),
     ],
 )
 def test_eval_bad_options_give_one_line(tiny_eval_setup, capsys, extra, message):
     _, _, argv = tiny_eval_setup
     assert main([*argv, *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_stability_dreams_can_be_driven_by_a_policy_that_sees_them(tiny_eval_setup, tmp_path):
+    _, _, argv = tiny_eval_setup
+    out = tmp_path / "eval.json"
+    assert main([*argv, "--parts", "stability", "--stability-policy", "random", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["stability_policy"] == "random" and np.isfinite(result["stability_ratio"])
+    assert "psnr_h1" not in result and "teacher_psnr" not in result  # only the part asked for

@@ -21,7 +21,9 @@ depend on how rollouts are batched.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -63,6 +65,11 @@ class EvalConfig:
     """Long dreams run side by side (each starts from a different held-out episode)."""
     stability_window: int = 200
     """Frames at the start and at the end of each long dream that are compared with real frames."""
+    stability_policy: str = "auto"
+    """What drives the long dreams: 'replay' (the held-out episodes' recorded actions back to back), or a policy
+    that acts on each dream's own frames (road, random, module:factory); auto: road for CarRacing worlds, else
+    replay. Replayed actions do not see the dream, so they soon drive off a dreamed road onto grass that real
+    driving rarely shows; a policy that sees the dream keeps the comparison with real frames fair."""
     skip_frames: int = 50
     """Frames skipped at the start of each episode for the stability starts and the real reference
     (CarRacing zooms in during its first second)."""
@@ -159,12 +166,12 @@ class _Evaluation:
     def _generators(self, keys: list[tuple[int, int]]) -> list[torch.Generator]:
         return [torch.Generator().manual_seed(self.cfg.seed + e * 100_003 + s) for e, s in keys]
 
-    def _start(self, keys: list[tuple[int, int]]) -> None:
-        """Reset one world per (episode, start) from the ``context`` real frames at that start."""
+    def _start(self, keys: list[tuple[int, int]]) -> np.ndarray:
+        """Reset one world per (episode, start) from the ``context`` real frames there; returns the last ones."""
         c = self.cfg.context
         ctx = np.stack([self.frames[e][s : s + c] for e, s in keys])
         acts = np.stack([self.steps[e]["actions"][s : s + c - 1] for e, s in keys])
-        self.wm.reset(ctx, actions=acts if c > 1 else None, generator=self._generators(keys))
+        return self.wm.reset(ctx, actions=acts if c > 1 else None, generator=self._generators(keys))
 
     def teacher(self) -> dict[str, Any]:
         """Next-frame prediction with the real past in memory; reward and termination heads."""
@@ -263,8 +270,39 @@ class _Evaluation:
                 out.append(F.adaptive_avg_pool2d(z.float(), 4).flatten(1).numpy())
         return np.concatenate(out).astype(np.float64)
 
+    def _long_dream(
+        self, policy: str, episodes: list[int], worlds: int, n: int, last: np.ndarray, chunk: int = 40
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first frame index, frames (worlds, chunk, H, W, 3)) of n dreamed frames per world."""
+        cfg, c, skip = self.cfg, self.cfg.context, self.cfg.skip_frames
+        if policy == "replay":  # world b plays episodes b, b+1, ... (cyclic) back to back
+            actions = []
+            for b in range(worlds):
+                seq: list[np.ndarray] = []
+                k = b
+                while sum(len(a) for a in seq) < n:
+                    seq.append(self.steps[episodes[k % len(episodes)]]["actions"][skip + c - 1 :])
+                    k += 1
+                actions.append(np.concatenate(seq)[:n])
+            replay = np.stack(actions)
+            for t in range(0, n, chunk):
+                yield t, self.wm.predict(replay[:, t : t + chunk]).frames
+            return
+        from agents import make_policy
+
+        seen = SimpleNamespace(action_space=self.wm.action_space)  # all a seeing policy may know of the env
+        drivers = [make_policy(policy, seen, cfg.seed + b) for b in range(worlds)]  # type: ignore[arg-type]
+        frames, shown = last, []
+        for t in range(n):
+            frames = self.wm.step(np.stack([d(f) for d, f in zip(drivers, frames)])).frames
+            shown.append(frames)
+            if len(shown) == chunk or t == n - 1:
+                yield t + 1 - len(shown), np.stack(shown, 1)
+                shown = []
+
     def stability(self) -> dict[str, Any]:
-        """Long dreams driven by recorded actions: FD to real frames, late vs early."""
+        """Long dreams, each driven by a policy that sees it (or by recorded actions): FD to real frames, late vs
+        early."""
         cfg, c = self.cfg, self.cfg.context
         skip = cfg.skip_frames
         usable = [e for e in self.episodes if len(self.frames[e]) > skip + c + 1]
@@ -274,27 +312,19 @@ class _Evaluation:
         window, n = cfg.stability_window, cfg.stability_frames
         if n < 2 * window:
             raise InputError(f"stability_frames ({n}) must be at least twice stability_window ({window})")
-        # World b plays the recorded actions of episodes b, b+1, ... (cyclic) back to back.
-        actions = []
-        for b in range(worlds):
-            seq: list[np.ndarray] = []
-            k = b
-            while sum(len(a) for a in seq) < n:
-                e = usable[k % len(usable)]
-                seq.append(self.steps[e]["actions"][skip + c - 1 :])
-                k += 1
-            actions.append(np.concatenate(seq)[:n])
-        actions_all = np.stack(actions)
+        policy = cfg.stability_policy
+        if policy == "auto":
+            policy = "road" if "CarRacing" in self.wm.config.source_env else "replay"
         starts = [(usable[b], skip) for b in range(worlds)]
-        self._start(starts)
-        features = np.zeros((worlds, n, 4 * 4 * self.wm.latent_shape[0]))
-        chunk = 40
+        context_end = self._start(starts)
+        dim = 4 * 4 * self.wm.latent_shape[0]
+        features = np.zeros((worlds, n, dim))
         with self._bar(n, "long dream") as bar:
-            for t in range(0, n, chunk):
-                out = self.wm.predict(actions_all[:, t : t + chunk])
-                flat = out.frames.reshape(-1, *out.frames.shape[2:])
-                features[:, t : t + chunk] = self._features(flat).reshape(worlds, -1, features.shape[-1])
-                bar.update(out.frames.shape[1])
+            for t, frames in self._long_dream(policy, usable, worlds, n, context_end):
+                features[:, t : t + frames.shape[1]] = self._features(frames.reshape(-1, *frames.shape[2:])).reshape(
+                    worlds, -1, dim
+                )
+                bar.update(frames.shape[1])
         real = self._features(np.concatenate([self.frames[e][skip:] for e in usable]))
         fd_early = frechet_distance(features[:, :window].reshape(-1, features.shape[-1]), real)
         fd_late = frechet_distance(features[:, -window:].reshape(-1, features.shape[-1]), real)
@@ -303,6 +333,7 @@ class _Evaluation:
             for s in range(0, n - window + 1, window)
         ]
         return {
+            "stability_policy": policy,
             "stability_frames": n,
             "stability_worlds": worlds,
             "fd_early": fd_early,
@@ -321,6 +352,13 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
         [int(h) for h in cfg.horizons.split(",")]
     except ValueError:
         raise InputError(f"--horizons {cfg.horizons}: expected comma-separated integers like 1,4,16,64") from None
+    from agents import SEEING_POLICIES
+
+    if cfg.stability_policy not in ("auto", "replay", *SEEING_POLICIES) and ":" not in cfg.stability_policy:
+        raise InputError(
+            f"--stability-policy {cfg.stability_policy}: use auto, replay, {', '.join(SEEING_POLICIES)} or "
+            "module:factory (a policy that sees only the dream's frames)"
+        )
     run = _Evaluation(cfg, progress)
     result: dict[str, Any] = {"checkpoint": cfg.checkpoint, "data": cfg.data, "episodes": len(run.episodes)}
     for part in PARTS:

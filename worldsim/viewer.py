@@ -53,8 +53,9 @@ class PlayConfig:
     steps: int = 0
     """Frames to show (and record), the start frame included; 0 = until Esc. Needed with --headless."""
     policy: str = ""
-    """Where actions come from: keyboard, random, carracing, pusht or module:callable (default: keyboard, or random
-    when headless). Policies that read the real env's internals need --compare."""
+    """Where actions come from: keyboard, random, road (drives CarRacing from the frames it sees), carracing, pusht
+    or module:callable (default: keyboard, or random when headless). carracing and pusht read the real env's
+    internals and need --compare."""
     seed: int = 0
     """Seed of the first start context and noise; R moves on to seed+1, seed+2, ..."""
     sampler_steps: int | None = None
@@ -506,7 +507,7 @@ class Viewer:
 
 def build_viewer(cfg: PlayConfig) -> Viewer:
     """Load the world (and the real env with ``--compare``) and pick the action source; errors are one line."""
-    from agents import make_policy
+    from agents import SEEING_POLICIES, make_policy
 
     if cfg.headless:
         os.environ["SDL_VIDEODRIVER"] = "dummy"  # before pygame opens its display
@@ -524,8 +525,8 @@ def build_viewer(cfg: PlayConfig) -> Viewer:
             raise InputError(f"--compare: cannot make the real env {source}: {e}") from None
     name = cfg.policy or ("random" if cfg.headless else "keyboard")
     policy, on_real = None, False
-    if name == "random":
-        policy = make_policy("random", env, cfg.seed)
+    if name in SEEING_POLICIES:
+        policy = make_policy(name, env, cfg.seed)
     elif name != "keyboard":
         if real_env is not None:
             policy, on_real = make_policy(name, real_env, cfg.seed), True
@@ -533,7 +534,8 @@ def build_viewer(cfg: PlayConfig) -> Viewer:
             policy = make_policy(name, env, cfg.seed)
         else:
             raise InputError(
-                f"policy {name!r} drives the real env (it reads its internals): add --compare, or use --policy random"
+                f"policy {name!r} drives the real env (it reads its internals): add --compare, or use one that "
+                f"drives the dream from its frames: {', '.join(SEEING_POLICIES)}"
             )
     return Viewer(env, cfg, real_env, policy, on_real)
 
