@@ -71,13 +71,13 @@ def test_eval_cli_writes_every_metric_with_its_baseline(tiny_eval_setup, capsys)
         assert np.isfinite(result[key]), key
     assert len(result["fd_by_segment"]) == 3 and result["stability_policy"] == "replay"  # auto, not CarRacing
     obs = [ep["observations"] for ep in episodes]
-    # Copy-last of the open-loop rollouts (start 0, context 2): frame 1 against frame 5.
-    expected = np.mean([psnr(o[1], o[5]) for o in obs])
+    # Copy-last of the open-loop rollouts (start 3 after the skipped frames, context 2): frame 4 against frame 8.
+    expected = np.mean([psnr(o[4], o[8]) for o in obs])
     assert abs(result["baseline_psnr_h4"] - expected) < 1e-6
-    # Teacher-forced copy-last: frames 1..5 against frames 2..6 of each episode.
-    expected = np.mean([psnr(o[t - 1], o[t]) for o in obs for t in range(2, 7)])
+    # Teacher-forced copy-last: frames 4..8 against frames 5..9 of each episode.
+    expected = np.mean([psnr(o[t - 1], o[t]) for o in obs for t in range(5, 10)])
     assert abs(result["teacher_baseline_psnr"] - expected) < 1e-6
-    rewards = np.concatenate([ep["rewards"][1:6] for ep in episodes])  # rewards of transitions into frames 2..6
+    rewards = np.concatenate([ep["rewards"][4:9] for ep in episodes])  # rewards of transitions into frames 5..9
     assert abs(result["reward_baseline_mae"] - np.abs(rewards - np.median(rewards)).mean()) < 1e-6
     printed = capsys.readouterr().out
     assert "| 4 |" in printed and "stability_ratio" in printed and "Teacher-forced" in printed

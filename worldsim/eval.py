@@ -55,7 +55,7 @@ class EvalConfig:
     """Comma-separated open-loop horizons at which PSNR/SSIM are reported."""
     context: int = 4
     """Real frames given before a rollout."""
-    starts_per_episode: int = 2
+    starts_per_episode: int = 4
     """Open-loop start points per episode (spread over the episode)."""
     teacher_frames: int = 96
     """Teacher-forced next-frame predictions per episode (from its start)."""
@@ -71,8 +71,8 @@ class EvalConfig:
     replay. Replayed actions do not see the dream, so they soon drive off a dreamed road onto grass that real
     driving rarely shows; a policy that sees the dream keeps the comparison with real frames fair."""
     skip_frames: int = 50
-    """Frames skipped at the start of each episode for the stability starts and the real reference
-    (CarRacing zooms in during its first second)."""
+    """Frames skipped at the start of every episode before any rollout or reference frame: CarRacing's first
+    second is a fixed zoom-in animation, not play."""
     batch: int = 16
     """Rollouts run together (speed only: results do not depend on it)."""
     seed: int = 0
@@ -175,18 +175,18 @@ class _Evaluation:
 
     def teacher(self) -> dict[str, Any]:
         """Next-frame prediction with the real past in memory; reward and termination heads."""
-        cfg, c = self.cfg, self.cfg.context
-        usable = [e for e in self.episodes if len(self.frames[e]) > c]
+        cfg, c, skip = self.cfg, self.cfg.context, self.cfg.skip_frames
+        usable = [e for e in self.episodes if len(self.frames[e]) > skip + c]
         if not usable:
-            raise InputError(f"no episode in {cfg.data} is longer than the context ({c} frames)")
+            raise InputError(f"no episode in {cfg.data} is longer than skipped frames + context ({skip + c})")
         groups = [usable[i : i + cfg.batch] for i in range(0, len(usable), cfg.batch)]
-        lengths = [min(cfg.teacher_frames, min(len(self.frames[e]) for e in g) - c) for g in groups]
+        lengths = [min(cfg.teacher_frames, min(len(self.frames[e]) for e in g) - skip - c) for g in groups]
         model_psnr, model_ssim, copy_psnr, copy_ssim = [], [], [], []
         reward_pred, reward_true, term_pred, term_true = [], [], [], []
         with self._bar(sum(n * len(g) for g, n in zip(groups, lengths)), "teacher-forced") as bar:
             for group, n in zip(groups, lengths):
-                self._start([(e, 0) for e in group])
-                for t in range(c, c + n):
+                self._start([(e, skip) for e in group])
+                for t in range(skip + c, skip + c + n):
                     real = np.stack([self.frames[e][t] for e in group])
                     prev = np.stack([self.frames[e][t - 1] for e in group])
                     out = self.wm.step(np.stack([self.steps[e]["actions"][t - 1] for e in group]), observed=real)
@@ -220,16 +220,19 @@ class _Evaluation:
 
     def open_loop(self) -> dict[str, Any]:
         """Rollouts from the true actions and from random ones, scored at each horizon."""
-        cfg, c = self.cfg, self.cfg.context
+        cfg, c, skip = self.cfg, self.cfg.context, self.cfg.skip_frames
         horizons = [int(h) for h in cfg.horizons.split(",")]
         longest = max(horizons)
         keys = []
         for e in self.episodes:
             last_start = len(self.frames[e]) - c - longest
-            if last_start >= 0:
-                keys += [(e, int(s)) for s in np.unique(np.linspace(0, last_start, cfg.starts_per_episode).astype(int))]
+            if last_start >= skip:
+                spread = np.linspace(skip, last_start, cfg.starts_per_episode).astype(int)
+                keys += [(e, int(s)) for s in np.unique(spread)]
         if not keys:
-            raise InputError(f"no episode in {cfg.data} is long enough for context {c} + horizon {longest}")
+            raise InputError(
+                f"no episode in {cfg.data} is long enough for skipped frames {skip} + context {c} + horizon {longest}"
+            )
         scores: dict[str, list[np.ndarray]] = {}
 
         def add(name: str, values: np.ndarray) -> None:
