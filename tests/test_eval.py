@@ -116,3 +116,19 @@ def test_stability_dreams_can_be_driven_by_a_policy_that_sees_them(tiny_eval_set
     result = json.loads(out.read_text())
     assert result["stability_policy"] == "random" and np.isfinite(result["stability_ratio"])
     assert "psnr_h1" not in result and "teacher_psnr" not in result  # only the part asked for
+    assert "fd_real_policy" not in result  # this world names no real env to calibrate against
+
+
+def test_stability_is_calibrated_against_real_play_with_the_same_policy(tiny_eval_setup, tmp_path):
+    """A world of CarRacing: the same policy also plays the real env, giving the FD that real play has."""
+    _, _, argv = tiny_eval_setup
+    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Discrete(5)), frame_size=(32, 32))
+    cfg.source_env = "CarRacing-v3"
+    WorldModel(cfg).save_pretrained(tmp_path / "car")
+    argv[argv.index("--checkpoint") + 1] = str(tmp_path / "car")
+    out = tmp_path / "eval.json"
+    assert main([*argv, "--parts", "stability", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["stability_policy"] == "road"  # auto picks the pixel driver for CarRacing worlds
+    assert result["fd_real_policy"] > 0
+    assert abs(result["stability_ratio_vs_real_policy"] - result["fd_late"] / result["fd_real_policy"]) < 1e-9

@@ -156,6 +156,7 @@ class _Evaluation:
         size = self.wm.frame_size
         self.frames = {e: resize_frames(torch.from_numpy(reader.frames(e)), size).numpy() for e in self.episodes}
         self.steps = {e: reader.steps(e) for e in self.episodes}
+        self.seeds = {e: reader.seed(e) for e in self.episodes}
         self.wm.action_space.seed(cfg.seed)  # random actions for the controllability rollouts
 
     def _bar(self, total: int, desc: str):
@@ -335,7 +336,7 @@ class _Evaluation:
             frechet_distance(features[:, s : s + window].reshape(-1, features.shape[-1]), real)
             for s in range(0, n - window + 1, window)
         ]
-        return {
+        result = {
             "stability_policy": policy,
             "stability_frames": n,
             "stability_worlds": worlds,
@@ -344,6 +345,37 @@ class _Evaluation:
             "stability_ratio": fd_late / max(fd_early, 1e-12),
             "fd_by_segment": segments,
         }
+        if policy != "replay":
+            real_play = self._real_policy_features(policy, usable[:worlds])
+            if real_play is not None:
+                result["fd_real_policy"] = frechet_distance(real_play, real)
+                result["stability_ratio_vs_real_policy"] = fd_late / max(result["fd_real_policy"], 1e-12)
+        return result
+
+    def _real_policy_features(self, policy: str, episodes: list[int]) -> np.ndarray | None:
+        """Features of the real source env played by the dream's policy (one window per held-out track, after the
+        policy has had a window to take over): how far from the recorded frames real play with this policy is.
+        None when the world names no source env or it cannot be made here."""
+        from worldsim.data.recorder import RecordConfig, record_episode
+        from worldsim.errors import WorldsimError
+
+        cfg, source = self.cfg, self.wm.config.source_env
+        if not source:
+            return None
+        H, W = self.wm.frame_size
+        frames = []
+        try:
+            for b, e in enumerate(episodes):
+                seed = self.seeds[e] if self.seeds[e] is not None else cfg.seed + b
+                run = RecordConfig(
+                    env=source, policy=policy, size=f"{H}x{W}", seed=seed,
+                    max_steps=cfg.skip_frames + 2 * cfg.stability_window,
+                )  # fmt: skip
+                obs = record_episode(run, 0)["observations"]
+                frames.append(obs[cfg.skip_frames + cfg.stability_window :])
+        except WorldsimError:
+            return None
+        return self._features(np.concatenate(frames))
 
 
 def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
@@ -405,5 +437,11 @@ def format_eval_table(result: dict[str, Any], horizons: list[int]) -> str:
             f"Stability over {result['stability_frames']} frames ({result['stability_worlds']} worlds): "
             f"FD early {result['fd_early']:.2f}, late {result['fd_late']:.2f}, "
             f"stability_ratio {result['stability_ratio']:.2f}"
+            + (
+                f"; real {result['stability_policy']} play in the real env: FD {result['fd_real_policy']:.2f} "
+                f"(late / real play {result['stability_ratio_vs_real_policy']:.2f})"
+                if "fd_real_policy" in result
+                else ""
+            )
         )
     return "\n".join(lines).rstrip()
