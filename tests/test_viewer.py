@@ -200,3 +200,21 @@ def test_cli_errors_are_one_line(ckpt, capsys, argv, message):
     assert main(["play", "--headless", "--steps", "2", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("worldsim play: error:") and message in err and "\n" not in err
+
+
+def test_road_policy_drives_the_dream_and_the_worker_thread_count_is_put_back(ckpt):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with viewer(ckpt, policy="road", model_threads=1) as v:
+            for _ in range(3):
+                v.tick()
+            seen = v.worker.torch_threads
+            actions = list(v.worker.actions)
+        assert seen == 1 and len(actions) == 3 and all(int(a) in range(5) for a in actions)
+        v.worker.join(5)
+        assert torch.get_num_threads() == 2  # the worker's setting is process-wide: it is undone at the end
+    finally:
+        torch.set_num_threads(before)

@@ -174,6 +174,8 @@ class Worker(threading.Thread):
         before = torch.get_num_threads()  # a process-wide setting: put back when the worker ends
         if self.threads:
             torch.set_num_threads(self.threads)
+        self.torch_threads = torch.get_num_threads()
+        """What the world actually ran with (tests read it)."""
         try:
             while (cmd := self.commands.get()) is not None:
                 try:
