@@ -174,8 +174,7 @@ class Worker(threading.Thread):
         before = torch.get_num_threads()  # a process-wide setting: put back when the worker ends
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.torch_threads = torch.get_num_threads()
-        """What the world actually ran with (tests read it)."""
+        self.torch_threads = torch.get_num_threads()  # what the world actually runs with
         try:
             while (cmd := self.commands.get()) is not None:
                 try:
