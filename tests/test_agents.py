@@ -159,7 +159,7 @@ def test_random_policy_is_seeded():
 
 def test_make_policy_errors():
     env = make_source_env("CarRacing-v3")
-    with pytest.raises(InputError, match="random, carracing, pusht"):
+    with pytest.raises(InputError, match="random, carracing, road, pusht"):
         make_policy("nope", env, 0)
     for spec in ("no_such_module_xyz:make", "agents.policy:no_such_factory", "agents.policy:", ":make"):
         with pytest.raises(InputError):
