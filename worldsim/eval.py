@@ -330,12 +330,12 @@ class _Evaluation:
                 )
                 bar.update(frames.shape[1])
         real = self._features(np.concatenate([self.frames[e][skip:] for e in usable]))
-        fd_early = frechet_distance(features[:, :window].reshape(-1, features.shape[-1]), real)
-        fd_late = frechet_distance(features[:, -window:].reshape(-1, features.shape[-1]), real)
-        segments = [
-            frechet_distance(features[:, s : s + window].reshape(-1, features.shape[-1]), real)
-            for s in range(0, n - window + 1, window)
-        ]
+
+        def fd_of_window(start: int) -> float:
+            return frechet_distance(features[:, start : start + window].reshape(-1, dim), real)
+
+        fd_early, fd_late = fd_of_window(0), fd_of_window(n - window)
+        segments = [fd_of_window(s) for s in range(0, n - window + 1, window)]
         result = {
             "stability_policy": policy,
             "stability_frames": n,
