@@ -60,19 +60,19 @@ class _Stateless:
 
 
 def _carracing(env: gymnasium.Env, seed: int | None) -> Policy:
-    from agents.carracing import CarRacingDriver
+    from worldsim.agents.carracing import CarRacingDriver
 
     return CarRacingDriver(env, seed)
 
 
 def _pusht(env: gymnasium.Env, seed: int | None) -> Policy:
-    from agents.pusht import PushTPusher
+    from worldsim.agents.pusht import PushTPusher
 
     return PushTPusher(env, seed)
 
 
 def _road(env: gymnasium.Env, seed: int | None) -> Policy:
-    from agents.road_follower import RoadFollower
+    from worldsim.agents.road_follower import RoadFollower
 
     return RoadFollower(env, seed)
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from agents.carracing import GAS, LEFT, NOTHING, RIGHT
+from worldsim.agents.carracing import GAS, LEFT, NOTHING, RIGHT
 
 HUD_FRACTION = 0.125
 """CarRacing's bottom 12.5% is the black HUD bar, not playfield."""

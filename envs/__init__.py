@@ -3,7 +3,7 @@
 Importing ``envs`` (which ``import worldsim`` does) registers with Gymnasium, the way ``gym_pusht`` and ``ale_py``
 register theirs:
 
-* ``worldsim/Crafter-v0``: the Crafter source env behind the Gymnasium API (``envs.crafter``);
+* ``worldsim/Crafter-v0``: the Crafter source env behind the Gymnasium API (``worldsim.envs.crafter``);
 * ``worldsim/WorldModel-v0``: any world model checkpoint as an env, ``gymnasium.make(id, checkpoint=path_or_name)``;
 * ``worldsim/<World>-v0``: one id per world shipped in ``assets/`` (``worldsim/CarRacing-v0`` for ``carracing``).
 
@@ -23,8 +23,8 @@ import gymnasium
 
 CRAFTER_ID = "worldsim/Crafter-v0"
 WORLD_MODEL_ID = "worldsim/WorldModel-v0"
-WORLD_ENTRY_POINT = "envs.world:WorldModelEnv"
-WORLD_VECTOR_ENTRY_POINT = "envs.world_vector:WorldModelVectorEnv"
+WORLD_ENTRY_POINT = "worldsim.envs.world:WorldModelEnv"
+WORLD_VECTOR_ENTRY_POINT = "worldsim.envs.world_vector:WorldModelVectorEnv"
 MAX_EPISODE_STEPS = 1000
 """TimeLimit of the registered world-model ids (``gymnasium.make(..., max_episode_steps=n)`` overrides it)."""
 
@@ -75,7 +75,7 @@ def shipped_world_ids() -> dict[str, str]:
 def register_envs() -> None:
     """Register every ``worldsim/*`` id that is not registered yet (re-importing must not warn)."""
     if CRAFTER_ID not in gymnasium.registry:
-        gymnasium.register(id=CRAFTER_ID, entry_point="envs.crafter:CrafterEnv")
+        gymnasium.register(id=CRAFTER_ID, entry_point="worldsim.envs.crafter:CrafterEnv")
     worlds = {WORLD_MODEL_ID: None, **shipped_world_ids()}
     for env_id, world in worlds.items():
         if env_id in gymnasium.registry:

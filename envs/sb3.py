@@ -1,6 +1,6 @@
 """Stable-Baselines3's ``VecEnv`` interface over a Gymnasium ``VectorEnv`` (SB3 does not take those directly).
 
-    from envs.sb3 import SB3VecEnv
+    from worldsim.envs.sb3 import SB3VecEnv
     venv = SB3VecEnv(gymnasium.make_vec("worldsim/WorldModel-v0", num_envs=8, checkpoint="carracing"))
     PPO("CnnPolicy", venv).learn(10_000)
 

@@ -307,7 +307,7 @@ def check_start(world: WorldModel, start: Any) -> np.ndarray:
     if start.ndim not in (3, 4) or start.shape[-1] != 3:
         raise InputError(f"options['start'] must be shaped (H, W, 3) or (T, H, W, 3), got {start.shape}")
     clip = start if start.ndim == 4 else start[None]
-    visible = world.sampler.sinks + world.sampler.window
+    visible = world.sampler_config.sinks + world.sampler_config.window
     if not 1 <= len(clip) <= visible:
         raise InputError(f"options['start'] has {len(clip)} frames; this world takes 1 to {visible}")
     return clip[None]

@@ -10,13 +10,13 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
+import worldsim.envs as envs  # noqa: F401  (registers worldsim/Crafter-v0)
 from gymnasium.utils.env_checker import check_env
+from worldsim.agents import Policy, RandomPolicy, make_policy
+from worldsim.agents.carracing import CarRacingDriver, on_track
+from worldsim.agents.pusht import PushTPusher
+from worldsim.envs.sources import frame_of, frame_rate, make_source_env
 
-import envs  # noqa: F401  (registers worldsim/Crafter-v0)
-from agents import Policy, RandomPolicy, make_policy
-from agents.carracing import CarRacingDriver, on_track
-from agents.pusht import PushTPusher
-from envs.sources import frame_of, frame_rate, make_source_env
 from worldsim.errors import InputError
 
 SMALL_WORLD = {"area": (24, 24)}  # crafter generates a 24x24 world in ~0.1 s instead of ~0.8 s for 64x64
@@ -161,7 +161,12 @@ def test_make_policy_errors():
     env = make_source_env("CarRacing-v3")
     with pytest.raises(InputError, match="random, carracing, road, pusht"):
         make_policy("nope", env, 0)
-    for spec in ("no_such_module_xyz:make", "agents.policy:no_such_factory", "agents.policy:", ":make"):
+    for spec in (
+        "no_such_module_xyz:make",
+        "worldsim.agents.policy:no_such_factory",
+        "worldsim.agents.policy:",
+        ":make",
+    ):
         with pytest.raises(InputError):
             make_policy(spec, env, 0)
     with pytest.raises(InputError, match="continuous=False"):
@@ -172,7 +177,7 @@ def test_make_policy_errors():
 
 def test_make_policy_from_module_callable(monkeypatch):
     env = make_source_env("CarRacing-v3")
-    policy = make_policy("agents.policy:RandomPolicy", env, 7)
+    policy = make_policy("worldsim.agents.policy:RandomPolicy", env, 7)
     assert isinstance(policy, RandomPolicy)
 
     user = types.ModuleType("user_policies")

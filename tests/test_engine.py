@@ -23,7 +23,7 @@ def tiny_world(seed=0, **kw) -> WorldModel:
 
 def latent_rollout(wm: WorldModel, reference: bool, frames: int, action_cfg: float = 1.0, seed: int = 0):
     """Generate ``frames`` latent frames after a 2-frame context; returns latents and heads."""
-    cfg = wm.sampler
+    cfg = wm.sampler_config
     cfg.action_cfg = action_cfg
     g = torch.Generator().manual_seed(seed)
     B = 2

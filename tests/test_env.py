@@ -14,13 +14,13 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+import worldsim.envs as envs
 from conftest import randomize, tiny_config
 from gymnasium.utils.env_checker import check_env
+from worldsim.envs.world import WorldModelEnv
 
-import envs
 import worldsim
 import worldsim.worlds
-from envs.world import WorldModelEnv
 from worldsim import ActionSpec, WorldModel
 from worldsim.errors import ConfigError, InputError, WorldsimError
 
@@ -194,9 +194,9 @@ def test_returned_arrays_are_fresh(ckpt):
 # ---------------------------------------------------------------------------------------------- registration
 def test_make_registered_id_truncates_at_max_episode_steps(ckpt):
     spec = gymnasium.spec("worldsim/WorldModel-v0")
-    assert spec.entry_point == "envs.world:WorldModelEnv" and spec.max_episode_steps == 1000
+    assert spec.entry_point == "worldsim.envs.world:WorldModelEnv" and spec.max_episode_steps == 1000
     env = gymnasium.make("worldsim/WorldModel-v0", checkpoint=ckpt, max_episode_steps=3, sampler_steps=1)
-    assert env.unwrapped.world.sampler.steps == 1
+    assert env.unwrapped.world.sampler_config.steps == 1
     env.reset(seed=0)
     assert [env.step(0)[3] for _ in range(3)] == [False, False, True]
     direct = WorldModelEnv(ckpt, max_episode_steps=2)  # without make there is no TimeLimit: the env truncates
@@ -210,7 +210,7 @@ def test_registration_is_idempotent_and_lazy():
         importlib.reload(envs)
         importlib.reload(worldsim)
     assert "worldsim/WorldModel-v0" in gymnasium.registry and "worldsim/Crafter-v0" in gymnasium.registry
-    assert gymnasium.spec("worldsim/Crafter-v0").entry_point == "envs.crafter:CrafterEnv"
+    assert gymnasium.spec("worldsim/Crafter-v0").entry_point == "worldsim.envs.crafter:CrafterEnv"
 
 
 def test_one_id_per_shipped_world(tmp_path, monkeypatch, ckpt):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 from conftest import tiny_config
+from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss
 
-from training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss
 from worldsim.config import SamplerConfig
 from worldsim.diffusion.sampler import FrameBatch, Rollout
 from worldsim.models.dit import DiT

@@ -11,11 +11,11 @@ import gymnasium as gym
 import pytest
 import torch
 from helpers import ddp_worker, write_dataset
+from worldsim.training.autoencoder import AutoencoderStage
+from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
+from worldsim.training.loop import train
+from worldsim.training.world import WorldStage, load_trained_autoencoder
 
-from training.autoencoder import AutoencoderStage
-from training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
-from training.loop import train
-from training.world import WorldStage, load_trained_autoencoder
 from worldsim.checkpoint import save_autoencoder
 from worldsim.cli import main
 from worldsim.config import ActionSpec, AutoencoderConfig

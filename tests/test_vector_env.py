@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 from test_env import save_world
+from worldsim.envs.world import WorldModelEnv
+from worldsim.envs.world_vector import WorldModelVectorEnv
 
-from envs.world import WorldModelEnv
-from envs.world_vector import WorldModelVectorEnv
 from worldsim.errors import InputError
 
 N = 3
@@ -102,7 +102,7 @@ def test_vector_env_errors(ckpt):
 
 def test_stable_baselines3_ppo_learns_on_the_vector_env(tmp_path):
     sb3 = pytest.importorskip("stable_baselines3")
-    from envs.sb3 import SB3VecEnv
+    from worldsim.envs.sb3 import SB3VecEnv
 
     ckpt = save_world(tmp_path / "w64", size=64)  # SB3's NatureCNN needs at least 36x36
     venv = SB3VecEnv(

@@ -84,7 +84,7 @@ def test_hud_reset_sampler_and_quit(ckpt, tmp_path):
         steps = v.stats.sampler_steps
         v.feed([key(pygame.KEYDOWN, pygame.K_RIGHTBRACKET)] * 2)
         v.tick()
-        assert v.stats.sampler_steps == steps + 2 == v.env.world.sampler.steps
+        assert v.stats.sampler_steps == steps + 2 == v.env.world.sampler_config.steps
         v.feed([key(pygame.KEYDOWN, pygame.K_LEFTBRACKET)] * 40)
         v.tick()
         assert v.stats.sampler_steps == 1

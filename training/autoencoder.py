@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from worldsim.training.common import open_training_data
+from worldsim.training.config import AutoencoderTrainConfig
 
-from training.common import open_training_data
-from training.config import AutoencoderTrainConfig
 from worldsim.checkpoint import save_autoencoder
 from worldsim.config import AutoencoderConfig
 from worldsim.data.clips import ClipDataset

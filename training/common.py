@@ -6,8 +6,8 @@ import io
 from typing import Any
 
 import numpy as np
+from worldsim.training.config import TrainConfig
 
-from training.config import TrainConfig
 from worldsim.data.reader import TrajectoryReader
 from worldsim.errors import InputError
 

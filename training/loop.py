@@ -33,8 +33,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+from worldsim.training.config import TrainConfig
 
-from training.config import TrainConfig
 from worldsim.checkpoint import atomic_path
 from worldsim.errors import CheckpointError, InputError
 from worldsim.precision import use_bf16

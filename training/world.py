@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from worldsim.training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
+from worldsim.training.common import add_gif, open_training_data
+from worldsim.training.config import WorldTrainConfig
+from worldsim.training.loop import Distributed
+from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
 
-from training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
-from training.common import add_gif, open_training_data
-from training.config import WorldTrainConfig
-from training.loop import Distributed
-from training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
 from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_state
 from worldsim.config import ActionSpec, AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
 from worldsim.data.clips import ClipDataset

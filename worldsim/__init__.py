@@ -5,7 +5,7 @@ registers its Gymnasium ids (``worldsim/WorldModel-v0``, one ``worldsim/<World>-
 since entry points are strings and no model is loaded until ``gymnasium.make``.
 """
 
-import envs  # noqa: F401  (registers the worldsim/* Gymnasium ids, as ale_py and gym_pusht do on import)
+from worldsim import envs  # noqa: F401  (registers the worldsim/* Gymnasium ids, as ale_py and gym_pusht do)
 from worldsim.config import ActionSpec, AutoencoderConfig, DiTConfig, SamplerConfig, WorldConfig
 from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import WorldsimError

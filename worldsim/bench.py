@@ -139,7 +139,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "mfu": step_flops * fps / cfg.batch / (peak * 1e9),
         "batch": cfg.batch,
         "dtype": cfg.dtype,
-        "sampler_steps": wm.sampler.steps,
+        "sampler_steps": wm.sampler_config.steps,
         "frame_size": list(wm.frame_size),
         "tokens_per_frame": wm._rollout.tokens,
         "checkpoint": cfg.checkpoint or f"random init, size {cfg.size}",

@@ -64,7 +64,7 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
             world = _timed(venv.step, actions, cfg.steps)
             row = {"num_envs": n, "world_vector_steps_per_s": world, "world_env_steps_per_s": world * n}
             if cfg.source:
-                from envs.sources import make_source_env
+                from worldsim.envs.sources import make_source_env
 
                 real = gymnasium.vector.SyncVectorEnv([lambda: make_source_env(cfg.source) for _ in range(n)])
                 real.reset(seed=cfg.seed)

@@ -85,17 +85,17 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
-    from training.loop import init_distributed, train
+    from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
+    from worldsim.training.loop import init_distributed, train
 
     d = init_distributed(args.device)
     if args.stage == "autoencoder":
-        from training.autoencoder import AutoencoderStage
+        from worldsim.training.autoencoder import AutoencoderStage
 
         cfg = with_preset(AutoencoderTrainConfig, "autoencoder", args.preset or "default", vars(args))
         stage = AutoencoderStage(cfg)
     else:
-        from training.world import WorldStage
+        from worldsim.training.world import WorldStage
 
         cfg = with_preset(WorldTrainConfig, "world", args.preset or "default", vars(args))
         stage = WorldStage(cfg, d)
@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _show_preset_defaults(parser: argparse.ArgumentParser, stage: str) -> None:
     """--help shows the defaults of the presets, which is what an unset flag really gets."""
-    from training.config import PRESETS
+    from worldsim.training.config import PRESETS
 
     presets = PRESETS[stage]
     for action in parser._actions:
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(extra[0], **extra[1])
         p.set_defaults(func=func)
 
-    from training.config import AutoencoderTrainConfig, WorldTrainConfig
+    from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig
 
     train = sub.add_parser(
         "train",

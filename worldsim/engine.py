@@ -89,7 +89,7 @@ class WorldModel:
         self.dit = (dit or DiT(config.dit, config.action, config.autoencoder.latent_channels)).to(self.device).eval()
         self.dit.to(dtype)
         self.starts = starts or {}
-        self.sampler = config.sampler
+        self.sampler_config = config.sampler
         self._text_encoder: TextEncoder | None = None
         self._rollout: Rollout | None = None
 
@@ -142,7 +142,7 @@ class WorldModel:
 
     def set_sampler(self, **changes: Any) -> None:
         """Change sampler settings (steps, action_cfg, ...); window/sinks take effect at the next reset."""
-        self.sampler = replace(self.sampler, **changes)
+        self.sampler_config = replace(self.sampler_config, **changes)
         if self._rollout is not None:
             self._rollout.cfg = replace(
                 self._rollout.cfg, **{k: v for k, v in changes.items() if k not in ("window", "sinks")}
@@ -178,7 +178,9 @@ class WorldModel:
                 raise InputError(f"got {len(generator)} generators for {batch_size} worlds")
         ctx, latents, cond = self._context(frames, actions, batch_size or 1, generator)
         text_ctx = self._encode_text(text, ctx.shape[0])
-        self._rollout = Rollout(self.dit, self.sampler, ctx.shape[0], self.latent_shape, generator, text_ctx, reference)
+        self._rollout = Rollout(
+            self.dit, self.sampler_config, ctx.shape[0], self.latent_shape, generator, text_ctx, reference
+        )
         with torch.inference_mode():
             self._rollout.write(latents, cond)
         return ctx[:, -1].cpu().numpy().copy()
@@ -210,7 +212,7 @@ class WorldModel:
             frames = self._start_frames(batch, generator)
         ctx = as_frames(frames, self.frame_size).to(self.device)
         B, T = ctx.shape[:2]
-        visible = self.sampler.sinks + self.sampler.window
+        visible = self.sampler_config.sinks + self.sampler_config.window
         if visible < T:
             raise InputError(f"{T} context frames is more than the sampler sees ({visible}); pass the last {visible}")
         null = torch.ones(B, T, dtype=torch.bool, device=self.device)
@@ -255,7 +257,7 @@ class WorldModel:
         as long as the window would cost far more than the pyramid schedule saves.
         """
         rollout = self._require_rollout()
-        block = max(1, min(PREDICT_BLOCK, self.sampler.window - 1))
+        block = max(1, min(PREDICT_BLOCK, self.sampler_config.window - 1))
         parts = []
         for s in range(0, acts.shape[1], block):
             a = acts[:, s : s + block]

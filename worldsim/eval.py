@@ -292,7 +292,7 @@ class _Evaluation:
             for t in range(0, n, chunk):
                 yield t, self.wm.predict(replay[:, t : t + chunk]).frames
             return
-        from agents import make_policy
+        from worldsim.agents import make_policy
 
         seen = SimpleNamespace(action_space=self.wm.action_space)  # all a seeing policy may know of the env
         drivers = [make_policy(policy, seen, cfg.seed + b) for b in range(worlds)]  # type: ignore[arg-type]
@@ -387,7 +387,7 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
         [int(h) for h in cfg.horizons.split(",")]
     except ValueError:
         raise InputError(f"--horizons {cfg.horizons}: expected comma-separated integers like 1,4,16,64") from None
-    from agents import SEEING_POLICIES
+    from worldsim.agents import SEEING_POLICIES
 
     if cfg.stability_policy not in ("auto", "replay", *SEEING_POLICIES) and ":" not in cfg.stability_policy:
         raise InputError(

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.world import WINDOW_PIXELS, WorldModelEnv, _pygame
+from worldsim.envs.world import WINDOW_PIXELS, WorldModelEnv, _pygame
 from worldsim.errors import ConfigError, InputError, WorldsimError
 from worldsim.video import VideoWriter, check_video_path
 from worldsim.worlds import DEFAULT_WORLD
@@ -186,14 +186,16 @@ class Worker(threading.Thread):
             torch.set_num_threads(before)
 
     def _run(self, cmd: Command) -> Result:
-        from envs.sources import frame_of
+        from worldsim.envs.sources import frame_of
 
         world = self.env.world
         real = real_obs = None
         reward, terminated, real_done = 0.0, False, False
         if cmd.kind == "sampler":
             world.set_sampler(steps=cmd.arg)
-            return Result("sampler", None, None, None, 0.0, False, False, world.frame_index, world.sampler.steps, 0.0)
+            return Result(
+                "sampler", None, None, None, 0.0, False, False, world.frame_index, world.sampler_config.steps, 0.0
+            )
         t = time.perf_counter()
         if cmd.kind == "reset":
             options = None
@@ -214,7 +216,7 @@ class Worker(threading.Thread):
                 real, real_done = frame_of(self.real_env, real_obs), bool(real_term or real_trunc)
         return Result(
             cmd.kind, frame, real, real_obs, float(reward), bool(terminated), real_done, world.frame_index,
-            world.sampler.steps, seconds,
+            world.sampler_config.steps, seconds,
         )  # fmt: skip
 
 
@@ -249,7 +251,7 @@ class Viewer:
         self.mouse_pos: tuple[int, int] | None = None
         """Last pointer position in the window (from MOUSEMOTION events); None: the dream panel's centre."""
         self.seed = config.seed
-        self.sampler_steps = config.sampler_steps or env.world.sampler.steps
+        self.sampler_steps = config.sampler_steps or env.world.sampler_config.steps
         """Euler steps asked for (the HUD shows what the world last reported)."""
         self.frame: np.ndarray | None = None
         self.real_frame: np.ndarray | None = None
@@ -520,14 +522,14 @@ class Viewer:
 
 def build_viewer(cfg: PlayConfig) -> Viewer:
     """Load the world (and the real env with ``--compare``) and pick the action source; errors are one line."""
-    from agents import SEEING_POLICIES, make_policy
+    from worldsim.agents import SEEING_POLICIES, make_policy
 
     if cfg.headless:
         os.environ["SDL_VIDEODRIVER"] = "dummy"  # before pygame opens its display
     env = WorldModelEnv(cfg.source, device=cfg.device, precision=cfg.precision)
     real_env = None
     if cfg.compare:
-        from envs.sources import make_source_env
+        from worldsim.envs.sources import make_source_env
 
         source = env.world.config.source_env
         if not source:

@@ -1,12 +1,14 @@
-"""Shipped worlds: names that resolve to checkpoint directories under ``assets/``."""
+"""Shipped worlds: names that resolve to checkpoint directories in the ``worldsim.assets`` package data."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from worldsim.errors import CheckpointError
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(str(files("worldsim.assets")))
+"""Where the shipped worlds are: ``assets/`` of a checkout (editable install) or ``worldsim/assets`` of a wheel."""
 DEFAULT_WORLD = "carracing"
 
 

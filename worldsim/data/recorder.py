@@ -65,7 +65,7 @@ _ENVS: dict[str, Any] = {}
 
 
 def _env(env_id: str) -> Any:
-    from envs.sources import make_source_env
+    from worldsim.envs.sources import make_source_env
 
     if env_id not in _ENVS:
         _ENVS[env_id] = make_source_env(env_id)
@@ -74,8 +74,8 @@ def _env(env_id: str) -> Any:
 
 def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
     """Run one episode and return its arrays (frames already resized)."""
-    from agents import make_policy
-    from envs.sources import frame_of
+    from worldsim.agents import make_policy
+    from worldsim.envs.sources import frame_of
 
     env = _env(cfg.env)
     seed = cfg.seed + index
@@ -117,7 +117,7 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
 
     from tqdm import tqdm
 
-    from envs.sources import frame_rate
+    from worldsim.envs.sources import frame_rate
 
     size = parse_size(cfg.size)
     env = _env(cfg.env)
