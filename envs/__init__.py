@@ -35,18 +35,13 @@ SOURCE_IDS = frozenset({CRAFTER_ID})
 def world_env_name(world: str, config: dict) -> str:
     """The ``<World>`` of a shipped world's id, from its directory name and ``config.json``.
 
-    A directory name like ``carracing`` has lost its word boundaries, so the casing comes from the source env the
-    data was recorded from when it names the same thing (``CarRacing-v3`` -> ``CarRacing``), else from the
-    config's ``name`` when that has capitals, else from the directory name, capitalised per word (``push_t`` ->
-    ``PushT``).
+    A directory name like ``carracing`` has lost its word boundaries, so a world says how its name is written
+    with its config's ``name`` (``"CarRacing"``) when that spells the same word; otherwise the directory name is
+    capitalised per word (``push_t`` -> ``PushT``).
     """
     name = str(config.get("name") or "")
-    source = str(config.get("source_env") or "").rsplit("/", 1)[-1]
-    source = re.sub(r"-v\d+$", "", source)
-    if source and _squash(source).lower() in (world.lower(), name.lower()):
-        return _squash(source)
-    if name and name != name.lower() and _squash(name).lower() == _squash(world).lower():
-        return _squash(name)
+    if name and _squash(name).lower() == _squash(world).lower():
+        return _squash(name[:1].upper() + name[1:])
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^0-9A-Za-z]+", world) if part)
 
 

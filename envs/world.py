@@ -144,7 +144,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict]:
         if self._frame is None:
             raise WorldsimError("call reset() before step()")
-        out = self.world.step(self._check_action(action)[None])
+        out = self.world.step([action])  # a batch of one; the engine checks the action
         self._frame = out.frames[0].copy()
         self._steps += 1
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
@@ -197,8 +197,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
             {"right": 1, "left": 2, "up": 3, "down": 4}
 
         Without a key map, Discrete worlds get number keys ``0``..``9`` for actions 0..9 and letters ``a``..``z``
-        for 10..35; Discrete(5) worlds also get the arrow keys in CarRacing's discrete order (right 1, left 2, up 3
-        gas, down 4 brake), the default world's convention. Other spaces need a key map (``ConfigError``).
+        for 10..35. Other spaces need a key map (``ConfigError``).
         """
         pygame = _pygame()
         key_map = self.world.config.key_map
@@ -211,11 +210,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
                 '{"up": [...], "left": [...]}'
             )
         chars = (string.digits + string.ascii_lowercase)[: int(space.n)]
-        mapping = {self._chord(pygame, c): i for i, c in enumerate(chars)}
-        if space.n == 5:
-            arrows = {"right": 1, "left": 2, "up": 3, "down": 4}
-            mapping.update({self._chord(pygame, k): a for k, a in arrows.items()})
-        return mapping
+        return {self._chord(pygame, c): i for i, c in enumerate(chars)}
 
     def _chord(self, pygame: Any, keys: str) -> tuple[int, ...]:
         """``"up+left"`` -> sorted pygame key codes, the form ``play`` looks pressed keys up in."""
@@ -235,10 +230,10 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
 
     def _key_action(self, keys: str, action: Any) -> Any:
         try:
-            a = self._check_action(action)
+            a = self.world.check_actions([action], (1,))[0].cpu().numpy()
         except InputError as e:
             raise ConfigError(f"key_map entry {keys!r}: {e}") from None
-        return int(a) if isinstance(self.action_space, spaces.Discrete) else a
+        return int(a) if isinstance(self.action_space, spaces.Discrete) else a.astype(self.action_space.dtype)
 
     # ----------------------------------------------------------------- helpers
     def _start_frames(self, start: Any) -> np.ndarray | None:
@@ -250,30 +245,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
                     "(H, W, 3) or (T, H, W, 3) frames"
                 )
             return None
-        return check_start(self.world, start)
-
-    def _check_action(self, action: Any) -> Any:
-        """One action of ``self.action_space`` as a numpy value the engine takes, or a clear InputError."""
-        space = self.action_space
-        try:
-            a = np.asarray(action)
-        except (TypeError, ValueError):
-            a = np.asarray(None)
-        if a.dtype.kind not in "iuf" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
-            raise InputError(f"action {action!r} is not a number array; this world takes {space}")
-        if isinstance(space, spaces.Discrete):
-            a = a.reshape(()) if a.shape == (1,) else a  # a batch-of-one from a policy is fine
-        if a.shape != space.shape:
-            raise InputError(f"action {action!r} has shape {a.shape}; this world takes {space} (shape {space.shape})")
-        if isinstance(space, spaces.Box):
-            a = a.astype(space.dtype)
-        elif a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
-            raise InputError(f"action {action!r} is not an integer; this world takes {space}")
-        else:
-            a = a.astype(np.int64)
-        if a not in space:
-            raise InputError(f"action {action!r} is outside {space}")
-        return a
+        return self.world.check_frames(start, what="options['start']", one_world=True).cpu().numpy()
 
     def _show(self, frame: np.ndarray) -> None:
         """Draw ``frame`` scaled up in a pygame window, pump its events and keep the world's frame rate."""
@@ -296,21 +268,6 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         pygame.event.pump()
         pygame.display.flip()
         self._clock.tick(self.metadata["render_fps"])
-
-
-def check_start(world: WorldModel, start: Any) -> np.ndarray:
-    """Validate a start option (uint8 (H, W, 3) image or (T, H, W, 3) clip) -> (1, T, H, W, 3)."""
-    if not isinstance(start, np.ndarray):
-        raise InputError(f"options['start'] must be a numpy uint8 array (H, W, 3) or (T, H, W, 3), got {start!r}")
-    if start.dtype != np.uint8:
-        raise InputError(f"options['start'] must be uint8 RGB (0..255), got dtype {start.dtype}")
-    if start.ndim not in (3, 4) or start.shape[-1] != 3:
-        raise InputError(f"options['start'] must be shaped (H, W, 3) or (T, H, W, 3), got {start.shape}")
-    clip = start if start.ndim == 4 else start[None]
-    visible = world.sampler_config.sinks + world.sampler_config.window
-    if not 1 <= len(clip) <= visible:
-        raise InputError(f"options['start'] has {len(clip)} frames; this world takes 1 to {visible}")
-    return clip[None]
 
 
 def _pygame() -> Any:

@@ -16,9 +16,8 @@ import torch
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from worldsim.envs.world import START_OPTIONS, check_start, load_world
+from worldsim.envs.world import START_OPTIONS, load_world
 
-from worldsim.engine import as_frames
 from worldsim.errors import InputError, WorldsimError
 
 
@@ -148,10 +147,10 @@ class WorldModelVectorEnv(VectorEnv):
         if isinstance(start, np.ndarray) and start.ndim == 5:
             if len(start) != self.num_envs:
                 raise InputError(f"options['start'] has {len(start)} clips for {self.num_envs} sub-envs")
-            clips = [self._sized(check_start(self.world, clip)) for clip in start]
-            return np.concatenate(clips)
-        return np.repeat(self._sized(check_start(self.world, start)), self.num_envs, axis=0)
+            return np.concatenate([self._clip(clip) for clip in start])
+        return np.repeat(self._clip(start), self.num_envs, axis=0)
 
-    def _sized(self, clip: np.ndarray) -> np.ndarray:
-        """(1, T, h, w, 3) at any size -> the world's frame size (so clips of several sizes batch)."""
-        return as_frames(clip, self.world.frame_size).numpy()
+    def _clip(self, start: Any) -> np.ndarray:
+        """One start image or clip, checked by the engine -> (1, T, H, W, 3) at the world's frame size (so clips of
+        several sizes batch)."""
+        return self.world.check_frames(start, what="options['start']", one_world=True).cpu().numpy()

@@ -86,7 +86,9 @@ def test_frame_sees_only_its_window_and_sinks():
     cfg = tiny_config(window=3, sinks=1)
     dit = randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels))
     x, levels, actions, null = make_inputs(cfg, B=1, T=8)
-    memory = BlockCausal(dit.grid(cfg.latent_size)[0] * dit.grid(cfg.latent_size)[1], window=3, sinks=1, rope=dit.rope)
+    memory = BlockCausal(
+        (cfg.latent_size[0] // cfg.dit.patch) * (cfg.latent_size[1] // cfg.dit.patch), window=3, sinks=1, rope=dit.rope
+    )
     base = dit(x, levels, actions, null, torch.arange(8), memory=memory).velocity
     # Frame 7 sees sink 0 and frames 5, 6, 7 at layer 1; frames 1..4 reach it only through depth (2 layers).
     x_sink = x.clone()

@@ -8,9 +8,11 @@ import torch
 from conftest import randomize, tiny_config
 
 from worldsim.config import ActionSpec
-from worldsim.diffusion.sampler import FrameBatch, Rollout
+from worldsim.diffusion.sampler import Rollout
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError, WorldsimError
+from worldsim.models.attention import BlockCausal, block_causal_mask, frame_visibility
+from worldsim.models.conditioning import FrameConditioning
 
 
 def tiny_world(seed=0, **kw) -> WorldModel:
@@ -30,11 +32,11 @@ def latent_rollout(wm: WorldModel, reference: bool, frames: int, action_cfg: flo
     r = Rollout(wm.dit, cfg, B, wm.latent_shape, g, reference=reference)
     ctx = torch.randn(B, 2, *wm.latent_shape, generator=torch.Generator().manual_seed(99))
     null = torch.tensor([[True, False]] * B)
-    r.write(ctx, FrameBatch(torch.tensor([[0, 1]] * B), null))
+    r.write(ctx, FrameConditioning(torch.tensor([[0, 1]] * B), null))
     outs = []
     for t in range(frames):
         a = torch.tensor([[t % 3], [(t + 1) % 3]])
-        outs.append(r.generate(FrameBatch(a, torch.zeros(B, 1, dtype=torch.bool)), 1))
+        outs.append(r.generate(FrameConditioning(a, torch.zeros(B, 1, dtype=torch.bool)), 1))
     return [torch.cat([o[i] for o in outs], 1) for i in range(3)]
 
 
@@ -53,12 +55,12 @@ def test_cached_rollout_equals_full_recompute(frames, action_cfg):
 def test_cache_memory_is_constant():
     wm = tiny_world(window=4, sinks=1)
     wm.reset(np.zeros((1, 32, 32, 3), np.uint8), seed=0)
-    size = wm._rollout.cache.k.numel()
+    size = wm._rollout.memory.k.numel()
     for _ in range(12):
         wm.step([1])
-    assert wm._rollout.cache.k.numel() == size
+    assert wm._rollout.memory.k.numel() == size
     assert wm.frame_index == 13
-    assert sorted(wm._rollout.cache.slot_frame[0].tolist()) == [0, 10, 11, 12]  # sink + last window-1 frames
+    assert sorted(wm._rollout.memory.slot_frame[0].tolist()) == [0, 10, 11, 12]  # sink + last window-1 frames
 
 
 def test_step_is_deterministic_given_seed_and_differs_across_seeds():
@@ -97,7 +99,7 @@ def test_step_with_observed_frames_puts_reality_in_memory():
     f = np.random.default_rng(2).integers(0, 255, (1, 3, 32, 32, 3), dtype=np.uint8)
 
     def memory() -> torch.Tensor:
-        cache = wm._rollout.cache
+        cache = wm._rollout.memory
         return torch.cat([cache.k.flatten(), cache.v.flatten()]).float()
 
     wm.reset(f[:, :2], actions=[[2]], seed=0)
@@ -202,3 +204,57 @@ def test_reset_worlds_restarts_one_world_while_the_others_go_on(sinks, context):
     torch.testing.assert_close(batched[1, :6], run(range(6))[0], atol=1e-4, rtol=0)
     wm.reset(frames=new_ctx, generator=[gen(9)])
     torch.testing.assert_close(batched[1, 6:], run(range(6, 16))[0], atol=1e-4, rtol=0, msg="restarted world differs")
+
+
+def test_reference_frame_index_counts_context_frames():
+    """The full-recompute reference counts frames, not writes: a 3-frame context is 3 frames, as in the cache."""
+    ctx = np.random.default_rng(4).integers(0, 255, (1, 3, 32, 32, 3), dtype=np.uint8)
+    for reference in (False, True):
+        wm = tiny_world(window=4, sinks=1)
+        wm.reset(ctx, seed=0, reference=reference)
+        assert wm.frame_index == 3
+        wm.step([1])
+        wm.predict([[0, 2]])
+        assert wm.frame_index == 6
+
+
+def test_one_visibility_rule_in_training_cache_and_reference():
+    """Training's mask, the KV cache and the reference path all see exactly the frames the rule allows: the sinks
+    and the last ``window`` frames up to the frame itself, with a 3-frame context, 2 sinks and a rolled window."""
+    sinks, window, context, steps = 2, 4, 3, 9
+
+    def allowed(q: int) -> set[int]:  # the rule, written out independently of the code under test
+        return {k for k in range(q + 1) if k < sinks or k > q - window}
+
+    q = torch.arange(context + steps)
+    rule = frame_visibility(q, q, window, sinks)
+    assert all(set(torch.nonzero(rule[f]).flatten().tolist()) == allowed(f) for f in range(len(q)))
+
+    # Training: a clip (never longer than the window) is plain block-causal, token by token.
+    N = 4
+    mask = block_causal_mask(6, N, "cpu")
+    causal = torch.tril(torch.ones(6, 6, dtype=torch.bool))
+    assert torch.equal(mask, causal.repeat_interleave(N, 0).repeat_interleave(N, 1))
+
+    # Reference path: which frames each frame of a long block attends to.
+    wm = tiny_world(window=window, sinks=sinks, max_frames=8)
+    reference = BlockCausal(N, window, sinks, wm.dit.rope)
+    for f in range(len(q)):
+        assert set(torch.nonzero(reference.keys_of(f, len(q))).flatten().tolist()) == allowed(f)
+
+    # KV cache: what the block in flight sees, slot by slot, mapped back to frame indices.
+    g = torch.Generator().manual_seed(0)
+    rollout = Rollout(wm.dit, wm.sampler_config, 1, wm.latent_shape, g)
+    cache = rollout.memory
+    null = torch.ones(1, context, dtype=torch.bool)
+
+    def seen_by_cache(frames: int) -> list[set[int]]:
+        vis = cache.visibility(frames)[0]  # (frames, used + frames)
+        keys = torch.cat([cache._slot_local_frames()[0], cache.next_frame + torch.arange(frames)])
+        return [set(keys[vis[i]].tolist()) for i in range(frames)]
+
+    assert seen_by_cache(context) == [allowed(f) for f in range(context)]  # the context block sees itself causally
+    rollout.write(torch.randn(1, context, *wm.latent_shape), FrameConditioning(None, null))
+    for f in range(context, context + steps):
+        assert seen_by_cache(1) == [allowed(f)], f"frame {f}"
+        rollout.generate(FrameConditioning(torch.tensor([[1]]), torch.zeros(1, 1, dtype=torch.bool)), 1)

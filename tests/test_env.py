@@ -219,9 +219,9 @@ def test_one_id_per_shipped_world(tmp_path, monkeypatch, ckpt):
     monkeypatch.setattr(worldsim.worlds, "ASSETS", tmp_path)
     save_world(tmp_path / "carracing")
     config = json.loads((tmp_path / "carracing" / "config.json").read_text())
-    config["source_env"] = "CarRacing-v3"
+    config["name"] = "CarRacing"  # the world's own casing of its name
     (tmp_path / "carracing" / "config.json").write_text(json.dumps(config))
-    for name, text in [("crafter", '{"source_env": "worldsim/Crafter-v0"}'), ("push_t", "{}"), ("broken", "{no")]:
+    for name, text in [("crafter", '{"name": "Crafter"}'), ("push_t", "{}"), ("broken", "{no")]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(text)
     ids = envs.shipped_world_ids()
@@ -231,9 +231,10 @@ def test_one_id_per_shipped_world(tmp_path, monkeypatch, ckpt):
         "worldsim/PushT-v0": "push_t",
         "worldsim/Broken-v0": "broken",  # reported when made, not at import
     }
-    assert envs.world_env_name("pusht", {"source_env": "gym_pusht/PushT-v0"}) == "PushT"
-    assert envs.world_env_name("pong", {"source_env": "ALE/Pong-v5"}) == "Pong"
-    assert envs.world_env_name("myworld", {"name": "MyWorld"}) == "MyWorld"
+    assert envs.world_env_name("pusht", {"name": "PushT", "source_env": "gym_pusht/PushT-v0"}) == "PushT"
+    assert envs.world_env_name("pong", {"name": "pong", "source_env": "ALE/Pong-v5"}) == "Pong"
+    assert envs.world_env_name("my_world", {}) == "MyWorld"
+    assert envs.world_env_name("myworld", {"name": "Something else"}) == "Myworld"  # a name that is not the world's
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -255,8 +256,7 @@ def test_keys_to_action_defaults_and_key_map(ckpt, tmp_path):
     env = WorldModelEnv(ckpt)
     keys = env.get_keys_to_action()
     assert keys[(pygame.K_0,)] == 0 and keys[(pygame.K_4,)] == 4
-    assert keys[(pygame.K_RIGHT,)] == 1 and keys[(pygame.K_LEFT,)] == 2
-    assert keys[(pygame.K_UP,)] == 3 and keys[(pygame.K_DOWN,)] == 4
+    assert (pygame.K_RIGHT,) not in keys  # arrows are a world's choice (its key_map), not a default of the env
     for combo, action in keys.items():  # what gymnasium.utils.play.play checks before playing
         assert isinstance(combo, tuple) and all(isinstance(k, int) for k in combo) and action in env.action_space
     assert env.noop == 0
@@ -270,8 +270,10 @@ def test_keys_to_action_defaults_and_key_map(ckpt, tmp_path):
         WorldModelEnv(save_world(tmp_path / "bad2", key_map={"up": 9})).get_keys_to_action()
 
 
-def test_gymnasium_play_drives_it_from_the_keyboard(ckpt):
+def test_gymnasium_play_drives_it_from_the_keyboard(tmp_path):
     import pygame
+
+    ckpt = save_world(tmp_path / "arrows", key_map={"right": 1, "left": 2, "up": 3, "down": 4})
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # play warns at import when matplotlib (for PlayPlot) is missing

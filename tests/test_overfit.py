@@ -7,7 +7,8 @@ from conftest import tiny_config
 from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss
 
 from worldsim.config import SamplerConfig
-from worldsim.diffusion.sampler import FrameBatch, Rollout
+from worldsim.diffusion.sampler import Rollout
+from worldsim.models.conditioning import FrameConditioning
 from worldsim.models.dit import DiT
 
 
@@ -62,8 +63,10 @@ def test_tiny_model_overfits_then_predicts_next_frames():
     sampler = SamplerConfig(steps=8, window=4, sinks=0, context_noise=0.0)
     rollout = Rollout(dit, sampler, n, (4, 8, 8), torch.Generator().manual_seed(1))
     with torch.no_grad():
-        rollout.write(latents[:, :2], FrameBatch(actions[:, :2], null[:, :2]))
-        preds = [rollout.generate(FrameBatch(actions[:, t : t + 1], null[:, t : t + 1]), 1)[0] for t in range(2, T)]
+        rollout.write(latents[:, :2], FrameConditioning(actions[:, :2], null[:, :2]))
+        preds = [
+            rollout.generate(FrameConditioning(actions[:, t : t + 1], null[:, t : t + 1]), 1)[0] for t in range(2, T)
+        ]
     model_err = (torch.cat(preds, 1) - latents[:, 2:]).pow(2).mean()
     copy_last_err = (latents[:, 1:2] - latents[:, 2:]).pow(2).mean()
     assert model_err < copy_last_err / 5, f"prediction error {model_err:.4f} vs copy-last {copy_last_err:.4f}"

@@ -1,6 +1,6 @@
 """``worldsim play``: the viewer driven by posted pygame events under SDL's dummy driver, on a tiny random-weight
-checkpoint (32x32, Discrete(5), arrows in CarRacing's order): keys reach the world, HUD / reset / sampler keys,
-clean quit, the recorded video, the CLI smoke run and its one-line errors."""
+checkpoint (32x32, Discrete(5), the arrows in CarRacing's order as its key map): keys reach the world, HUD / reset /
+sampler keys, clean quit, the recorded video, the CLI smoke run and its one-line errors; the input mapping alone."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib.util
 import json
 import time
 
+import gymnasium
 import imageio.v3 as iio
 import numpy as np
 import pygame
@@ -17,13 +18,17 @@ from test_env import save_world
 from worldsim import ActionSpec
 from worldsim.cli import main
 from worldsim.viewer import PlayConfig, Viewer, build_viewer
+from worldsim.viewer.controls import Area, Controls, Intent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ARROWS = {"right": 1, "left": 2, "up": 3, "down": 4}
+"""The shipped CarRacing world's key map (assets/carracing/config.json)."""
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> str:
-    return save_world(tmp_path_factory.mktemp("world") / "w")
+    return save_world(tmp_path_factory.mktemp("world") / "w", key_map=ARROWS)
 
 
 def key(kind: int, k: int) -> pygame.event.Event:
@@ -64,7 +69,7 @@ def test_hud_reset_sampler_and_quit(ckpt, tmp_path):
         for _ in range(3):
             v.tick()
         assert v.stats.frame_index > 3
-        with_hud = v.pygame.surfarray.array3d(v.window).copy()
+        with_hud = pygame.surfarray.array3d(v.screen.window).copy()
         v.feed([key(pygame.KEYDOWN, pygame.K_h)])
         v.tick()
         assert not v.show_hud
@@ -72,8 +77,8 @@ def test_hud_reset_sampler_and_quit(ckpt, tmp_path):
         v.tick()
         assert v.show_hud
         v.show_hud = False
-        v._draw(record=False)
-        assert not np.array_equal(with_hud, v.pygame.surfarray.array3d(v.window))  # the HUD draws pixels
+        v.redraw()
+        assert not np.array_equal(with_hud, pygame.surfarray.array3d(v.screen.window))  # the HUD draws pixels
 
         before = v.stats.frame_index
         v.feed([key(pygame.KEYDOWN, pygame.K_r)])
@@ -113,7 +118,7 @@ def test_slow_world_does_not_block_the_window(ckpt, monkeypatch):
         t = time.perf_counter()
         v.tick()  # sends a step and draws nothing new yet
         v.tick()
-        assert time.perf_counter() - t < 0.45 and v.stats.shown == shown and v.pending == 1
+        assert time.perf_counter() - t < 0.45 and v.stats.shown == shown and v.worker.pending == 1
         deadline = time.perf_counter() + 10
         while v.stats.shown == shown and time.perf_counter() < deadline:
             v.tick()
@@ -135,6 +140,27 @@ def test_mouse_drives_box_worlds(tmp_path):
     np.testing.assert_allclose(actions, [[0.0, 2.0], [-1.0, 0.0], [1.0, 1.0]])
 
 
+def test_controls_map_events_without_a_window():
+    """Chords, focus loss and UI intents from plain events; the pointer over the dream panel (right of the real)."""
+    up, left = pygame.K_UP, pygame.K_LEFT
+    c = Controls({(up,): 3, tuple(sorted((up, left))): 5}, noop=0)
+    assert c.action(Area(0, 0, 10, 10)) == 0
+    assert c.handle(key(pygame.KEYDOWN, up)) is None and c.action(Area(0, 0, 10, 10)) == 3
+    c.handle(key(pygame.KEYDOWN, left))
+    c.handle(key(pygame.KEYDOWN, pygame.K_SPACE))  # an unmapped extra key: the longest chord held still wins
+    assert c.action(Area(0, 0, 10, 10)) == 5
+    c.handle(pygame.event.Event(pygame.WINDOWFOCUSLOST))
+    assert c.action(Area(0, 0, 10, 10)) == 0
+    assert c.handle(key(pygame.KEYDOWN, pygame.K_RIGHTBRACKET)) is Intent.MORE_STEPS
+    assert c.handle(pygame.event.Event(pygame.QUIT)) is Intent.QUIT
+
+    box = Controls({}, noop=None, pointer=gymnasium.spaces.Box(np.array([-1.0, 0.0]), np.array([1.0, 4.0])))
+    dream = Area(100, 0, 100, 50)
+    np.testing.assert_allclose(box.action(dream), [0.0, 2.0])  # no pointer yet: the panel's centre
+    box.handle(pygame.event.Event(pygame.MOUSEMOTION, pos=(50, 60), rel=(0, 0), buttons=(0, 0, 0)))
+    np.testing.assert_allclose(box.action(dream), [-1.0, 4.0])  # outside the panel: clipped to the bounds
+
+
 @pytest.mark.skipif(not importlib.util.find_spec("Box2D"), reason="CarRacing needs box2d")
 def test_compare_runs_the_real_env_beside_the_dream(tmp_path):
     path = save_world(tmp_path / "w")
@@ -144,7 +170,7 @@ def test_compare_runs_the_real_env_beside_the_dream(tmp_path):
         start_real = v.real_frame
         v.run(4)
         actions = [int(a) for a in v.worker.actions]
-        assert v.window.get_size() == (768, 384)  # "real" | "dream"
+        assert v.screen.window.get_size() == (768, 384)  # "real" | "dream"
         assert v.real_frame.shape == (96, 96, 3) and not np.array_equal(start_real, v.real_frame)
     assert len(actions) == 3 and set(actions) <= set(range(5))
 

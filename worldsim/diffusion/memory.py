@@ -1,0 +1,292 @@
+"""The rollout's memory of finished frames: the KV cache, and the full-recompute reference that tests hold it to.
+
+Both answer the same two calls for the sampling loop (``worldsim.diffusion.sampler``):
+
+* ``denoise(...)``: one DiT pass over a block of new frames that attends to everything remembered;
+* ``write(...)``: the same pass, after which the block is remembered too.
+
+``KVCache`` keeps each finished frame's keys/values, so a pass costs the new frame's tokens only. ``Recompute``
+keeps the frames themselves and runs the whole history again on every pass. Which frames a frame sees is
+``worldsim.models.attention.frame_visibility`` in both (and in training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from worldsim.models.attention import BlockCausal, apply_rope, frame_visibility
+from worldsim.models.conditioning import FrameConditioning, TextContext
+from worldsim.models.dit import DiT, DiTOutput
+
+EMPTY = -(2**40)
+"""``slot_frame`` of a slot that holds nothing for that row."""
+
+
+@dataclass
+class KeysValues:
+    """Keys and values of one block of frames at every layer."""
+
+    keys: Tensor
+    """(L, B, heads, F*N, head_dim), keys already rotated to the frames' time positions."""
+    values: Tensor
+    """(L, B, heads, F*N, head_dim)."""
+
+
+class KVCache:
+    """Keys/values of finished frames: ``sinks`` pinned slots plus a ring of ``window - 1`` slots.
+
+    Per layer the buffers are (B, heads, slots * N, head_dim), preallocated, so memory and per-frame
+    cost are constant however long the rollout runs. All rows share one clock (``next_frame``, the
+    global frame index) but each row has its own episode ``origin``: a row reset mid-rollout (a
+    VectorEnv sub-env starting a new episode) restarts its local frame count while the others go on.
+    A row's first ``sinks`` local frames live in the sink slots; later frames go to the ring slot of
+    their global index. ``slot_frame`` (B, slots) records which global frame each slot holds per row,
+    and visibility is worked out from it; in the steady state every slot is visible to every row and
+    single-frame passes need no mask at all.
+    """
+
+    def __init__(
+        self, dit: DiT, batch: int, tokens: int, sinks: int, window: int, dtype, device, scratch_frames: int = 1
+    ) -> None:
+        cfg = dit.cfg
+        self.dit = dit
+        self.tokens, self.sinks, self.window = tokens, sinks, window
+        self.rope = dit.rope
+        self.slots = sinks + window - 1
+        self.scratch = scratch_frames
+        # The frames of the pass in flight write their keys/values right after the used slots
+        # (the next ring slots, or a spare region once the ring is full), so attention reads one
+        # contiguous slice and nothing is concatenated on the hot path.
+        shape = (cfg.depth, batch, cfg.heads, (self.slots + scratch_frames) * tokens, cfg.width // cfg.heads)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # Sink keys as written (rotated at their own global frame); re-rotated into ``k`` as the window rolls.
+        self.sink_k = torch.zeros((*shape[:3], sinks * tokens, shape[-1]), dtype=dtype, device=device)
+        self.slot_frame = torch.full((batch, self.slots), EMPTY, dtype=torch.long)
+        self.origin = torch.zeros(batch, dtype=torch.long)
+        """Global frame at which each row's current episode began."""
+        self.used = 0
+        """Slots [0, used) may hold something for some row: attention reads this prefix."""
+        self.next_frame = 0
+        """Global index of the first frame of the next block."""
+        self._mask_key: tuple[int, int] | None = None
+        self._mask: Tensor | None = None
+        self._version = 0
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    # ----------------------------------------------------------------- the two calls of the sampling loop
+    def denoise(self, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None) -> DiTOutput:
+        """One pass over the block ``x`` (B', F, C, h, w) that starts at ``next_frame``; nothing is remembered.
+        B' may be a multiple of the batch (guidance stacks its variants along it)."""
+        return self._pass(x, levels, cond, text, CachePass(self, keep=False))
+
+    def write(self, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None) -> DiTOutput:
+        """The same pass, then the block's keys/values go into their slots and the clock moves on."""
+        step = CachePass(self, keep=True)
+        out = self._pass(x, levels, cond, text, step)
+        self.append(step.written())
+        return out
+
+    def _pass(self, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None, step: CachePass):
+        positions = torch.arange(self.next_frame, self.next_frame + x.shape[1])
+        return self.dit(x, levels, cond.actions, cond.null, positions, text, memory=step)
+
+    # ----------------------------------------------------------------- visibility
+    def _slot_local_frames(self) -> Tensor:
+        """(B, used) local frame index each used slot holds per row (EMPTY where nothing)."""
+        local = self.slot_frame[:, : self.used] - self.origin[:, None]
+        if self.sinks:
+            sink_cols = min(self.sinks, self.used)
+            written = torch.arange(sink_cols)[None, :] < (self.next_frame - self.origin)[:, None]
+            local[:, :sink_cols] = torch.where(written, torch.arange(sink_cols)[None, :], EMPTY)
+        local[self.slot_frame[:, : self.used] == EMPTY] = EMPTY
+        return local
+
+    def visibility(self, frames: int) -> Tensor:
+        """(B, frames, used + frames) bool: may frame f of the block in flight see used slot j (then the block)?"""
+        local_q = self.next_frame - self.origin[:, None] + torch.arange(frames)[None, :]  # (B, F)
+        local_k = torch.cat([self._slot_local_frames(), local_q], 1)  # (B, used + F)
+        return frame_visibility(local_q, local_k, self.window, self.sinks)
+
+    def _block_mask(self, frames: int, device) -> Tensor | None:
+        """(B, 1, frames*N, keys*N) token mask of ``visibility``, or None when everything is visible."""
+        key = (self._version, frames)  # the version changes with every write and restart
+        if self._mask_key != key:
+            vis = self.visibility(frames)
+            if vis.all():
+                self._mask = None
+            else:
+                N = self.tokens
+                self._mask = vis.repeat_interleave(N, 1).repeat_interleave(N, 2)[:, None].to(device)
+            self._mask_key = key
+        return self._mask
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention of the block in flight (q, k, v: (B', heads, F*N, head_dim)) over the cache and itself."""
+        n = self.used * self.tokens
+        m = k.shape[-2]
+        frames = m // self.tokens
+        mask = self._block_mask(frames, q.device)
+        reps = q.shape[0] // self.batch
+        if mask is not None and reps > 1:  # guidance passes stack cond/uncond along the batch
+            mask = mask.repeat(reps, 1, 1, 1)
+        if reps == 1 and frames <= self.scratch:
+            self.k[layer, :, :, n : n + m] = k
+            self.v[layer, :, :, n : n + m] = v
+            return F.scaled_dot_product_attention(
+                q, self.k[layer, :, :, : n + m], self.v[layer, :, :, : n + m], attn_mask=mask
+            )
+        ck, cv = self.k[layer, :, :, :n], self.v[layer, :, :, :n]
+        if reps > 1:
+            ck, cv = ck.repeat(reps, 1, 1, 1), cv.repeat(reps, 1, 1, 1)
+        return F.scaled_dot_product_attention(q, torch.cat([ck, k], -2), torch.cat([cv, v], -2), attn_mask=mask)
+
+    # ----------------------------------------------------------------- writing
+    def _ring_slot(self, g: int) -> int:
+        return self.sinks + (g - self.sinks) % (self.window - 1)
+
+    def _store(self, rows: Tensor, g: int, k: Tensor, v: Tensor) -> None:
+        """Write frame ``g``'s keys/values (L, R, H, N, hd) for ``rows`` into their sink or ring slots."""
+        N = self.tokens
+        local = g - self.origin[rows]
+        for is_sink in (True, False):
+            sel = (local < self.sinks) if is_sink else (local >= self.sinks)
+            if not sel.any():
+                continue
+            r = rows[sel]
+            kk, vv = k[:, sel], v[:, sel]
+            if is_sink:
+                for j in local[sel].unique().tolist():
+                    jj = local[sel] == j
+                    rr = r[jj]
+                    self.k[:, rr, :, j * N : (j + 1) * N] = kk[:, jj]
+                    self.v[:, rr, :, j * N : (j + 1) * N] = vv[:, jj]
+                    self.sink_k[:, rr, :, j * N : (j + 1) * N] = kk[:, jj]
+                    self.slot_frame[rr, j] = g
+                    self.used = max(self.used, j + 1)
+            else:
+                slot = self._ring_slot(g)
+                whole = len(r) == self.batch
+                idx = slice(None) if whole else r
+                self.k[:, idx, :, slot * N : (slot + 1) * N] = kk
+                self.v[:, idx, :, slot * N : (slot + 1) * N] = vv
+                self.slot_frame[r, slot] = g
+                self.used = max(self.used, slot + 1)
+
+    def append(self, block: KeysValues) -> None:
+        """Store a block of finished frames (every row) in their slots and advance the clock."""
+        N = self.tokens
+        frames = block.keys.shape[-2] // N
+        rows = torch.arange(self.batch)
+        for i in range(frames):
+            src = slice(i * N, (i + 1) * N)
+            self._store(rows, self.next_frame + i, block.keys[..., src, :], block.values[..., src, :])
+        self.next_frame += frames
+        self._rotate_sinks()
+        self._version += 1
+
+    def _rotate_sinks(self) -> None:
+        """Once a row's window has rolled past its sinks, move them to just before the window's oldest frame."""
+        if not self.sinks:
+            return
+        start = self.next_frame - self.window + 1
+        shift = (start - self.sinks - self.origin).clamp_min(0)  # (B,) frames to move each row's sinks
+        if not shift.any():
+            return
+        N = self.tokens
+        for delta in shift.unique().tolist():
+            rows = (shift == delta).nonzero().flatten()
+            cos, sin = self.rope.time_shift_table(delta, self.k.dtype, self.k.device)
+            self.k[:, rows, :, : self.sinks * N] = apply_rope(self.sink_k[:, rows], cos, sin)
+
+    def transplant(self, rows: list[int], other: KVCache) -> None:
+        """Make ``rows`` start over as the rows of ``other`` (a fresh cache that holds their new context).
+
+        ``other`` counted its frames from 0; here they become the latest frames of this cache's clock,
+        so their keys are moved ``next_frame - other.next_frame`` frames later in time (RoPE is relative:
+        every attention score is unchanged).
+        """
+        N = self.tokens
+        o = self.next_frame - other.next_frame
+        idx = torch.tensor(rows)
+        cos, sin = self.rope.time_shift_table(o, self.k.dtype, self.k.device)
+        self.slot_frame[idx] = EMPTY
+        self.origin[idx] = o
+        for local in range(other.next_frame):
+            src_slot = local if local < other.sinks else other._ring_slot(local)
+            if other.slot_frame[0, src_slot] != local:
+                continue  # rolled out of the other cache's window
+            sl = slice(src_slot * N, (src_slot + 1) * N)
+            k = other.sink_k[..., sl, :] if local < other.sinks else other.k[..., sl, :]
+            self._store(idx, o + local, apply_rope(k, cos, sin), other.v[..., sl, :])
+        self._rotate_sinks()
+        self._version += 1
+
+
+class CachePass:
+    """The attention memory of one DiT pass over new frames: attends through the cache, and when ``keep`` holds
+    on to the block's keys/values (one per layer) for ``KVCache.append``."""
+
+    def __init__(self, cache: KVCache, keep: bool) -> None:
+        self.cache = cache
+        self.keep = keep
+        self._layers: list[tuple[Tensor, Tensor]] = []
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if self.keep:
+            self._layers.append((k, v))
+        return self.cache.attend(layer, q, k, v)
+
+    def written(self) -> KeysValues:
+        return KeysValues(torch.stack([k for k, _ in self._layers]), torch.stack([v for _, v in self._layers]))
+
+
+@dataclass
+class WrittenBlock:
+    """A block of finished frames as the reference remembers it: exactly what its write pass saw."""
+
+    latents: Tensor
+    """(B, F, C, h, w) at the context noise level."""
+    levels: Tensor
+    """(B, F)."""
+    cond: FrameConditioning
+
+
+class Recompute:
+    """The reference memory: keeps every written frame and recomputes the whole history on every pass (slow; for
+    tests and benchmarks). Same visibility rule and same inputs as the cache, so the two give the same frames."""
+
+    def __init__(self, dit: DiT, batch: int, tokens: int, sinks: int, window: int) -> None:
+        self.dit = dit
+        self.batch = batch
+        self.history: list[WrittenBlock] = []
+        self.attention = BlockCausal(tokens, window, sinks, dit.rope)
+
+    @property
+    def next_frame(self) -> int:
+        """Frames written so far (a multi-frame context counts every frame)."""
+        return sum(block.latents.shape[1] for block in self.history)
+
+    def denoise(self, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None) -> DiTOutput:
+        # Guidance passes stack their variants along the batch; the past is the same for every variant.
+        reps = x.shape[0] // self.batch
+        spec = self.dit.action_embed.spec
+        past = self.history
+        xs = torch.cat([b.latents.repeat(reps, 1, 1, 1, 1) for b in past] + [x], 1)
+        lv = torch.cat([b.levels.repeat(reps, 1) for b in past] + [levels], 1)
+        full = FrameConditioning.concat([b.cond.dense(spec).repeat(reps) for b in past] + [cond.dense(spec)])
+        out = self.dit(xs, lv, full.actions, full.null, torch.arange(xs.shape[1]), text, memory=self.attention)
+        frames = x.shape[1]
+        return DiTOutput(*(o[:, -frames:] for o in out))
+
+    def write(self, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None) -> DiTOutput:
+        out = self.denoise(x, levels, cond, text)
+        self.history.append(WrittenBlock(x, levels, cond))
+        return out
