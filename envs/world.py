@@ -15,7 +15,6 @@ The env owns spaces, seeding, buffers and the window; the frames, reward and ter
 
 from __future__ import annotations
 
-import os
 import string
 import warnings
 from pathlib import Path
@@ -26,12 +25,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from worldsim.display import WINDOW_PIXELS, import_pygame
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError, WorldsimError
 from worldsim.precision import model_dtype
-
-WINDOW_PIXELS = 384
-"""Longest side of the ``human`` window; a 64x64 world is shown at 6x."""
 
 START_OPTIONS = frozenset({"start", "actions", "text"})
 """Keys ``reset(options=...)`` understands; any other is a typo and raises."""
@@ -199,7 +196,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         Without a key map, Discrete worlds get number keys ``0``..``9`` for actions 0..9 and letters ``a``..``z``
         for 10..35. Other spaces need a key map (``ConfigError``).
         """
-        pygame = _pygame()
+        pygame = import_pygame()
         key_map = self.world.config.key_map
         if key_map:
             return {self._chord(pygame, keys): self._key_action(keys, action) for keys, action in key_map.items()}
@@ -249,7 +246,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
 
     def _show(self, frame: np.ndarray) -> None:
         """Draw ``frame`` scaled up in a pygame window, pump its events and keep the world's frame rate."""
-        pygame = _pygame()
+        pygame = import_pygame()
         if self._window is None:
             H, W = frame.shape[:2]
             scale = max(1, WINDOW_PIXELS // max(H, W))
@@ -268,13 +265,3 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         pygame.event.pump()
         pygame.display.flip()
         self._clock.tick(self.metadata["render_fps"])
-
-
-def _pygame() -> Any:
-    """pygame, imported on first use so that RL without a window never loads it (and without its banner)."""
-    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    try:
-        import pygame
-    except ImportError as e:
-        raise gymnasium.error.DependencyNotInstalled("a window and keyboard play need `pip install pygame`") from e
-    return pygame

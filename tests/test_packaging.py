@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,8 +24,16 @@ def test_card_folders_import_as_subpackages():
 def wheel(tmp_path_factory) -> Path:
     """Build the wheel from this checkout with the installed setuptools (no build isolation: no network)."""
     out = tmp_path_factory.mktemp("wheel")
+    # From a copy of the tracked files: setuptools leaves build/ behind, and a stale build/ from an earlier build
+    # of a working tree could put deleted modules in the wheel.
+    source = tmp_path_factory.mktemp("source")
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in tracked.decode().split("\0"):
+        if name and (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     p = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -51,6 +60,12 @@ def test_wheel_plays_the_default_world_without_the_checkout(wheel, tmp_path):
     """Unpacked alone (no checkout on the path, run from elsewhere), the wheel's worldsim finds its shipped world."""
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
+    # Drop what points back at the checkout: the editable install's import hook and the checkout on sys.path.
+    isolate = (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+        f"sys.path[:] = [{str(site)!r}] + [p for p in sys.path if p and not p.startswith({str(ROOT)!r})]\n"
+    )
     code = (
         "import worldsim, gymnasium\n"
         f"assert worldsim.__file__.startswith({str(site)!r}), worldsim.__file__\n"
@@ -61,7 +76,7 @@ def test_wheel_plays_the_default_world_without_the_checkout(wheel, tmp_path):
     )
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     p = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); exec({code!r})"],
+        [sys.executable, "-I", "-c", isolate + code],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]

@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from gymnasium import spaces
 
-from worldsim.envs.world import WorldModelEnv, _pygame
+from worldsim.display import import_pygame
+from worldsim.envs.world import WorldModelEnv
 
 
 class Intent(Enum):
@@ -45,7 +46,7 @@ class Controls:
     do-nothing action. Pointer worlds (a 2-D Box without a key map, PushT) take the pointer's position instead."""
 
     def __init__(self, keys_to_action: dict[tuple[int, ...], Any], noop: Any, pointer: spaces.Box | None = None):
-        pygame = _pygame()
+        pygame = import_pygame()
         self.keys = keys_to_action
         """Sorted tuples of pygame key codes (chords) -> actions."""
         self.action_keys = {k for chord in keys_to_action for k in chord}
@@ -74,7 +75,7 @@ class Controls:
 
     def handle(self, event: Any) -> Intent | None:
         """Track held keys and the pointer; the intent of a UI key press or of closing the window, else None."""
-        pygame = _pygame()
+        pygame = import_pygame()
         if event.type == pygame.QUIT:
             return Intent.QUIT
         if event.type == pygame.KEYUP:

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from worldsim.envs.world import WINDOW_PIXELS, _pygame
+from worldsim.display import WINDOW_PIXELS, import_pygame
 from worldsim.errors import WorldsimError
 from worldsim.viewer.controls import Area
 from worldsim.viewer.stats import Stats
@@ -39,7 +39,7 @@ class Screen:
     (0: to fit ``WINDOW_PIXELS``); the dream is the rightmost panel."""
 
     def __init__(self, title: str, frame_size: tuple[int, int], scale: int = 0, panels: int = 1) -> None:
-        pygame = self.pygame = _pygame()
+        pygame = self.pygame = import_pygame()
         H, W = frame_size
         scale = scale or max(1, WINDOW_PIXELS // max(H, W))
         self.panel = (W * scale, H * scale)

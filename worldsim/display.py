@@ -1,0 +1,21 @@
+"""What the env's ``human`` window and the viewer share: pygame, imported only when a window is wanted."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+WINDOW_PIXELS = 384
+"""Longest side of a world's window; a 64x64 world is shown at 6x."""
+
+
+def import_pygame() -> Any:
+    """pygame, imported on first use so that RL without a window never loads it (and without its banner)."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        import pygame
+    except ImportError as e:
+        import gymnasium
+
+        raise gymnasium.error.DependencyNotInstalled("a window and keyboard play need `pip install pygame`") from e
+    return pygame
