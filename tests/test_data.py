@@ -36,6 +36,7 @@ def test_layout_round_trip(tmp_path):
     assert not (tmp_path / "d.h5.partial").exists()
     r = TrajectoryReader(path)
     assert r.episode_frames == [13, 6, 21] and r.frame_rate == 12 and r.action_space == gym.spaces.Discrete(5)
+    assert r.env_id == "Test-v0" and r.frame_skip is None  # a file that does not say how it was recorded
     for i, ep in enumerate(episodes):
         np.testing.assert_array_equal(r.frames(i), ep["observations"])
         steps = r.steps(i)
@@ -254,9 +255,11 @@ def test_record_cli_writes_a_readable_file(tmp_path, capsys):
     out = tmp_path / "car.h5"
     argv = ["record", "--env", "CarRacing-v3", "--episodes", "2", "--max-steps", "6", "--size", "32x32", "--out"]
     assert main([*argv, str(out)]) == 0
+    assert "world frame rate 25 fps" in capsys.readouterr().out  # the data's rate, not the recording speed
     r = TrajectoryReader(out)
     assert r.episode_frames == [7, 7] and r.frame_shape == (32, 32, 3)
     assert r.frame_rate == 25 and r.action_space == gym.spaces.Discrete(5)  # CarRacing 50 fps, action repeat 2
+    assert r.frame_skip == 2 and r.env_id == "CarRacing-v3"
     assert [r.seed(i) for i in range(2)] == [0, 1]
     assert r.steps(0)["truncations"][-1], "an episode cut at --max-steps must be marked truncated"
     # Existing output: exit 2, one line, file untouched.

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 from helpers import write_dataset
+from test_compat import write_recording
 
 from worldsim.cli import main
 from worldsim.config import ActionSpec
@@ -51,6 +52,7 @@ def tiny_eval_setup(tmp_path):
     data = tmp_path / "d.h5"
     episodes = write_dataset(data, lengths=(30, 34, 31), size=32)
     cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Discrete(5)), frame_size=(32, 32))
+    cfg.frame_rate = 12  # the data's: eval refuses data at another rate
     WorldModel(cfg).save_pretrained(tmp_path / "w")
     small = ["--teacher-frames", "5", "--stability-frames", "12", "--stability-window", "4", "--skip-frames", "3"]
     argv = ["eval", "--checkpoint", str(tmp_path / "w"), "--data", str(data), "--horizons", "1,4", "--context", "2"]
@@ -69,7 +71,8 @@ def test_eval_cli_writes_every_metric_with_its_baseline(tiny_eval_setup, capsys)
         "termination_false_alarms_per_1k", "fd_early", "fd_late", "stability_ratio",
     ):  # fmt: skip
         assert np.isfinite(result[key]), key
-    assert len(result["fd_by_segment"]) == 3 and result["stability_policy"] == "replay"  # auto, not CarRacing
+    # auto: this world's source env names no driver
+    assert len(result["fd_by_segment"]) == 3 and result["stability_policy"] == "replay"
     obs = [ep["observations"] for ep in episodes]
     # Copy-last of the open-loop rollouts (start 3 after the skipped frames, context 2): frame 4 against frame 8.
     expected = np.mean([psnr(o[4], o[8]) for o in obs])
@@ -123,12 +126,27 @@ def test_stability_is_calibrated_against_real_play_with_the_same_policy(tiny_eva
     """A world of CarRacing: the same policy also plays the real env, giving the FD that real play has."""
     _, _, argv = tiny_eval_setup
     cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Discrete(5)), frame_size=(32, 32))
-    cfg.source_env = "CarRacing-v3"
+    cfg.source_env, cfg.frame_rate = "CarRacing-v3", 25
     WorldModel(cfg).save_pretrained(tmp_path / "car")
+    data = write_recording(tmp_path / "car.h5", env_id="CarRacing-v3", frame_rate=25, lengths=(30, 34, 31), size=32)
     argv[argv.index("--checkpoint") + 1] = str(tmp_path / "car")
+    argv[argv.index("--data") + 1] = str(data)
     out = tmp_path / "eval.json"
     assert main([*argv, "--parts", "stability", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["stability_policy"] == "road"  # auto picks the pixel driver for CarRacing worlds
+    assert result["stability_policy"] == "road"  # auto: the frame-only driver CarRacing's source adapter names
     assert result["fd_real_policy"] > 0
     assert abs(result["stability_ratio_vs_real_policy"] - result["fd_late"] / result["fd_real_policy"]) < 1e-9
+
+
+@pytest.mark.parametrize("env, skipped", [("CarRacing-v3", 50), ("Test-v0", 0)])
+def test_skipped_frames_default_to_the_intro_of_the_worlds_source_env(tmp_path, env, skipped):
+    """CarRacing's source adapter names 2 s that are not play: 50 frames of a 25 fps world. Other envs: none."""
+    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Discrete(5)), frame_size=(16, 16))
+    cfg.source_env, cfg.frame_rate = env, 25
+    WorldModel(cfg).save_pretrained(tmp_path / "w")
+    data = write_recording(tmp_path / "d.h5", env_id=env, frame_rate=25, lengths=(60,), size=16)
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(tmp_path / "w"), "--data", str(data), "--parts", "teacher", "--context", "2"]
+    assert main([*argv, "--teacher-frames", "20", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["teacher_frames"] == min(20, 61 - skipped - 2)

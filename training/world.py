@@ -16,15 +16,17 @@ from worldsim.training.config import WorldTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
 
-from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_state
-from worldsim.config import ActionSpec, AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
+from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_config, load_state, strip_prefix
+from worldsim.config import AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
 from worldsim.data.clips import ClipDataset
+from worldsim.data.compat import check_data_matches_world, data_action_spec
 from worldsim.data.latents import build_latent_cache
 from worldsim.engine import WorldModel
 from worldsim.errors import CheckpointError, ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
 from worldsim.models.dit import DiT
+from worldsim.worlds import resolve_world
 
 EXPORT_DIR = "world"
 START_CONTEXTS = 16
@@ -51,37 +53,22 @@ def load_trained_autoencoder(path: str | Path) -> tuple[list[int], AutoencoderCo
     return frame_size, ae_config, ae.eval().requires_grad_(False)
 
 
-def describe_space(spec: ActionSpec) -> str:
-    if spec.kind == "discrete":
-        return f"Discrete({spec.n})"
-    if spec.kind == "multi_discrete":
-        return f"MultiDiscrete({spec.nvec})"
-    return f"Box(shape={spec.shape})"
-
-
 class WorldStage:
     name = "world"
 
     def __init__(self, cfg: WorldTrainConfig, d: Distributed | None = None) -> None:
         d = d or Distributed()
         self.cfg = cfg
+        self.reader, episodes = open_training_data(cfg)
+        action = data_action_spec(self.reader)
+        init_config, init_state = None, None
+        if cfg.init:
+            init_path = resolve_world(cfg.init)
+            init_config = load_config(init_path)
+            check_data_matches_world(self.reader, init_config, cfg.init, "fine-tune")  # before any weights or files
+            _, init_state, _ = load_checkpoint(init_path)
         frame_size, ae_config, self.autoencoder = load_trained_autoencoder(cfg.autoencoder or cfg.out)
         self.autoencoder.to(d.device)
-        self.reader, episodes = open_training_data(cfg)
-        if self.reader.action_space is None:
-            raise InputError(f"{cfg.data} does not record its action space")
-        try:
-            action = ActionSpec.from_gym(self.reader.action_space)
-        except ConfigError as e:
-            raise InputError(f"{cfg.data}: {e}") from None
-        init_state = None
-        if cfg.init:
-            init_config, init_state, _ = load_checkpoint(cfg.init)
-            if init_config.action != action:
-                raise InputError(
-                    f"cannot fine-tune {cfg.init}: its action space is {describe_space(init_config.action)} "
-                    f"but {cfg.data} has {describe_space(action)}"
-                )
         text_dim = TextEncoder.dim if self.reader.captions else 0
         sinks = SamplerConfig().sinks
         try:
@@ -92,16 +79,16 @@ class WorldStage:
                 autoencoder=ae_config,
                 dit=dit_config(cfg.model_size, max_frames=cfg.clip_frames, text_dim=text_dim),
                 sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - sinks)),
-                latent_scale=float(self.autoencoder.latent_scale),
                 name=cfg.name or _world_name(self.reader.env_id),
-                source_env=self.reader.env_id,
+                # Data that records no env id keeps the env of the world it fine-tunes.
+                source_env=self.reader.env_id or (init_config.source_env if init_config else ""),
             )
         except ConfigError as e:
             raise InputError(str(e)) from None
         torch.manual_seed(cfg.seed)
         self.model = DiT(self.config.dit, action, ae_config.latent_channels)
         if init_state is not None:
-            load_state(self.model, {k[4:]: v for k, v in init_state.items() if k.startswith("dit.")}, cfg.init)
+            load_state(self.model, strip_prefix(init_state, "dit."), cfg.init)
         latents = None
         if cfg.latent_cache:
             cache = Path(cfg.out) / "latents.h5"

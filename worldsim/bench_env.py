@@ -1,7 +1,8 @@
 """``worldsim bench-env``: env steps/s of a world model as a Gymnasium (vector) env beside its real source env.
 
-worldsim bench-env                         # random-init size-S 64x64 world vs CarRacing-v3, 1/8/32 envs
+worldsim bench-env                         # random-init size-S 64x64 world vs the default world's env, 1/8/32 envs
 worldsim bench-env --checkpoint carracing --json
+worldsim bench-env --checkpoint runs/pusht/world --source ""   # the world alone
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from worldsim.bench import BenchConfig, _load
+from worldsim.checkpoint import load_config
+from worldsim.worlds import ASSETS, DEFAULT_WORLD, resolve_world
 
 
 @dataclass
@@ -25,8 +28,9 @@ class EnvBenchConfig:
     """Checkpoint dir or world name; None: a randomly initialised size-S 64x64 world."""
     num_envs: str = "1,8,32"
     """Comma-separated vector sizes to measure."""
-    source: str = "CarRacing-v3"
-    """Real env measured beside it (gymnasium SyncVectorEnv of N copies); empty to skip."""
+    source: str | None = None
+    """Real env measured beside it (gymnasium SyncVectorEnv of N copies); default: the world's own source env (the
+    default world's for the random one); empty to skip."""
     steps: int = 50
     """Vector steps timed per size (after 5 warm-up steps)."""
     seed: int = 0
@@ -51,11 +55,14 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
     rng = np.random.default_rng(cfg.seed)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = cfg.checkpoint
-        if checkpoint is None:  # a random S world with one start context, like the default world's shape
+        if checkpoint is None:  # a random S world with one start context, like the default world's shape and env
             wm = _load(BenchConfig(seed=cfg.seed), torch.float32)
             wm.starts = {"frames": torch.from_numpy(rng.integers(0, 255, (1, 2, 64, 64, 3), dtype=np.uint8))}
+            shipped = ASSETS / DEFAULT_WORLD
+            wm.config.source_env = load_config(shipped).source_env if shipped.is_dir() else ""
             wm.save_pretrained(f"{tmp}/world")
             checkpoint = f"{tmp}/world"
+        source = load_config(resolve_world(checkpoint)).source_env if cfg.source is None else cfg.source
         rows = []
         for n in sizes:
             venv = gymnasium.make_vec("worldsim/WorldModel-v0", num_envs=n, checkpoint=checkpoint)
@@ -63,10 +70,10 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
             actions = np.stack([venv.action_space.sample() for _ in range(16)])
             world = _timed(venv.step, actions, cfg.steps)
             row = {"num_envs": n, "world_vector_steps_per_s": world, "world_env_steps_per_s": world * n}
-            if cfg.source:
+            if source:
                 from worldsim.envs.sources import make_source_env
 
-                real = gymnasium.vector.SyncVectorEnv([lambda: make_source_env(cfg.source) for _ in range(n)])
+                real = gymnasium.vector.SyncVectorEnv([lambda: make_source_env(source) for _ in range(n)])
                 real.reset(seed=cfg.seed)
                 real_actions = np.stack([real.action_space.sample() for _ in range(16)])
                 rate = _timed(real.step, real_actions, cfg.steps)
@@ -77,7 +84,7 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
                 print(row, flush=True)
     return {
         "checkpoint": cfg.checkpoint or "random size-S 64x64",
-        "source": cfg.source,
+        "source": source,
         "threads": torch.get_num_threads(),
         "rows": rows,
     }
@@ -85,7 +92,7 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
 
 def format_env_table(result: dict[str, Any]) -> str:
     lines = [
-        f"world: {result['checkpoint']}, source: {result['source']}, torch threads {result['threads']}",
+        f"world: {result['checkpoint']}, source: {result['source'] or 'none'}, torch threads {result['threads']}",
         "| num_envs | world env steps/s | source env steps/s |",
         "|---|---|---|",
     ]

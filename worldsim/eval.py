@@ -21,6 +21,7 @@ depend on how rollouts are batched.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -31,10 +32,14 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from worldsim.checkpoint import load_config
+from worldsim.data.compat import check_data_matches_world
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel, resize_frames
+from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
 from worldsim.precision import model_dtype
+from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
 PARTS = ("teacher", "open_loop", "stability")
 
@@ -43,7 +48,7 @@ PARTS = ("teacher", "open_loop", "stability")
 class EvalConfig:
     """What ``worldsim eval`` measures."""
 
-    checkpoint: str = "carracing"
+    checkpoint: str = DEFAULT_WORLD
     """World checkpoint dir or shipped name."""
     data: str = ""
     """Held-out trajectories (episodes never trained on)."""
@@ -67,12 +72,14 @@ class EvalConfig:
     """Frames at the start and at the end of each long dream that are compared with real frames."""
     stability_policy: str = "auto"
     """What drives the long dreams: 'replay' (the held-out episodes' recorded actions back to back), or a policy
-    that acts on each dream's own frames (road, random, module:factory); auto: road for CarRacing worlds, else
-    replay. Replayed actions do not see the dream, so they soon drive off a dreamed road onto grass that real
-    driving rarely shows; a policy that sees the dream keeps the comparison with real frames fair."""
-    skip_frames: int = 50
-    """Frames skipped at the start of every episode before any rollout or reference frame: CarRacing's first
-    second is a fixed zoom-in animation, not play."""
+    that acts on each dream's own frames (road, random, module:factory); auto: the driver that the world's source
+    env names (road for CarRacing), else replay. Replayed actions do not see the dream, so they soon drive off a
+    dreamed road onto grass that real driving rarely shows; a policy that sees the dream keeps the comparison with
+    real frames fair."""
+    skip_frames: int | None = None
+    """Frames skipped at the start of every episode before any rollout or reference frame; default: the seconds
+    that the world's source env opens with that are not play, at the world's frame rate (50 for CarRacing's
+    zoom-in at 25 fps; 0 for most envs)."""
     batch: int = 16
     """Rollouts run together (speed only: results do not depend on it)."""
     seed: int = 0
@@ -148,11 +155,20 @@ class _Evaluation:
     """Held-out episodes (resized to the world) and the world, shared by the three measurements."""
 
     def __init__(self, cfg: EvalConfig, progress: bool) -> None:
+        path = resolve_world(cfg.checkpoint)
+        config = load_config(path)
+        reader = TrajectoryReader(cfg.data)
+        check_data_matches_world(reader, config, cfg.checkpoint, "evaluate")  # before loading weights or frames
+        self.episodes = parse_episodes(cfg.episodes, len(reader))
+        # The defaults that depend on the world come from its source env's adapter (envs/sources.py).
+        source = source_world(config.source_env)
+        if cfg.skip_frames is None:
+            cfg = dataclasses.replace(cfg, skip_frames=round(source.intro_seconds * config.frame_rate))
+        if cfg.stability_policy == "auto":
+            cfg = dataclasses.replace(cfg, stability_policy=source.driver or "replay")
         self.cfg = cfg
         self.progress = progress
-        self.wm = WorldModel.from_pretrained(cfg.checkpoint, dtype=model_dtype(cfg.precision, "cpu"))
-        reader = TrajectoryReader(cfg.data)
-        self.episodes = parse_episodes(cfg.episodes, len(reader))
+        self.wm = WorldModel.from_pretrained(path, dtype=model_dtype(cfg.precision, "cpu"))
         size = self.wm.frame_size
         self.frames = {e: resize_frames(torch.from_numpy(reader.frames(e)), size).numpy() for e in self.episodes}
         self.steps = {e: reader.steps(e) for e in self.episodes}
@@ -317,8 +333,6 @@ class _Evaluation:
         if n < 2 * window:
             raise InputError(f"stability_frames ({n}) must be at least twice stability_window ({window})")
         policy = cfg.stability_policy
-        if policy == "auto":
-            policy = "road" if "CarRacing" in self.wm.config.source_env else "replay"
         starts = [(usable[b], skip) for b in range(worlds)]
         context_end = self._start(starts)
         dim = 4 * 4 * self.wm.latent_shape[0]

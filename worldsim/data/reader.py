@@ -47,7 +47,12 @@ class _Episode:
 
 
 class TrajectoryReader:
-    """Uniform, read-only view of a trajectory dataset; see the module docstring for the sources."""
+    """Uniform, read-only view of a trajectory dataset; see the module docstring for the sources.
+
+    Besides the episodes it says what the file records of where they came from: ``env_id`` (empty when unknown),
+    ``frame_rate`` (frames per second), ``frame_skip`` (env steps per recorded step, None when the file does not
+    say), ``action_space`` (None when unknown), ``frame_shape`` (of the stored frames) and ``captions``.
+    """
 
     def __init__(self, source: str | Path, camera: str | None = None) -> None:
         self.source = str(source)
@@ -75,6 +80,8 @@ class TrajectoryReader:
         attrs = dict(f.attrs)
         self.env_id = str(attrs.get("env_id", metadata.get("dataset_id", "")))
         self.frame_rate = int(attrs.get("frame_rate", DEFAULT_FRAME_RATE))
+        skip = attrs.get("frame_skip")  # written by `worldsim record`
+        self.frame_skip = None if skip is None else int(skip)
         space = attrs.get("action_space", metadata.get("action_space"))
         self.action_space = space_from_json(space) if space is not None else None
         self.captions = {int(k): v for k, v in json.loads(attrs.get("captions", "{}")).items()}
@@ -118,6 +125,7 @@ class TrajectoryReader:
         env_args = json.loads(data.attrs.get("env_args", "{}") or "{}")
         self.env_id = str(env_args.get("env_name", "robomimic"))
         self.frame_rate = int(env_args.get("env_kwargs", {}).get("control_freq", 20))
+        self.frame_skip = None
         self.captions = {}
         demos = sorted((int(k.split("_")[1]), k) for k in data if k.startswith("demo_") and k[5:].isdigit())
         first = data[demos[0][1]]

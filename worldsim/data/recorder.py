@@ -14,9 +14,6 @@ import torch
 from worldsim.data.writer import TrajectoryWriter
 from worldsim.engine import resize_frames
 
-# Source envs whose native rate is too fast for real-time play get an action repeat by default.
-DEFAULT_FRAME_SKIP = {"CarRacing-v3": 2}
-
 
 @dataclass
 class RecordConfig:
@@ -37,7 +34,8 @@ class RecordConfig:
     seed: int = 0
     """Episode i is reset with seed + i."""
     frame_skip: int = 0
-    """Env steps per recorded step (the action is repeated, rewards summed); 0 = the env's default."""
+    """Env steps per recorded step (the action is repeated, rewards summed); 0 = the env's default (its source adapter's
+    ``frame_skip``: an action repeat for envs too fast for real-time play, else 1)."""
     workers: int = 1
     """Processes recording episodes in parallel."""
     overwrite: bool = False
@@ -57,11 +55,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def frame_skip_for(cfg: RecordConfig) -> int:
-    return cfg.frame_skip or DEFAULT_FRAME_SKIP.get(cfg.env, 1)
+    from worldsim.envs.sources import source_world
+
+    return cfg.frame_skip or source_world(cfg.env).frame_skip
 
 
 _ENVS: dict[str, Any] = {}
-"""One env per process and id, reused across episodes (building CarRacing's world is not free)."""
+"""One env per process and id, reused across episodes (building an env's world, e.g. a track, is not free)."""
 
 
 def _env(env_id: str) -> Any:
@@ -147,10 +147,10 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
             writer.add_episode(**ep)
             frames += len(ep["observations"])
             bar.update(1)
-            rate = frames / (time.perf_counter() - start)
-            bar.set_postfix(frames=frames, fps=f"{rate:.0f}")
+            speed = frames / (time.perf_counter() - start)  # recording speed, not the data's frame rate
+            bar.set_postfix(frames=frames, fps=f"{speed:.0f}")
             if not progress and time.perf_counter() - last_log > 60:  # background runs: a line a minute
-                print(f"recorded {writer.episodes}/{cfg.episodes} episodes, {rate:.0f} frames/s", file=sys.stderr)
+                print(f"recorded {writer.episodes}/{cfg.episodes} episodes, {speed:.0f} frames/s", file=sys.stderr)
                 last_log = time.perf_counter()
     except KeyboardInterrupt:
         interrupted = True
