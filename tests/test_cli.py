@@ -1,12 +1,16 @@
-"""Smoke runs of the CLI on tiny checkpoints, as a user would type them (subprocess)."""
+"""Smoke runs of the CLI on tiny checkpoints, as a user would type them (subprocess or ``main``)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import typing
 
+import pytest
 from test_engine import tiny_world
+
+from worldsim.cli import _first_paragraph, main
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -28,6 +32,7 @@ def test_bench_json_reports_the_contracted_keys(tmp_path):
         "mfu",
     ):
         assert isinstance(r[key], (int, float)) and r[key] > 0, key
+    assert r["precision"] == "fp32" and r["dtype"] == "fp32"
     assert r["params"] == sum(p.numel() for m in (tiny_world().dit, tiny_world().autoencoder) for p in m.parameters())
     assert 0 < r["mfu"] < 1
 
@@ -38,9 +43,115 @@ def test_bad_checkpoint_is_one_line_exit_2(tmp_path):
     assert p.stderr.count("\n") == 1 and "error" in p.stderr and "Traceback" not in p.stderr
 
 
+def one_line_error(capsys, *argv: str) -> str:
+    """Run ``worldsim argv``, check it failed as a usage error (exit 2, one line, no traceback); return the line."""
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"worldsim {argv[0]}: error: "), err
+    return err
+
+
+def test_bench_precision_is_checked_in_one_line(capsys):
+    err = one_line_error(capsys, "bench", "--precision", "fp8")
+    assert "--precision" in err and "'fp32', 'bf16', 'auto'" in err
+    assert "--dtype" in one_line_error(capsys, "bench", "--dtype", "fp8")  # the old flag is gone, not a KeyError
+    assert "perhaps you meant --precision" in one_line_error(capsys, "bench", "--precison", "bf16")
+
+
+def test_library_bench_rejects_an_unknown_precision():
+    from worldsim.bench import BenchConfig, run_bench
+    from worldsim.errors import InputError
+
+    with pytest.raises(InputError, match="--precision must be one of"):
+        run_bench(BenchConfig(precision="fp8"))  # type: ignore[arg-type]
+
+
+def test_play_record_path_is_checked_before_playing(tmp_path, capsys):
+    """A --record whose folder cannot exist fails at once, naming the file in the way, and writes nothing."""
+    (tmp_path / "notes").write_text("a file, not a folder")
+    (tmp_path / "clip.mp4").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    for record in (tmp_path / "notes" / "out.mp4", tmp_path / "notes" / "more" / "out.gif"):
+        err = one_line_error(capsys, "play", "--headless", "--steps", "3", "--record", str(record))
+        assert f"{tmp_path / 'notes'} is a file, not a directory" in err
+    err = one_line_error(capsys, "play", "--headless", "--steps", "3", "--record", str(tmp_path / "clip.mp4"))
+    assert "it is a directory" in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_train_without_tensorboard_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard -> ImportError
+    out = tmp_path / "run"
+    err = one_line_error(capsys, "train", "world", "--data", str(tmp_path / "d.h5"), "--out", str(out))
+    assert "pip install 'worldsim[train]'" in err
+    assert not out.exists()
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert "'bogus'" in one_line_error(capsys, "train", "world", "--preset", "bogus")
+    assert "{autoencoder, world}" in one_line_error(capsys, "train")
+    assert "--steps" in one_line_error(capsys, "bench", "--steps", "many")
+
+
+def test_usage_error_without_utf8_box():
+    """tyro draws its box in ASCII when stdout is not UTF-8: the title is then a line of its own."""
+    box = " Invalid choice \n ------ \n  invalid choice 'x' for argument '--size'.\n ------ \n  For full helptext\n"
+    assert _first_paragraph(box) == "invalid choice 'x' for argument '--size'."
+
+
 def test_help_lists_commands():
     p = run("--help")
     assert p.returncode == 0 and "bench" in p.stdout
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "bench-env" in capsys.readouterr().out
+
+
+def flat(text: str) -> str:
+    """Text without tyro's box and without whitespace, which its line wrapping moves about."""
+    return "".join(text.replace("│", "").split())
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ("bench", "--precision {fp32,bf16,auto} fp32 or bf16 weights"),
+        ("bench-env", "--num-envs STR Comma-separated vector sizes to measure. (default: 1,8,32)"),
+        ("eval", "--json FILE Also write the results as JSON to this file. (default: None)"),
+        ("play", "--headless, --no-headless Play without a display"),
+        ("record", "--frame-skip INT Env steps per recorded step"),
+        ("train autoencoder", "--widths STR Channel width per resolution level"),
+        ("train world", "--model-size {XS,S,M,B} DiT size"),
+    ],
+)
+def test_every_command_has_help_with_defaults(capsys, command, expected):
+    with pytest.raises(SystemExit) as exit:
+        main([*command.split(), "--help"])
+    assert exit.value.code == 0
+    out = flat(capsys.readouterr().out)
+    assert flat(expected) in out and "(default:" in out
+
+
+def test_train_help_shows_the_defaults_of_the_preset(capsys):
+    for preset, steps in (("tiny", 30), ("gpu", 60000)):
+        with pytest.raises(SystemExit):
+            main(["train", "world", "--preset", preset, "--help"])
+        out = flat(capsys.readouterr().out)
+        assert flat(f"(a resumed run continues up to this). (default: {steps})") in out
+        assert flat("tiny: --steps 30 --batch-size 4") in out  # every preset's values, whichever is chosen
+
+
+def test_choice_types_match_their_registries():
+    from worldsim.training.config import ModelSize, Precision
+
+    from worldsim.config import DIT_SIZES
+    from worldsim.precision import PRECISIONS
+
+    assert typing.get_args(Precision) == PRECISIONS
+    assert typing.get_args(ModelSize) == tuple(DIT_SIZES)
 
 
 def test_bench_env_json(tmp_path, capsys):

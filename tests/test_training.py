@@ -172,6 +172,17 @@ def test_cli_errors_are_one_line_and_overwrite_nothing(tmp_path, capsys, data, a
     assert (out / "state" / "world.pt").read_bytes() == state
 
 
+def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path, capsys, data, autoencoder_dir):
+    out = tmp_path / "run"
+    args = ["train", "world", "--preset", "tiny", "--data", str(data), "--autoencoder", str(autoencoder_dir)]
+    args += ["--out", str(out), "--steps", "2", "--workers", "0", "--precision", "fp32"]
+    assert run_cli(capsys, *args)[0] == 0
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    code, err = run_cli(capsys, *args, "--resume")
+    assert_one_line_error(code, err, f"the run in {out} is already at step 2 of --steps 2; raise --steps to train")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files
+
+
 def load_world_config(autoencoder_dir):
     from worldsim.config import WorldConfig, dit_config
 

@@ -1,8 +1,7 @@
-"""Helpers the training stages share: opening data, GIF summaries for TensorBoard."""
+"""Helpers the training stages share: opening data, rollout images for TensorBoard."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -23,20 +22,17 @@ def open_training_data(cfg: TrainConfig) -> tuple[TrajectoryReader, list[int]]:
     return reader, list(range(n - cfg.holdout))
 
 
-def gif_bytes(frames: np.ndarray, fps: int) -> bytes:
-    """uint8 (T, H, W, 3) -> an animated GIF."""
-    from PIL import Image
+def add_rollout(tb: Any, tag: str, frames: np.ndarray, step: int) -> None:
+    """Log uint8 frames (T, H, W, 3) to TensorBoard's Images tab as one grid, 8 frames a row in time order.
 
-    images = [Image.fromarray(f) for f in frames]
-    buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return buf.getvalue()
+    An animated GIF would need a private SummaryWriter method: the public ``add_video`` encodes through
+    ``moviepy.editor``, which moviepy 2 removed (torch then logs nothing). A grid of frames is public API
+    (``add_images``), needs no extra package, and shows the whole rollout at once, drift included.
+    """
+    if len(frames):
+        tb.add_images(tag, frames, step, dataformats="NHWC")
 
 
 def add_gif(tb: Any, tag: str, frames: np.ndarray, step: int, fps: int) -> None:
-    """Log an animated GIF to TensorBoard's image tab (what ``add_video`` does, without moviepy)."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    T, H, W, _ = frames.shape
-    image = Summary.Image(height=H, width=W, colorspace=3, encoded_image_string=gif_bytes(frames, fps))
-    tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    """Old name of :func:`add_rollout`, until training/world.py calls that (``fps`` is unused)."""
+    add_rollout(tb, tag, frames, step)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from worldsim.errors import InputError
+
+Precision = Literal["fp32", "bf16", "auto"]
+"""The values of worldsim.precision.PRECISIONS, as a type the CLI shows as choices."""
+ModelSize = Literal["XS", "S", "M", "B"]
+"""The names in worldsim.config.DIT_SIZES, as a type the CLI shows as choices."""
 
 
 @dataclass
@@ -17,7 +22,7 @@ class TrainConfig:
     """Trajectories: a worldsim .h5 file, a Minari dataset (directory or id) or a robomimic file."""
     out: str = "runs/world"
     """Run directory: checkpoints, TensorBoard logs, the exported model."""
-    preset: str = "default"
+    preset: Literal["tiny", "default", "gpu"] = "default"
     """Named set of defaults: tiny (tests, seconds), default (this CPU), gpu (one big GPU)."""
     steps: int = 20000
     """Optimizer steps in total (a resumed run continues up to this)."""
@@ -35,7 +40,7 @@ class TrainConfig:
     """Clip the global gradient norm to this (0 = off)."""
     ema_decay: float = 0.999
     """Exponential moving average of the weights; the exported model uses the EMA."""
-    precision: str = "auto"
+    precision: Precision = "auto"
     """fp32, bf16 (autocast) or auto (bf16 where it pays: CUDA and CPUs with native bf16)."""
     seed: int = 0
     """Seed of the data order and of all training noise."""
@@ -75,8 +80,8 @@ class WorldTrainConfig(TrainConfig):
 
     autoencoder: str = ""
     """Trained autoencoder: a run directory or checkpoint (or a world checkpoint); default: the one in --out."""
-    model_size: str = "S"
-    """DiT size: XS, S, M or B."""
+    model_size: ModelSize = "S"
+    """DiT size (worldsim.config.DIT_SIZES)."""
     clip_frames: int = 16
     """Frames per training clip (the model's max context)."""
     init: str = ""

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from worldsim.training.config import TrainConfig
 
 from worldsim.checkpoint import atomic_path
-from worldsim.errors import CheckpointError, InputError
+from worldsim.errors import CheckpointError, ConfigError, InputError
 from worldsim.precision import use_bf16
 
 STATE_VERSION = 1
@@ -165,6 +165,18 @@ def update_ema(ema: nn.Module, model: nn.Module, step: int, decay: float) -> Non
         e.copy_(b)
 
 
+def require_tensorboard() -> None:
+    """Fail in a second, before any work, when the ``train`` extra is missing.
+
+    Training without its logs was the other choice: but the loss curves and the real-vs-dream samples are how a
+    run is judged, and finding them missing after hours costs more than one pip command up front.
+    """
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("TensorBoard (the training logs) is not installed: pip install 'worldsim[train]'") from None
+
+
 # --------------------------------------------------------------------------- checkpoints
 def save_state(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
@@ -194,6 +206,7 @@ def train(
     """Run (or resume) training; returns a summary. Ctrl-C saves a checkpoint and returns."""
     from tqdm import tqdm
 
+    require_tensorboard()
     d = d or Distributed()
     out = Path(cfg.out)
     state_path = out / "state" / f"{stage.name}.pt"  # one run directory can hold both stages
@@ -215,6 +228,11 @@ def train(
             ) from None
         torch.set_rng_state(state["rng_cpu"])
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        if step >= cfg.steps:
+            # An error, not a no-op success: nothing was trained, and a resume loop can stop on it.
+            raise InputError(
+                f"the run in {out} is already at step {step} of --steps {cfg.steps}; raise --steps to train further"
+            )
     elif state_path.exists():
         raise InputError(
             f"{out} already holds a {stage.name} run: pass --resume to continue it, or choose another --out"

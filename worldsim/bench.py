@@ -2,9 +2,9 @@
 
 Examples::
 
-    worldsim bench                          # default 64x64 world size, table on stdout
-    worldsim bench --json > bench.json      # one JSON object
-    worldsim bench --dtype bf16 --batch 8   # other settings
+    worldsim bench                              # default 64x64 world size, table on stdout
+    worldsim bench --json > bench.json          # one JSON object
+    worldsim bench --precision bf16 --batch 8   # other settings
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.config import ActionSpec, WorldConfig, dit_config
 from worldsim.engine import WorldModel
+from worldsim.precision import model_dtype
+from worldsim.training.config import ModelSize, Precision
 
 
 @dataclass
@@ -29,10 +31,10 @@ class BenchConfig:
 
     checkpoint: str | None = None
     """Checkpoint dir or world name; None benchmarks a randomly initialised model of ``size``."""
-    size: str = "S"
+    size: ModelSize = "S"
     """Model size from the registry, when no checkpoint is given."""
-    dtype: str = "fp32"
-    """fp32 or bf16 weights and activations for the DiT."""
+    precision: Precision = "fp32"
+    """fp32 or bf16 weights and activations of the DiT; auto: bf16 where this CPU has it natively."""
     batch: int = 1
     """Worlds stepped together."""
     steps: int | None = None
@@ -76,7 +78,7 @@ def _load(cfg: BenchConfig, dtype: torch.dtype) -> WorldModel:
 
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.dtype]
+    dtype = model_dtype(cfg.precision, "cpu")
     wm = _load(cfg, dtype)
     if cfg.steps:
         wm.set_sampler(steps=cfg.steps)
@@ -138,7 +140,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "matmul_gflops": peak,
         "mfu": step_flops * fps / cfg.batch / (peak * 1e9),
         "batch": cfg.batch,
-        "dtype": cfg.dtype,
+        "precision": cfg.precision,
+        "dtype": "bf16" if dtype == torch.bfloat16 else "fp32",
         "sampler_steps": wm.sampler_config.steps,
         "frame_size": list(wm.frame_size),
         "tokens_per_frame": wm._rollout.tokens,

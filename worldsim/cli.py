@@ -5,35 +5,131 @@ Examples::
     worldsim record --env CarRacing-v3 --policy carracing --episodes 200 --out data/carracing.h5
     worldsim train autoencoder --data data/carracing.h5 --out runs/carracing
     worldsim train world --data data/carracing.h5 --autoencoder runs/carracing --out runs/carracing
+    worldsim train world --preset gpu --help     # every flag, with the defaults of that preset
     worldsim bench                 # engine speed on this machine (table)
     worldsim bench --json          # ... as one JSON object on stdout
     worldsim play --checkpoint runs/carracing --record play.mp4   # drive the world with the arrow keys
     worldsim play --headless --steps 200 --policy random --record out.mp4
+
+A command's flags are its config dataclass, through tyro: one ``--field-name`` per field, the field's docstring
+as its help. argparse only picks the command (and reads the global ``--threads`` and ``--version``), so that a
+command imports nothing but its own module.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
+import io
 import json
+import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
 
-from worldsim.cli_args import add_dataclass_args, dataclass_from_args
-from worldsim.errors import WorldsimError
+import tyro
+
+from worldsim.errors import ConfigError, WorldsimError
+
+C = TypeVar("C")
+Flat = Annotated[C, tyro.conf.arg(name="")]
+"""A nested config whose fields are flags of their own (``--steps``, not ``--config.steps``)."""
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+@dataclass
+class TableOrJson(Generic[C]):
+    """A command's config and how its result is printed."""
+
+    config: Flat[C]
+    json: bool = False
+    """Print one JSON object instead of a table."""
+
+
+@dataclass
+class WithJsonFile(Generic[C]):
+    """A command's config and where its full result is also written."""
+
+    config: Flat[C]
+    json: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
+    """Also write the results as JSON to this file."""
+
+
+@dataclass
+class TrainRun(Generic[C]):
+    """A training stage's config and the flags that are not part of the run (device, output)."""
+
+    config: Flat[C]
+    device: str | None = None
+    """cpu or cuda (default: cuda when available)."""
+    json: bool = False
+    """Print the run summary as one JSON object."""
+
+
+def parse(cls: Any, argv: list[str], command: str, description: str, default: Any = tyro.MISSING_NONPROP) -> Any:
+    """``argv`` -> an instance of ``cls`` (``--help`` exits 0). A usage mistake is one ConfigError line: tyro's
+    own message is a box of several lines on stderr, and every worldsim error is one line."""
+    prog = f"worldsim {command}"
+    box = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(box):
+            return tyro.cli(cls, args=argv, prog=prog, description=inspect.cleandoc(description), default=default)
+    except SystemExit as e:
+        if not e.code:
+            raise  # --help
+        text = _ANSI.sub("", box.getvalue())
+        more = re.search(r"(?:run|see) (worldsim .*?--help)", text)  # the (sub)command's own help
+        raise ConfigError(f"{_first_paragraph(text)} (see {more[1] if more else prog + ' --help'})") from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RULE = re.compile(r"^[╭╰]|^[─-]{3,}$")
+
+
+def _first_paragraph(box: str) -> str:
+    """The message inside tyro's error box on one line: its first paragraph, and a "Perhaps you meant" flag."""
+    paragraphs: list[list[str]] = [[]]
+    for line in box.splitlines():
+        line = line.strip().strip("│").strip()
+        if _RULE.match(line) or not line:
+            paragraphs.append([])
+        else:
+            paragraphs[-1].append(line)
+    paragraphs = [p for p in paragraphs if p]
+    if "╭" not in box and len(paragraphs) > 1:
+        paragraphs = paragraphs[1:]  # without UTF-8 the box title is a line of its own
+    if not paragraphs:
+        return "invalid arguments"
+    message = " ".join(paragraphs[0])
+    hint = next((p for p in paragraphs[1:] if p[0].startswith("Perhaps you meant") and len(p) > 1), None)
+    return message + (f"; perhaps you meant {hint[1].split()[0]}" if hint else "")
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_bench(argv: list[str]) -> int:
+    """Measure the engine's speed on this machine.
+
+    Frames/s, latency over a long rollout, full-recompute speed, FLOPs and MFU.
+    """
     from worldsim.bench import BenchConfig, format_table, run_bench
 
-    cfg = dataclass_from_args(BenchConfig, args)
-    result = run_bench(cfg, progress=not args.json and sys.stderr.isatty())
+    args = parse(TableOrJson[BenchConfig], argv, "bench", cmd_bench.__doc__, TableOrJson(BenchConfig()))
+    result = run_bench(args.config, progress=not args.json and sys.stderr.isatty())
     print(json.dumps(result) if args.json else format_table(result))
     return 0
 
 
-def cmd_bench_env(args: argparse.Namespace) -> int:
+def cmd_bench_env(argv: list[str]) -> int:
+    """Env steps/s of a world as a (vector) Gymnasium env beside its real source env.
+
+    Steps/s of gymnasium.make_vec('worldsim/WorldModel-v0', num_envs=N) for several N, and of the real source env
+    (SyncVectorEnv of N copies) side by side.
+    """
     from worldsim.bench_env import EnvBenchConfig, format_env_table, run_env_bench
 
-    result = run_env_bench(dataclass_from_args(EnvBenchConfig, args), progress=not args.json and sys.stderr.isatty())
+    args = parse(TableOrJson[EnvBenchConfig], argv, "bench-env", cmd_bench_env.__doc__, TableOrJson(EnvBenchConfig()))
+    result = run_env_bench(args.config, progress=not args.json and sys.stderr.isatty())
     print(json.dumps(result) if args.json else format_env_table(result))
     return 0
 
@@ -47,24 +143,38 @@ def _report(command: str, summary: str, interrupted: bool, kept: str = "") -> in
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(argv: list[str]) -> int:
+    """Measure a world on held-out real episodes: PSNR/SSIM, controllability, stability, heads.
+
+    On held-out episodes: teacher-forced next-frame PSNR/SSIM and reward/termination head quality; open-loop
+    PSNR/SSIM at each horizon beside the copy-last-frame baseline and beside random actions (delta PSNR);
+    stability_ratio = FD(late, real) / FD(early, real) over long dreams, on the world's encoder features. Prints a
+    markdown table; --json FILE writes every number.
+    """
     from worldsim.eval import EvalConfig, evaluate, format_eval_table
 
-    cfg = dataclass_from_args(EvalConfig, args)
+    args = parse(WithJsonFile[EvalConfig], argv, "eval", cmd_eval.__doc__, WithJsonFile(EvalConfig()))
+    cfg = args.config
     result = evaluate(cfg, progress=sys.stderr.isatty())
-    if args.json_out:
+    if args.json:
         from worldsim.checkpoint import atomic_path
 
-        with atomic_path(args.json_out) as tmp:
+        with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(result, indent=2))
     print(format_eval_table(result, [int(h) for h in cfg.horizons.split(",")]))
     return 0
 
 
-def cmd_play(args: argparse.Namespace) -> int:
+def cmd_play(argv: list[str]) -> int:
+    """Play a world in a pygame window (keyboard or mouse), or headless into a video.
+
+    A real-time window onto the generated world: held keys (the world's key map) or the mouse give the actions.
+    Keys: R reset, P pause, [ ] fewer/more denoising steps, H HUD, S screenshot, Esc quit. --compare shows the
+    real env beside the dream; --headless plays --steps frames with a policy.
+    """
     from worldsim.viewer import PlayConfig, play
 
-    result = play(dataclass_from_args(PlayConfig, args))
+    result = play(parse(PlayConfig, argv, "play", cmd_play.__doc__, PlayConfig()))
     summary = (
         f"{result['frames']} frames shown ({result['model_steps']} model steps), {result['display_fps']:.1f} fps "
         f"displayed, {result['model_fps']:.1f} fps model" + (f" -> {result['record']}" if result["record"] else "")
@@ -72,10 +182,15 @@ def cmd_play(args: argparse.Namespace) -> int:
     return _report("play", summary, result["interrupted"])
 
 
-def cmd_record(args: argparse.Namespace) -> int:
+def cmd_record(argv: list[str]) -> int:
+    """Record episodes of a Gymnasium env into an HDF5 trajectory file.
+
+    Run a policy in a Gymnasium env and write frames (resized), actions, rewards, terminations and truncations in
+    Minari's HDF5 layout. Ctrl-C keeps the finished episodes.
+    """
     from worldsim.data.recorder import RecordConfig, record
 
-    cfg = dataclass_from_args(RecordConfig, args)
+    cfg = parse(RecordConfig, argv, "record", cmd_record.__doc__, RecordConfig())
     result = record(cfg, progress=sys.stderr.isatty())
     summary = (
         f"{result['episodes']} episodes, {result['steps']} steps -> {result['out']} "
@@ -84,20 +199,38 @@ def cmd_record(args: argparse.Namespace) -> int:
     return _report("record", summary, result["interrupted"], kept="kept ")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
-    from worldsim.training.loop import init_distributed, train
+def cmd_train(argv: list[str]) -> int:
+    """Train an autoencoder or a world model on trajectories.
 
-    d = init_distributed(args.device)
-    if args.stage == "autoencoder":
+    Stage 1 `autoencoder`, then stage 2 `world`. Runs under torchrun for data parallelism
+    (torchrun --nproc_per_node N -m worldsim train ...). Ctrl-C saves a checkpoint; --resume continues.
+    """
+    from worldsim.training.config import PRESETS, AutoencoderTrainConfig, WorldTrainConfig, with_preset
+    from worldsim.training.loop import init_distributed, require_tensorboard, train
+
+    # Precedence: dataclass defaults < the --preset < flags. The preset's values are tyro's defaults, so --help
+    # shows what an unset flag really gets (for the --preset given, else the default preset).
+    preset = _flag_value(argv, "--preset") or "default"
+
+    def subcommand(name: str, cls: type, summary: str) -> Any:
+        """A stage; its preset table only in its own --help (`worldsim train --help` lists stages in a line)."""
+        default = with_preset(cls, name, preset if preset in PRESETS[name] else "default", {})
+        description = f"{summary}\n\n{_presets_text(PRESETS[name], default.preset)}" if argv[:1] == [name] else summary
+        return Annotated[TrainRun[cls], tyro.conf.subcommand(name, default=TrainRun(default), description=description)]
+
+    autoencoder = subcommand("autoencoder", AutoencoderTrainConfig, "Train the frame autoencoder (stage 1).")
+    world = subcommand("world", WorldTrainConfig, "Train the DiT world model on an autoencoder's latents (stage 2).")
+    run = parse(autoencoder | world, argv, "train", cmd_train.__doc__)
+    cfg = run.config
+    require_tensorboard()
+    d = init_distributed(run.device)
+    if isinstance(cfg, AutoencoderTrainConfig):
         from worldsim.training.autoencoder import AutoencoderStage
 
-        cfg = with_preset(AutoencoderTrainConfig, "autoencoder", args.preset or "default", vars(args))
         stage = AutoencoderStage(cfg)
     else:
         from worldsim.training.world import WorldStage
 
-        cfg = with_preset(WorldTrainConfig, "world", args.preset or "default", vars(args))
         stage = WorldStage(cfg, d)
     result = train(stage, cfg, d, progress=sys.stderr.isatty())
     if d.is_main:
@@ -106,10 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{result['tokens_per_s']:.0f} tokens/s, final loss {result['final_metrics'].get('loss', float('nan')):.4f}"
             f" -> {result['out']}"
         )
-        if args.json:
-            print(json.dumps(result))
-        else:
-            print(line)
+        print(json.dumps(result) if run.json else line)
         if result["interrupted"]:
             print(
                 f"worldsim train: interrupted; checkpoint saved, continue with --resume --out {cfg.out}",
@@ -119,119 +249,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_preset_defaults(parser: argparse.ArgumentParser, stage: str) -> None:
-    """--help shows the defaults of the presets, which is what an unset flag really gets."""
-    from worldsim.training.config import PRESETS
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``), if any; tyro checks it later."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
 
-    presets = PRESETS[stage]
-    for action in parser._actions:
-        values = {name: preset[action.dest] for name, preset in presets.items() if action.dest in preset}
-        if values and action.help:
-            per_preset = ", ".join(f"{name}: {value}" for name, value in values.items())
-            action.help = action.help.rsplit(" (default:", 1)[0] + f" (preset defaults: {per_preset})"
+
+def _presets_text(presets: dict[str, dict[str, Any]], chosen: str) -> str:
+    """What each --preset sets, as flags."""
+    lines = [f"Presets (--preset; defaults below are those of {chosen}, flags override them):"]
+    for name, values in presets.items():
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+        lines.append(f"  {name}: {flags}")
+    return "\n".join(lines)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "record": cmd_record,
+    "train": cmd_train,
+    "play": cmd_play,
+    "eval": cmd_eval,
+    "bench": cmd_bench,
+    "bench-env": cmd_bench_env,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Global flags and the command; the command's own flags are left to it."""
     from worldsim import __version__
-    from worldsim.bench import BenchConfig
 
+    listing = "\n".join(f"  {name:<11} {func.__doc__.splitlines()[0]}" for name, func in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="worldsim",
+        usage="worldsim [-h] [--version] [--threads N] COMMAND [FLAGS]",
         description="A learned, playable simulator: train a world model on trajectories, then play it.",
+        epilog=f"commands:\n{listing}\n\n`worldsim COMMAND --help` lists a command's flags and their defaults.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"worldsim {__version__}")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    from worldsim.bench_env import EnvBenchConfig
-    from worldsim.data.recorder import RecordConfig
-    from worldsim.eval import EvalConfig
-    from worldsim.viewer import PlayConfig
-
-    json_table = ("--json", dict(action="store_true", help="print one JSON object instead of a table"))
-    json_file = ("--json", dict(dest="json_out", default=None, metavar="FILE", help="also write the results as JSON"))
-    commands = [
-        (
-            "bench",
-            BenchConfig,
-            cmd_bench,
-            json_table,
-            "measure the engine's speed on this machine",
-            "Measure frames/s, latency over a long rollout, full-recompute speed, FLOPs and MFU.",
-        ),
-        (
-            "bench-env",
-            EnvBenchConfig,
-            cmd_bench_env,
-            json_table,
-            "env steps/s of a world as a (vector) Gymnasium env beside its real source env",
-            "Steps/s of gymnasium.make_vec('worldsim/WorldModel-v0', num_envs=N) for several N, and of the real source "
-            "env (SyncVectorEnv of N copies) side by side.",
-        ),
-        (
-            "eval",
-            EvalConfig,
-            cmd_eval,
-            json_file,
-            "measure a world on held-out real episodes: PSNR/SSIM, controllability, stability, heads",
-            "On held-out episodes: teacher-forced next-frame PSNR/SSIM and reward/termination head quality; open-loop "
-            "PSNR/SSIM at each horizon beside the copy-last-frame baseline and beside random actions (delta PSNR); "
-            "stability_ratio = FD(late, real) / FD(early, real) over long dreams, on the world's encoder features. "
-            "Prints a markdown table; --json FILE writes every number.",
-        ),
-        (
-            "play",
-            PlayConfig,
-            cmd_play,
-            None,
-            "play a world in a pygame window (keyboard or mouse), or headless into a video",
-            "A real-time window onto the generated world: held keys (the world's key map) or the mouse give the "
-            "actions. Keys: R reset, P pause, [ ] fewer/more denoising steps, H HUD, S screenshot, Esc quit. "
-            "--compare shows the real env beside the dream; --headless plays --steps frames with a policy.",
-        ),
-        (
-            "record",
-            RecordConfig,
-            cmd_record,
-            None,
-            "record episodes of a Gymnasium env into an HDF5 trajectory file",
-            "Run a policy in a Gymnasium env and write frames (resized), actions, rewards, terminations and "
-            "truncations in Minari's HDF5 layout. Ctrl-C keeps the finished episodes.",
-        ),
-    ]
-    for name, cls, func, extra, help_text, description in commands:
-        p = sub.add_parser(name, help=help_text, description=description)
-        add_dataclass_args(p, cls)
-        if extra:
-            p.add_argument(extra[0], **extra[1])
-        p.set_defaults(func=func)
-
-    from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig
-
-    train = sub.add_parser(
-        "train",
-        help="train an autoencoder or a world model on trajectories",
-        description="Stage 1 `autoencoder`, then stage 2 `world`. Runs under torchrun for data parallelism "
-        "(torchrun --nproc_per_node N -m worldsim train ...). Ctrl-C saves a checkpoint; --resume continues.",
-    )
-    stages = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for name, cls, help_text in (
-        ("autoencoder", AutoencoderTrainConfig, "train the frame autoencoder (stage 1)"),
-        ("world", WorldTrainConfig, "train the DiT world model on latents of a trained autoencoder (stage 2)"),
-    ):
-        p = stages.add_parser(name, help=help_text, description=help_text)
-        add_dataclass_args(p, cls)
-        _show_preset_defaults(p, name)
-        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-        p.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
-        p.set_defaults(func=cmd_train)
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch (default: all)")
+    parser.add_argument("command", nargs="?", choices=COMMANDS, metavar="COMMAND", help="one of the commands below")
+    parser.add_argument("flags", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if args.command is None:
         parser.print_help()
         return 2
     try:
@@ -239,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        return args.func(args)
+        return COMMANDS[args.command](args.flags)
     except WorldsimError as e:
         print(f"worldsim {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,25 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
 def check_video_path(path: str | Path) -> Path:
+    """``path`` as a Path if a video can be written there; else a one-line ConfigError. Creates nothing.
+
+    Checked before any work (``PlayConfig`` calls it while the flags are parsed), so a bad ``--record`` fails in
+    a second instead of after a whole session of play.
+    """
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"cannot record to {path}: use a file ending in {' or '.join(VIDEO_SUFFIXES)}")
+    if path.is_dir():
+        raise ConfigError(f"cannot record to {path}: it is a directory")
+    # The nearest existing ancestor decides: the missing folders below it are created when recording starts.
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    missing = "" if existing == path.parent else f"cannot create {path.parent}: "
+    if not existing.is_dir():
+        raise ConfigError(f"cannot record to {path}: {missing}{existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot record to {path}: {missing}{existing} is not writable")
     return path
 
 
