@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from worldsim.agents.carracing import GAS, LEFT, NOTHING, RIGHT
 
 HUD_FRACTION = 0.125

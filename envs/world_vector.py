@@ -16,8 +16,8 @@ import torch
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from worldsim.envs.world import START_OPTIONS, load_world
 
+from worldsim.envs.world import START_OPTIONS, load_world
 from worldsim.errors import InputError, WorldsimError
 
 

@@ -39,6 +39,7 @@ def ddp_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
     """One process of a gloo data-parallel training run (spawned by tests/test_training.py)."""
     import torch
     import torch.distributed as dist
+
     from worldsim.training.config import WorldTrainConfig
     from worldsim.training.loop import init_distributed, train
     from worldsim.training.world import WorldStage

@@ -10,13 +10,13 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
-import worldsim.envs as envs  # noqa: F401  (registers worldsim/Crafter-v0)
 from gymnasium.utils.env_checker import check_env
+
+import worldsim.envs as envs  # noqa: F401  (registers worldsim/Crafter-v0)
 from worldsim.agents import Policy, RandomPolicy, make_policy
 from worldsim.agents.carracing import CarRacingDriver, on_track
 from worldsim.agents.pusht import PushTPusher
 from worldsim.envs.sources import frame_of, frame_rate, make_source_env
-
 from worldsim.errors import InputError
 
 SMALL_WORLD = {"area": (24, 24)}  # crafter generates a 24x24 world in ~0.1 s instead of ~0.8 s for 64x64

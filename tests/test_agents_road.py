@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from worldsim.agents.carracing import GAS, LEFT, NOTHING, RIGHT, on_track
 from worldsim.agents.road_follower import RoadFollower
-from worldsim.envs.sources import frame_of, make_source_env
-
 from worldsim.engine import resize_frames
+from worldsim.envs.sources import frame_of, make_source_env
 
 GRASS, ROAD = (100, 202, 100), (102, 102, 102)
 

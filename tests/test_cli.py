@@ -145,10 +145,9 @@ def test_train_help_shows_the_defaults_of_the_preset(capsys):
 
 
 def test_choice_types_match_their_registries():
-    from worldsim.training.config import ModelSize, Precision
-
     from worldsim.config import DIT_SIZES
     from worldsim.precision import PRECISIONS
+    from worldsim.training.config import ModelSize, Precision
 
     assert typing.get_args(Precision) == PRECISIONS
     assert typing.get_args(ModelSize) == tuple(DIT_SIZES)

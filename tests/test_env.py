@@ -14,14 +14,14 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-import worldsim.envs as envs
 from conftest import randomize, tiny_config
 from gymnasium.utils.env_checker import check_env
-from worldsim.envs.world import WorldModelEnv
 
 import worldsim
+import worldsim.envs as envs
 import worldsim.worlds
 from worldsim import ActionSpec, WorldModel
+from worldsim.envs.world import WorldModelEnv
 from worldsim.errors import ConfigError, InputError, WorldsimError
 
 SIZE = 32

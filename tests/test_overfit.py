@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 from conftest import tiny_config
-from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss
 
 from worldsim.config import SamplerConfig
 from worldsim.diffusion.sampler import Rollout
 from worldsim.models.conditioning import FrameConditioning
 from worldsim.models.dit import DiT
+from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss
 
 
 def pattern_clips(n: int, T: int, size: int = 8, C: int = 4, seed: int = 0):

@@ -27,7 +27,12 @@ def wheel(tmp_path_factory) -> Path:
     # From a copy of the tracked files: setuptools leaves build/ behind, and a stale build/ from an earlier build
     # of a working tree could put deleted modules in the wheel.
     source = tmp_path_factory.mktemp("source")
-    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True).stdout
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
     for name in tracked.decode().split("\0"):
         if name and (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)

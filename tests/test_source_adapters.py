@@ -5,12 +5,12 @@ from __future__ import annotations
 import gymnasium as gym
 import torch
 from conftest import tiny_config
-from worldsim.envs.sources import SOURCE_WORLDS, source_world
 
 from worldsim.bench_env import EnvBenchConfig, run_env_bench
 from worldsim.config import ActionSpec
 from worldsim.data.recorder import RecordConfig, frame_skip_for
 from worldsim.engine import WorldModel
+from worldsim.envs.sources import SOURCE_WORLDS, source_world
 
 
 def test_source_world_entries_and_the_plain_gymnasium_default():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import randomize, tiny_config
-from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss
 
 from worldsim.engine import WorldModel
 from worldsim.models.conditioning import TextEncoder
+from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,16 @@ import gymnasium as gym
 import pytest
 import torch
 from helpers import ddp_worker, write_dataset
-from worldsim.training.autoencoder import AutoencoderStage
-from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
-from worldsim.training.loop import train
-from worldsim.training.world import WorldStage, load_trained_autoencoder
 
 from worldsim.checkpoint import save_autoencoder
 from worldsim.cli import main
 from worldsim.config import ActionSpec, AutoencoderConfig
 from worldsim.engine import WorldModel
 from worldsim.models.autoencoder import FrameAutoencoder
+from worldsim.training.autoencoder import AutoencoderStage
+from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
+from worldsim.training.loop import train
+from worldsim.training.world import WorldStage, load_trained_autoencoder
 
 TINY_AE = AutoencoderConfig(widths=[8, 16], latent_channels=4)
 

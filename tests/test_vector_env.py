@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 from test_env import save_world
+
 from worldsim.envs.world import WorldModelEnv
 from worldsim.envs.world_vector import WorldModelVectorEnv
-
 from worldsim.errors import InputError
 
 N = 3

@@ -9,8 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from worldsim.training.common import open_training_data
-from worldsim.training.config import AutoencoderTrainConfig
 
 from worldsim.checkpoint import save_autoencoder
 from worldsim.config import AutoencoderConfig
@@ -18,6 +16,8 @@ from worldsim.data.clips import ClipDataset
 from worldsim.data.recorder import parse_size
 from worldsim.errors import ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
+from worldsim.training.common import open_training_data
+from worldsim.training.config import AutoencoderTrainConfig
 
 EXPORT_DIR = "autoencoder"
 SCALE_FRAMES = 512

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from worldsim.training.config import TrainConfig
 
 from worldsim.data.reader import TrajectoryReader
 from worldsim.errors import InputError
+from worldsim.training.config import TrainConfig
 
 
 def open_training_data(cfg: TrainConfig) -> tuple[TrajectoryReader, list[int]]:
@@ -31,8 +31,3 @@ def add_rollout(tb: Any, tag: str, frames: np.ndarray, step: int) -> None:
     """
     if len(frames):
         tb.add_images(tag, frames, step, dataformats="NHWC")
-
-
-def add_gif(tb: Any, tag: str, frames: np.ndarray, step: int, fps: int) -> None:
-    """Old name of :func:`add_rollout`, until training/world.py calls that (``fps`` is unused)."""
-    add_rollout(tb, tag, frames, step)

@@ -33,11 +33,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from worldsim.training.config import TrainConfig
 
 from worldsim.checkpoint import atomic_path
 from worldsim.errors import CheckpointError, ConfigError, InputError
 from worldsim.precision import use_bf16
+from worldsim.training.config import TrainConfig
 
 STATE_VERSION = 1
 LOG_SECONDS = 60.0

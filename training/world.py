@@ -10,11 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from worldsim.training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
-from worldsim.training.common import add_gif, open_training_data
-from worldsim.training.config import WorldTrainConfig
-from worldsim.training.loop import Distributed
-from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
 
 from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_config, load_state, strip_prefix
 from worldsim.config import AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
@@ -26,6 +21,11 @@ from worldsim.errors import CheckpointError, ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
 from worldsim.models.dit import DiT
+from worldsim.training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
+from worldsim.training.common import add_rollout, open_training_data
+from worldsim.training.config import WorldTrainConfig
+from worldsim.training.loop import Distributed
+from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
 from worldsim.worlds import resolve_world
 
 EXPORT_DIR = "world"
@@ -176,7 +176,7 @@ class WorldStage:
         wm.reset(frames=real[None, :1], seed=0, text=text)
         dream = wm.predict(actions[None]).frames[0] if n > 1 else real[:0]
         video = np.concatenate([real[1:n], dream], axis=2)  # side by side
-        add_gif(tb, "world/real_vs_dream", video, step, fps=self.config.frame_rate)
+        add_rollout(tb, "world/real_vs_dream", video, step)
 
 
 def _world_name(env_id: str) -> str:
