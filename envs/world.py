@@ -15,7 +15,6 @@ The env owns spaces, seeding, buffers and the window; the frames, reward and ter
 
 from __future__ import annotations
 
-import string
 import warnings
 from pathlib import Path
 from typing import Any, SupportsFloat
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from worldsim.display import WINDOW_PIXELS, import_pygame
+from worldsim.display import DEFAULT_ACTION_KEYS, WINDOW_PIXELS, import_pygame
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError, WorldsimError
 from worldsim.precision import model_dtype
@@ -96,9 +95,9 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         max_episode_steps: int | None = None,
         precision: str = "fp32",
     ) -> None:
-        """``checkpoint``: a checkpoint directory or a shipped world's name; ``sampler_steps`` overrides the
-        checkpoint's Euler steps per frame (fewer is faster and blurrier); ``precision`` fp32, bf16 or auto
-        (bf16 where the hardware has it natively: faster, not bit-identical to fp32)."""
+        """``checkpoint``: a checkpoint directory, a shipped world's name or a Hub repo id; ``sampler_steps``
+        overrides the checkpoint's Euler steps per frame (fewer is faster and blurrier); ``precision`` fp32, bf16
+        or auto (bf16 where the hardware has it natively: faster, not bit-identical to fp32)."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if max_episode_steps is not None and max_episode_steps < 1:
@@ -193,8 +192,9 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
 
             {"right": 1, "left": 2, "up": 3, "down": 4}
 
-        Without a key map, Discrete worlds get number keys ``0``..``9`` for actions 0..9 and letters ``a``..``z``
-        for 10..35. Other spaces need a key map (``ConfigError``).
+        Without a key map, Discrete worlds get number keys ``0``..``9`` for actions 0..9, then the letters that
+        ``worldsim play`` leaves free (``DEFAULT_ACTION_KEYS``: not R, P, H, S) for 10..31. Other spaces need a key
+        map (``ConfigError``).
         """
         pygame = import_pygame()
         key_map = self.world.config.key_map
@@ -206,8 +206,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
                 f"no key_map in this checkpoint's config.json and no default keys for {space}: add one, e.g. "
                 '{"up": [...], "left": [...]}'
             )
-        chars = (string.digits + string.ascii_lowercase)[: int(space.n)]
-        return {self._chord(pygame, c): i for i, c in enumerate(chars)}
+        return {self._chord(pygame, c): i for i, c in enumerate(DEFAULT_ACTION_KEYS[: int(space.n)])}
 
     def _chord(self, pygame: Any, keys: str) -> tuple[int, ...]:
         """``"up+left"`` -> sorted pygame key codes, the form ``play`` looks pressed keys up in."""

@@ -6,12 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from worldsim.config import ModelSize
 from worldsim.errors import InputError
-
-Precision = Literal["fp32", "bf16", "auto"]
-"""The values of worldsim.precision.PRECISIONS, as a type the CLI shows as choices."""
-ModelSize = Literal["XS", "S", "M", "B"]
-"""The names in worldsim.config.DIT_SIZES, as a type the CLI shows as choices."""
+from worldsim.precision import Precision
 
 
 @dataclass

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from worldsim.config import ActionSpec, WorldConfig, dit_config
+from worldsim.config import ActionSpec, ModelSize, WorldConfig, dit_config
 from worldsim.engine import WorldModel
-from worldsim.precision import model_dtype
-from worldsim.training.config import ModelSize, Precision
+from worldsim.precision import Precision, model_dtype
 
 
 @dataclass

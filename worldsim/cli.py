@@ -8,7 +8,7 @@ Examples::
     worldsim train world --preset gpu --help     # every flag, with the defaults of that preset
     worldsim bench                 # engine speed on this machine (table)
     worldsim bench --json          # ... as one JSON object on stdout
-    worldsim play --checkpoint runs/carracing --record play.mp4   # drive the world with the arrow keys
+    worldsim play --checkpoint runs/carracing/world --record play.mp4   # drive the world with the arrow keys
     worldsim play --headless --steps 200 --policy random --record out.mp4
 
 A command's flags are its config dataclass, through tyro: one ``--field-name`` per field, the field's docstring

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from worldsim.errors import ConfigError
 
@@ -147,6 +147,9 @@ class DiTConfig:
         _check(self.depth >= 1 and self.patch >= 1, "depth and patch must be >= 1")
         _check(self.max_frames >= 2, "max_frames must be >= 2")
 
+
+ModelSize = Literal["XS", "S", "M", "B"]
+"""The names in ``DIT_SIZES``, as a type the CLI shows as choices."""
 
 DIT_SIZES: dict[str, dict[str, int]] = {
     "XS": dict(width=64, depth=2, heads=2),

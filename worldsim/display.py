@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import os
+import string
 from typing import Any
 
 WINDOW_PIXELS = 384
 """Longest side of a world's window; a 64x64 world is shown at 6x."""
+
+
+VIEWER_KEYS = {
+    "escape": "quit",
+    "r": "reset",
+    "p": "pause",
+    "[": "fewer steps",
+    "]": "more steps",
+    "h": "hud",
+    "s": "screenshot",
+}
+"""Keys ``worldsim play`` keeps for itself (pygame key name -> what they do); never given to actions by default."""
+
+DEFAULT_ACTION_KEYS = [c for c in string.digits + string.ascii_lowercase if c not in VIEWER_KEYS]
+"""Keys for actions 0, 1, 2, ... of a Discrete world without a key map: digits, then letters the viewer leaves free."""
 
 
 def import_pygame() -> Any:

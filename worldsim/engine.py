@@ -152,7 +152,8 @@ class WorldModel:
     def from_pretrained(
         cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> WorldModel:
-        """Load a checkpoint directory (or a shipped world's name, e.g. ``"carracing"``)."""
+        """Load a checkpoint directory, a shipped world's name (``"carracing"``) or a Hugging Face Hub repo id
+        (``"owner/name"`` or ``"owner/name@revision"``, through huggingface_hub's cache: offline once cached)."""
         from worldsim.worlds import resolve_world
 
         path = resolve_world(path)

@@ -9,7 +9,8 @@ Four measurements, all on episodes the model never trained on (``--episodes``):
   actions alone; PSNR/SSIM of frame h, beside the copy-last-frame baseline (the last real context
   frame repeated) and beside the same rollout under random actions (controllability: Genie's
   delta PSNR).
-* **long-run stability**: worlds dream ``stability_frames`` frames driven by recorded actions;
+* **long-run stability**: worlds dream ``stability_frames`` frames, driven by a policy that sees only the
+  dream (the source env's frame-only driver, e.g. the road follower for CarRacing) or by recorded actions;
   ``stability_ratio`` = FD(late frames, real frames) / FD(early frames, real frames), where FD is
   the Fréchet distance between Gaussians fitted to features of the world's own encoder (posterior
   mean latents, average-pooled to 4x4). 1.0 means the last frames are as close to real play as the
@@ -38,7 +39,7 @@ from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel, resize_frames
 from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
-from worldsim.precision import model_dtype
+from worldsim.precision import Precision, model_dtype
 from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
 PARTS = ("teacher", "open_loop", "stability")
@@ -49,7 +50,7 @@ class EvalConfig:
     """What ``worldsim eval`` measures."""
 
     checkpoint: str = DEFAULT_WORLD
-    """World checkpoint dir or shipped name."""
+    """World checkpoint dir, shipped world name or Hugging Face Hub repo id (owner/name[@revision])."""
     data: str = ""
     """Held-out trajectories (episodes never trained on)."""
     episodes: str = ""
@@ -84,7 +85,7 @@ class EvalConfig:
     """Rollouts run together (speed only: results do not depend on it)."""
     seed: int = 0
     """Seed of sampling noise and of the random actions."""
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     """fp32, bf16 or auto: the precision of the world's DiT (to check that bf16 play loses nothing)."""
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
 from worldsim.errors import InputError
 
-PRECISIONS = ("fp32", "bf16", "auto")
+Precision = Literal["fp32", "bf16", "auto"]
+"""fp32, bf16 or auto: a type, so the CLI shows the choices."""
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def use_bf16(precision: str, device: str | torch.device) -> bool:

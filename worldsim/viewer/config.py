@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from worldsim.errors import ConfigError
+from worldsim.precision import Precision
 from worldsim.video import check_video_path
 from worldsim.worlds import DEFAULT_WORLD
 
@@ -17,9 +18,9 @@ class PlayConfig:
     """What ``worldsim play`` shows and how."""
 
     world: str | None = None
-    """Shipped world name (default: carracing); use --checkpoint for a directory."""
+    """Shipped world name or Hugging Face Hub repo id owner/name[@revision] (default: carracing)."""
     checkpoint: str | None = None
-    """Checkpoint directory to play instead of a shipped world."""
+    """Checkpoint directory (or Hub repo id) to play instead of a shipped world."""
     headless: bool = False
     """Play without a display (SDL dummy driver), actions from --policy, unpaced unless --realtime."""
     steps: int = 0
@@ -46,7 +47,7 @@ class PlayConfig:
     """Show the HUD at the start (H toggles it)."""
     device: str = "cpu"
     """Torch device of the world."""
-    precision: str = "auto"
+    precision: Precision = "auto"
     """fp32, bf16 or auto (bf16 where the hardware has it natively: faster play)."""
     model_threads: int = 1
     """Torch threads of the worker that runs the world (0: torch's default). Torch ops called from a thread other

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from gymnasium import spaces
 
-from worldsim.display import import_pygame
+from worldsim.display import VIEWER_KEYS, import_pygame
 from worldsim.envs.world import WorldModelEnv
 
 
@@ -56,15 +56,7 @@ class Controls:
         self.held: set[int] = set()
         self.pointer: tuple[int, int] | None = None
         """Last pointer position in the window (from MOUSEMOTION events); None: the dream panel's centre."""
-        self.ui_keys = {
-            pygame.K_ESCAPE: Intent.QUIT,
-            pygame.K_r: Intent.RESET,
-            pygame.K_p: Intent.PAUSE,
-            pygame.K_LEFTBRACKET: Intent.FEWER_STEPS,
-            pygame.K_RIGHTBRACKET: Intent.MORE_STEPS,
-            pygame.K_h: Intent.HUD,
-            pygame.K_s: Intent.SCREENSHOT,
-        }
+        self.ui_keys = {pygame.key.key_code(name): Intent(intent) for name, intent in VIEWER_KEYS.items()}
 
     @classmethod
     def for_env(cls, env: WorldModelEnv) -> Controls:
