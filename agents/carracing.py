@@ -12,6 +12,7 @@ It reads the true car pose and the track from the env (``env.unwrapped.car``, ``
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium
@@ -22,6 +23,8 @@ from worldsim.errors import InputError
 # CarRacing-v3 discrete actions. car_racing.py calls car.steer(-0.6) for action 1: the hull turns clockwise,
 # i.e. to the driver's right (its docstring agrees: 1 steer right, 2 steer left).
 NOTHING, RIGHT, LEFT, GAS, BRAKE = 0, 1, 2, 3, 4
+EXCURSIONS = ("hold", "veer", "stop", "spin", "brake")
+"""What ``CarRacingDriver`` can do besides following the road (see its docstring)."""
 TRACK_HALF_WIDTH = 40 / 6.0
 """car_racing.TRACK_WIDTH: the road's half width in world units."""
 
@@ -45,6 +48,10 @@ class CarRacingDriver:
         noise: probability of a uniformly random action on any step.
         excursion_prob: per-step probability of starting an excursion while driving normally.
         excursion_steps: (min, max) length of an excursion, in steps (50 steps = 1 s).
+        excursion_kinds: which excursions it takes, drawn uniformly: ``hold`` (one random action held), ``veer``
+            (pursue a point beside the road: off it and back), ``stop`` (brake to a standstill and wait),
+            ``spin`` (gas with the wheel held to one side), ``brake`` (a hard stamp on the brake at speed).
+        veer_widths: (min, max) sideways offset of a ``veer``, in road half-widths (2 leaves the road).
         max_speed: speed limit on straights, world units per second (the road is ~13 units wide).
         min_speed: speed limit in the sharpest bends.
         lookahead: how far ahead the pursuit point sits, in track tiles (~3.5 units each), at standstill.
@@ -59,6 +66,8 @@ class CarRacingDriver:
         noise: float = 0.1,
         excursion_prob: float = 0.005,
         excursion_steps: tuple[int, int] = (20, 60),
+        excursion_kinds: tuple[str, ...] = ("hold", "veer"),
+        veer_widths: tuple[float, float] = (2.0, 4.0),
         max_speed: float = 110.0,
         min_speed: float = 40.0,
         lookahead: int = 6,
@@ -73,12 +82,17 @@ class CarRacingDriver:
             raise InputError(f"noise ({noise}) and excursion_prob ({excursion_prob}) are probabilities in [0, 1]")
         if not (1 <= excursion_steps[0] <= excursion_steps[1]):
             raise InputError(f"excursion_steps must be (min, max) with 1 <= min <= max, got {excursion_steps}")
+        unknown = set(excursion_kinds) - set(EXCURSIONS)
+        if unknown or not excursion_kinds:
+            raise InputError(f"excursion_kinds must be some of {', '.join(EXCURSIONS)}, got {excursion_kinds}")
         if not (0 < min_speed <= max_speed):
             raise InputError(f"need 0 < min_speed <= max_speed, got {min_speed} and {max_speed}")
         self.env = env
         self.noise = noise
         self.excursion_prob = excursion_prob
         self.excursion_steps = excursion_steps
+        self.excursion_kinds = tuple(excursion_kinds)
+        self.veer_widths = veer_widths
         self.max_speed = max_speed
         self.min_speed = min_speed
         self.lookahead = lookahead
@@ -93,7 +107,8 @@ class CarRacingDriver:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.excursion_left = 0
-        self.excursion_action: int | None = None  # held during a "hold" excursion; None during a "veer"
+        self.excursion_kind = ""
+        self.excursion_action: int | None = None  # held during a "hold" or "spin" excursion
         self.excursion_offset = 0.0  # pursuit point's sideways shift during a "veer", world units (+ = left)
 
     @property
@@ -107,19 +122,34 @@ class CarRacingDriver:
             self._start_excursion()
         if self.rng.random() < self.noise:
             return int(self.rng.integers(5))
-        if self.in_excursion and self.excursion_action is not None:
-            return self.excursion_action
-        return self._pursue(self.excursion_offset if self.in_excursion else 0.0)
+        if not self.in_excursion:
+            return self._pursue(0.0)
+        kind = self.excursion_kind
+        if kind == "veer":
+            return self._pursue(self.excursion_offset)
+        if kind == "stop":  # brake until (nearly) still, then stand with no input, as a waiting player does
+            return BRAKE if self._speed() > 1.0 else NOTHING
+        if kind == "spin":  # the wheel held to one side with the gas down, every other step (discrete steering)
+            return self.excursion_action if self.excursion_left % 2 else GAS  # type: ignore[return-value]
+        return self.excursion_action  # type: ignore[return-value]  # hold, brake
 
     def _start_excursion(self) -> None:
         self.excursion_left = int(self.rng.integers(self.excursion_steps[0], self.excursion_steps[1] + 1))
-        if self.rng.random() < 0.5:
+        self.excursion_kind = kind = str(self.rng.choice(self.excursion_kinds))
+        self.excursion_action, self.excursion_offset = None, 0.0
+        if kind == "hold":
             self.excursion_action = int(self.rng.integers(5))
-            self.excursion_offset = 0.0
-        else:
-            self.excursion_action = None
+        elif kind == "veer":
             side = 1.0 if self.rng.random() < 0.5 else -1.0
-            self.excursion_offset = side * TRACK_HALF_WIDTH * self.rng.uniform(2.0, 4.0)
+            self.excursion_offset = side * TRACK_HALF_WIDTH * self.rng.uniform(*self.veer_widths)
+        elif kind == "spin":
+            self.excursion_action = LEFT if self.rng.random() < 0.5 else RIGHT
+        elif kind == "brake":
+            self.excursion_action = BRAKE
+            self.excursion_left = min(self.excursion_left, int(self.rng.integers(5, 21)))  # a stamp, not a stop
+
+    def _speed(self) -> float:
+        return float(np.hypot(*self.env.unwrapped.car.hull.linearVelocity))
 
     def _track_geometry(self) -> None:
         """Cache the track's centre line and tangent headings; CarRacing builds a new track list every reset."""
@@ -162,3 +192,95 @@ class CarRacingDriver:
         if speed < limit:
             return GAS
         return NOTHING
+
+
+def car_state(env: gymnasium.Env) -> dict[str, float]:
+    """What the recorder logs per frame of a CarRacing episode for its data card: speed (world units per second)
+    and whether the car touches the road."""
+    hull = env.unwrapped.car.hull
+    return {"speed": float(np.hypot(*hull.linearVelocity)), "on_track": float(on_track(env))}
+
+
+@dataclass(frozen=True)
+class DrivingStyle:
+    """One way of driving a whole episode; ``CarRacingMix`` draws one per episode by ``weight``.
+
+    ``driver`` holds ``CarRacingDriver`` keyword arguments; ``road_gas`` set instead means the pixel road follower
+    (``RoadFollower``) drives, pressing gas on that (min, max) share of its straight steps.
+    """
+
+    name: str
+    weight: float
+    driver: dict[str, Any] = field(default_factory=dict)
+    road_gas: tuple[float, float] | None = None
+    start_still: tuple[int, int] = (0, 0)
+    """(min, max) steps the car first stands still with no input (a player who has not started yet)."""
+
+
+DRIVING_STYLES: tuple[DrivingStyle, ...] = (
+    DrivingStyle("normal", 0.14),
+    DrivingStyle("slow", 0.10, {"max_speed": 50.0, "min_speed": 25.0}),
+    DrivingStyle("fast", 0.08, {"max_speed": 170.0, "min_speed": 60.0, "noise": 0.05}),
+    DrivingStyle(
+        "stop_and_go", 0.14, {"excursion_prob": 0.02, "excursion_steps": (20, 80), "excursion_kinds": ("stop",)}
+    ),
+    DrivingStyle(
+        "standstill",
+        0.10,
+        {"max_speed": 60.0, "excursion_prob": 0.03, "excursion_steps": (60, 250), "excursion_kinds": ("stop",)},
+        start_still=(20, 200),
+    ),
+    DrivingStyle(
+        "hard_braking", 0.08, {"max_speed": 150.0, "excursion_prob": 0.02, "excursion_kinds": ("brake", "stop")}
+    ),
+    DrivingStyle(
+        "offroad",
+        0.10,
+        {"excursion_prob": 0.01, "excursion_steps": (60, 200), "excursion_kinds": ("veer",), "veer_widths": (3, 8)},
+    ),
+    DrivingStyle("spins", 0.06, {"excursion_prob": 0.01, "excursion_kinds": ("spin", "hold")}),
+    DrivingStyle("random", 0.08, {"noise": 1.0}),
+    DrivingStyle("road_follower", 0.12, road_gas=(0.15, 0.9)),
+)
+"""The documented mix behind ``worldsim record --policy carracing_mix`` (weights sum to 1): what a player or an
+agent will do to the world, not just a competent lap: standing still, stop-and-go, slow and fast driving, hard
+braking, long off-road excursions and recoveries, spins, random actions, and a frame-only road follower."""
+
+
+class CarRacingMix:
+    """A different driving style every episode, drawn from ``DRIVING_STYLES`` by the episode's seed.
+
+    ``episode_attrs`` names the style of the current episode (the recorder stores it with the episode, so data
+    cards and evaluations can split by style).
+    """
+
+    def __init__(
+        self, env: gymnasium.Env, seed: int | None = None, styles: tuple[DrivingStyle, ...] = DRIVING_STYLES
+    ) -> None:
+        total = sum(s.weight for s in styles)
+        if not styles or abs(total - 1.0) > 1e-6:
+            raise InputError(f"driving style weights must sum to 1, got {total}")
+        self.env, self.styles = env, styles
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        rng = np.random.default_rng(seed)
+        self.style = self.styles[rng.choice(len(self.styles), p=[s.weight for s in self.styles])]
+        self.still_left = int(rng.integers(self.style.start_still[0], self.style.start_still[1] + 1))
+        sub_seed = int(rng.integers(2**31))
+        if self.style.road_gas is not None:
+            from worldsim.agents.road_follower import RoadFollower
+
+            self.driver: Any = RoadFollower(self.env, sub_seed, gas_share=float(rng.uniform(*self.style.road_gas)))
+        else:
+            self.driver = CarRacingDriver(self.env, sub_seed, **self.style.driver)
+
+    @property
+    def episode_attrs(self) -> dict[str, str]:
+        return {"style": self.style.name}
+
+    def __call__(self, observation: Any = None) -> int:
+        if self.still_left > 0:
+            self.still_left -= 1
+            return NOTHING
+        return int(self.driver(observation))

@@ -8,6 +8,10 @@ to record varied, competent data, not to be learned from.
     obs, info = env.reset(seed=0)
     policy.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(policy(obs))
+
+A policy that drives a dream sees only frames; ``make_seeing_policy`` builds one from the action space alone:
+
+    policy = make_seeing_policy("road", world.action_space, seed=0)   # or "module:factory", or a factory callable
 """
 
 from __future__ import annotations
@@ -65,6 +69,12 @@ def _carracing(env: gymnasium.Env, seed: int | None) -> Policy:
     return CarRacingDriver(env, seed)
 
 
+def _carracing_mix(env: gymnasium.Env, seed: int | None) -> Policy:
+    from worldsim.agents.carracing import CarRacingMix
+
+    return CarRacingMix(env, seed)
+
+
 def _pusht(env: gymnasium.Env, seed: int | None) -> Policy:
     from worldsim.agents.pusht import PushTPusher
 
@@ -80,6 +90,7 @@ def _road(env: gymnasium.Env, seed: int | None) -> Policy:
 POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
     "random": RandomPolicy,
     "carracing": _carracing,
+    "carracing_mix": _carracing_mix,
     "road": _road,
     "pusht": _pusht,
 }
@@ -113,3 +124,54 @@ def make_policy(name: str, env: gymnasium.Env, seed: int | None = None) -> Polic
     if name not in POLICIES:
         raise InputError(f"unknown policy {name!r}: use one of {', '.join(POLICIES)}, or module:callable")
     return POLICIES[name](env, seed)
+
+
+def policy_name(policy: str | Callable[..., Any]) -> str:
+    """How messages name a policy: its name or ``module:factory`` as given, or a factory callable's qualified name."""
+    if isinstance(policy, str):
+        return policy
+    module, name = getattr(policy, "__module__", None), getattr(policy, "__qualname__", None)
+    return f"{module}:{name}" if module and name else repr(policy)
+
+
+def _seen_env(action_space: gymnasium.Space) -> gymnasium.Space:
+    """All a policy that drives a dream may know of its env: a copy of the action space that also answers
+    ``.action_space`` (with itself), so factories of both shapes work: ``(action_space, seed)`` gets a space, and
+    ``(env, seed)`` reads ``env.action_space``. A factory that reaches for anything else fails at once."""
+    seen = copy.deepcopy(action_space)
+    seen.action_space = seen  # type: ignore[attr-defined]
+    return seen
+
+
+def make_seeing_policy(
+    policy: str | Callable[..., Any], action_space: gymnasium.Space, seed: int | None = None
+) -> Policy:
+    """A policy that acts on frames alone, so it can drive a dream: a name in ``SEEING_POLICIES``, a
+    ``module:factory`` or a factory callable, of the shape ``(action_space, seed)`` or ``(env, seed)`` (it gets an
+    env that has nothing but ``action_space``). Every way this goes wrong is a one-line InputError naming the policy.
+    """
+    name = policy_name(policy)
+    if not isinstance(policy, str):
+        factory = policy
+    elif ":" in policy:
+        factory = load_factory(policy)
+    elif policy in SEEING_POLICIES:
+        factory = POLICIES[policy]
+    elif policy in POLICIES:
+        raise InputError(
+            f"policy {policy!r} reads the real env's internals, so it cannot drive a dream; use one that sees only "
+            f"frames: {', '.join(SEEING_POLICIES)} or module:factory"
+        )
+    else:
+        raise InputError(f"unknown policy {policy!r}: use one of {', '.join(SEEING_POLICIES)}, or module:factory")
+    try:
+        made = factory(_seen_env(action_space), seed)
+    except Exception as e:  # user code: whatever it raises is the policy's fault, said in one line
+        raise InputError(
+            f"policy {name}: its factory failed ({type(e).__name__}: {e}); a policy that drives a dream is built "
+            "from the action space alone: factory(action_space, seed), or factory(env, seed) with an env that has "
+            "only action_space"
+        ) from e
+    if not callable(made):
+        raise InputError(f"policy {name}: the factory returned {type(made).__name__}, not a callable")
+    return made if isinstance(made, Policy) else _Stateless(made)

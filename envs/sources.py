@@ -50,6 +50,9 @@ class SourceWorld:
     driver: str = ""
     """A policy that drives the env from its frames alone, so it can drive a dreamed world too (``worldsim eval``'s
     long dreams use it); empty: none, the dreams replay recorded actions."""
+    probe: str = ""
+    """``module:function(env) -> {name: float}``: state the recorder logs with every frame (under the episode's
+    ``infos``) for the data card, e.g. speed; empty: nothing."""
 
     def covers(self, env_id: str) -> bool:
         return any(env_id.startswith(i) if i.endswith("/") else env_id == i for i in self.ids)
@@ -66,6 +69,7 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         frame_skip=2,
         intro_seconds=2.0,
         driver="road",
+        probe="worldsim.agents.carracing:car_state",
     ),
     SourceWorld(("gym_pusht/PushT-v0",), "gym_pusht", "gym-pusht", {"obs_type": "pixels"}),
     SourceWorld(("ALE/",), "ale_py", "ale-py"),

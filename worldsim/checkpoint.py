@@ -52,6 +52,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+def check_output_path(path: str | Path, doing: str = "write") -> Path:
+    """``path`` as a Path if a file can be written there (missing folders are created later); else a one-line
+    ConfigError. Creates nothing: called before any work, so a bad output path fails at once, not after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot {doing} {path}: it is a directory")
+    # The nearest existing ancestor decides: the missing folders below it are created when the file is written.
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    missing = "" if existing == path.parent else f"cannot create {path.parent}: "
+    if not existing.is_dir():
+        raise ConfigError(f"cannot {doing} {path}: {missing}{existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot {doing} {path}: {missing}{existing} is not writable")
+    return path
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Atomic safetensors write."""
     with atomic_path(path) as tmp:

@@ -151,14 +151,15 @@ def cmd_eval(argv: list[str]) -> int:
     stability_ratio = FD(late, real) / FD(early, real) over long dreams, on the world's encoder features. Prints a
     markdown table; --json FILE writes every number.
     """
+    from worldsim.checkpoint import atomic_path, check_output_path
     from worldsim.eval import EvalConfig, evaluate, format_eval_table
 
     args = parse(WithJsonFile[EvalConfig], argv, "eval", cmd_eval.__doc__, WithJsonFile(EvalConfig()))
     cfg = args.config
+    if args.json:
+        check_output_path(args.json)  # before minutes of evaluation, not after
     result = evaluate(cfg, progress=sys.stderr.isatty())
     if args.json:
-        from worldsim.checkpoint import atomic_path
-
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(result, indent=2))
     print(format_eval_table(result, [int(h) for h in cfg.horizons.split(",")]))
@@ -197,6 +198,27 @@ def cmd_record(argv: list[str]) -> int:
         f"({result['frames_per_second']:.0f} frames/s, world frame rate {result['frame_rate']} fps)"
     )
     return _report("record", summary, result["interrupted"], kept="kept ")
+
+
+def cmd_data_card(argv: list[str]) -> int:
+    """Describe a trajectory file: actions, speeds, standing still, off the road, driving styles.
+
+    A short markdown card of what the data shows (what a world trained on it can learn), printed and with --out
+    also written to a file.
+    """
+    from worldsim.checkpoint import atomic_path, check_output_path
+    from worldsim.data.card import DataCardConfig, card_numbers, format_card
+    from worldsim.data.reader import TrajectoryReader
+
+    cfg = parse(DataCardConfig, argv, "data-card", cmd_data_card.__doc__)
+    if cfg.out:
+        check_output_path(cfg.out)
+    card = format_card(card_numbers(TrajectoryReader(cfg.data)), cfg.data)
+    if cfg.out:
+        with atomic_path(cfg.out) as tmp:
+            tmp.write_text(card)
+    print(card, end="")
+    return 0
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -270,6 +292,7 @@ def _presets_text(presets: dict[str, dict[str, Any]], chosen: str) -> str:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "record": cmd_record,
+    "data-card": cmd_data_card,
     "train": cmd_train,
     "play": cmd_play,
     "eval": cmd_eval,

@@ -10,13 +10,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from worldsim.checkpoint import atomic_path
+from worldsim.checkpoint import atomic_path, check_output_path
 from worldsim.errors import ConfigError
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -31,17 +30,7 @@ def check_video_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"cannot record to {path}: use a file ending in {' or '.join(VIDEO_SUFFIXES)}")
-    if path.is_dir():
-        raise ConfigError(f"cannot record to {path}: it is a directory")
-    # The nearest existing ancestor decides: the missing folders below it are created when recording starts.
-    existing = path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    missing = "" if existing == path.parent else f"cannot create {path.parent}: "
-    if not existing.is_dir():
-        raise ConfigError(f"cannot record to {path}: {missing}{existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot record to {path}: {missing}{existing} is not writable")
+    check_output_path(path, "record to")
     return path
 
 

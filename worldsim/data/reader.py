@@ -222,6 +222,26 @@ class TrajectoryReader:
             out = _to_uint8(out)
         return out
 
+    def infos(self, episode: int) -> dict[str, np.ndarray]:
+        """Per-frame values the recorder logged (N+1 each, e.g. ``speed``), from the episode's ``infos`` group;
+        empty for files without one."""
+        if self.kind != "minari":
+            return {}
+        group = self._open()[self.episodes[episode].group]
+        infos = group.get("infos")
+        if not isinstance(infos, h5py.Group):
+            return {}
+        return {k: np.asarray(v[()]) for k, v in infos.items() if isinstance(v, h5py.Dataset) and v.shape}
+
+    def episode_attrs(self, episode: int) -> dict[str, Any]:
+        """The episode's HDF5 attributes (``seed``, ``style`` of the recording policy, ...)."""
+        if self.kind != "minari":
+            return {}
+        return {
+            k: (v.item() if hasattr(v, "item") else v)
+            for k, v in self._open()[self.episodes[episode].group].attrs.items()
+        }
+
     def steps(self, episode: int) -> dict[str, np.ndarray]:
         """Per-step arrays of an episode: actions (N, ...), rewards, terminations, truncations (N,)."""
         ep = self.episodes[episode]

@@ -83,7 +83,9 @@ def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
     policy = make_policy(cfg.policy, env, seed)
     obs, _ = env.reset(seed=seed)
     policy.reset(seed)
+    probe = _probe(cfg.env)
     frames = [frame_of(env, obs)]
+    states = [probe(env)] if probe else []
     actions, rewards, terms, truncs = [], [], [], []
     for step in range(cfg.max_steps):
         action = policy(obs)
@@ -94,6 +96,8 @@ def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
             if terminated or truncated:
                 break
         frames.append(frame_of(env, obs))
+        if probe:
+            states.append(probe(env))
         actions.append(np.asarray(action))
         rewards.append(total)
         terms.append(terminated)
@@ -108,7 +112,18 @@ def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
         "terminations": np.asarray(terms),
         "truncations": np.asarray(truncs),
         "seed": seed,
+        "infos": {k: np.asarray([st[k] for st in states], dtype=np.float32) for k in (states[0] if states else {})},
+        "attrs": dict(getattr(policy, "episode_attrs", {})),
     }
+
+
+def _probe(env_id: str) -> Any:
+    """The source env's state probe (``SourceWorld.probe``), or None."""
+    from worldsim.agents.policy import load_factory
+    from worldsim.envs.sources import source_world
+
+    spec = source_world(env_id).probe
+    return load_factory(spec) if spec else None
 
 
 def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:

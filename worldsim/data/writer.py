@@ -71,8 +71,14 @@ class TrajectoryWriter:
         truncations: np.ndarray,
         seed: int | None = None,
         caption: str | None = None,
+        infos: dict[str, np.ndarray] | None = None,
+        attrs: dict[str, str | int | float] | None = None,
     ) -> int:
-        """Append one episode (N+1 frames, N steps); returns its index."""
+        """Append one episode (N+1 frames, N steps); returns its index.
+
+        ``infos``: per-frame values (N+1 each, Minari's ``infos`` group: the reset's, then every step's);
+        ``attrs``: extra attributes of the episode (e.g. the driving style that recorded it).
+        """
         obs = np.asarray(observations)
         n = len(obs) - 1
         if obs.dtype != np.uint8 or obs.ndim != 4 or obs.shape[1:] != (*self.frame_size, 3):
@@ -108,6 +114,13 @@ class TrajectoryWriter:
         for key, value in steps.items():
             # Minari appends to these, so they are resizable along time.
             group.create_dataset(key, data=value, chunks=True, maxshape=(None, *value.shape[1:]))
+        for key, value in (infos or {}).items():
+            value = np.asarray(value)
+            if len(value) != n + 1:
+                raise InputError(f"infos[{key!r}] has {len(value)} entries for {n + 1} frames")
+            group.create_dataset(f"infos/{key}", data=value)
+        for key, value in (attrs or {}).items():
+            group.attrs[key] = value
         if caption:
             self._captions[str(index)] = caption
         self.episodes += 1
