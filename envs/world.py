@@ -15,7 +15,6 @@ The env owns spaces, seeding, buffers and the window; the frames, reward and ter
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, SupportsFloat
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from worldsim.display import DEFAULT_ACTION_KEYS, WINDOW_PIXELS, import_pygame
+from worldsim.display import DEFAULT_ACTION_KEYS, WINDOW_PIXELS, import_pygame, key_code
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError, WorldsimError
 from worldsim.precision import model_dtype
@@ -196,28 +195,23 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         ``worldsim play`` leaves free (``DEFAULT_ACTION_KEYS``: not R, P, H, S) for 10..31. Other spaces need a key
         map (``ConfigError``).
         """
-        pygame = import_pygame()
         key_map = self.world.config.key_map
         if key_map:
-            return {self._chord(pygame, keys): self._key_action(keys, action) for keys, action in key_map.items()}
+            return {self._chord(keys): self._key_action(keys, action) for keys, action in key_map.items()}
         space = self.action_space
         if not isinstance(space, spaces.Discrete):
             raise ConfigError(
                 f"no key_map in this checkpoint's config.json and no default keys for {space}: add one, e.g. "
                 '{"up": [...], "left": [...]}'
             )
-        return {self._chord(pygame, c): i for i, c in enumerate(DEFAULT_ACTION_KEYS[: int(space.n)])}
+        return {self._chord(c): i for i, c in enumerate(DEFAULT_ACTION_KEYS[: int(space.n)])}
 
-    def _chord(self, pygame: Any, keys: str) -> tuple[int, ...]:
+    def _chord(self, keys: str) -> tuple[int, ...]:
         """``"up+left"`` -> sorted pygame key codes, the form ``play`` looks pressed keys up in."""
         codes = []
         for name in keys.split("+"):
             try:
-                with warnings.catch_warnings():
-                    # Names map to codes without SDL's video system (SDL_GetKeyFromName); pygame warns anyway
-                    # when display was initialised and quit before, and opening a display here would be worse.
-                    warnings.filterwarnings("ignore", message="pygame.init", category=Warning)
-                    codes.append(pygame.key.key_code(name.strip()))
+                codes.append(key_code(name.strip()))
             except ValueError:
                 raise ConfigError(
                     f"key_map key {keys!r}: {name.strip()!r} is not a pygame key name (e.g. 'up', 'space', 'w')"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import string
+import warnings
 from typing import Any
 
 WINDOW_PIXELS = 384
@@ -35,3 +36,13 @@ def import_pygame() -> Any:
 
         raise gymnasium.error.DependencyNotInstalled("a window and keyboard play need `pip install pygame`") from e
     return pygame
+
+
+def key_code(name: str) -> int:
+    """The pygame key code of a key name (``"up"``, ``"space"``, ``"w"``); ValueError for an unknown name."""
+    pygame = import_pygame()
+    with warnings.catch_warnings():
+        # Names map to codes without SDL's video system (SDL_GetKeyFromName); pygame warns anyway when no display
+        # is open (or one was opened and closed before), and opening a display here would be worse.
+        warnings.filterwarnings("ignore", message="pygame.init", category=Warning)
+        return pygame.key.key_code(name)

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from gymnasium import spaces
 
-from worldsim.display import VIEWER_KEYS, import_pygame
+from worldsim.display import VIEWER_KEYS, import_pygame, key_code
 from worldsim.envs.world import WorldModelEnv
 
 
@@ -46,7 +46,6 @@ class Controls:
     do-nothing action. Pointer worlds (a 2-D Box without a key map, PushT) take the pointer's position instead."""
 
     def __init__(self, keys_to_action: dict[tuple[int, ...], Any], noop: Any, pointer: spaces.Box | None = None):
-        pygame = import_pygame()
         self.keys = keys_to_action
         """Sorted tuples of pygame key codes (chords) -> actions."""
         self.action_keys = {k for chord in keys_to_action for k in chord}
@@ -56,7 +55,7 @@ class Controls:
         self.held: set[int] = set()
         self.pointer: tuple[int, int] | None = None
         """Last pointer position in the window (from MOUSEMOTION events); None: the dream panel's centre."""
-        self.ui_keys = {pygame.key.key_code(name): Intent(intent) for name, intent in VIEWER_KEYS.items()}
+        self.ui_keys = {key_code(name): Intent(intent) for name, intent in VIEWER_KEYS.items()}
 
     @classmethod
     def for_env(cls, env: WorldModelEnv) -> Controls:
