@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium
 
+from worldsim.agents.family import ROAD_FAMILY
 from worldsim.errors import InputError
 
 
@@ -92,10 +93,11 @@ POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
     "carracing": _carracing,
     "carracing_mix": _carracing_mix,
     "road": _road,
+    **ROAD_FAMILY,  # road_slow, road_fast, road_stopgo, road_weave, road_brake: worldsim.agents.family
     "pusht": _pusht,
 }
 """Named policies; each entry is a factory ``(env, seed) -> Policy``, the same shape as a ``module:callable``."""
-SEEING_POLICIES = ("random", "road")
+SEEING_POLICIES = ("random", "road", *ROAD_FAMILY)
 """Named policies that need nothing but the observation (and the action space): they can drive a dream."""
 
 
@@ -168,10 +170,10 @@ def make_seeing_policy(
         made = factory(_seen_env(action_space), seed)
     except Exception as e:  # user code: whatever it raises is the policy's fault, said in one line
         raise InputError(
-            f"policy {name}: its factory failed ({type(e).__name__}: {e}); a policy that drives a dream is built "
+            f"policy {name!r}: its factory failed ({type(e).__name__}: {e}); a policy that drives a dream is built "
             "from the action space alone: factory(action_space, seed), or factory(env, seed) with an env that has "
             "only action_space"
         ) from e
     if not callable(made):
-        raise InputError(f"policy {name}: the factory returned {type(made).__name__}, not a callable")
+        raise InputError(f"policy {name!r}: the factory returned {type(made).__name__}, not a callable")
     return made if isinstance(made, Policy) else _Stateless(made)

@@ -9,15 +9,18 @@ from worldsim import envs  # noqa: F401  (registers the worldsim/* Gymnasium ids
 from worldsim.config import ActionSpec, AutoencoderConfig, DiTConfig, SamplerConfig, WorldConfig
 from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import WorldsimError
+from worldsim.predict import PredictResult, predict
 
 __all__ = [
     "ActionSpec",
     "AutoencoderConfig",
     "DiTConfig",
+    "PredictResult",
     "SamplerConfig",
     "StepOutput",
     "WorldConfig",
     "WorldModel",
     "WorldsimError",
+    "predict",
 ]
 __version__ = "0.1.0"

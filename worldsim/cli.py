@@ -183,6 +183,39 @@ def cmd_play(argv: list[str]) -> int:
     return _report("play", summary, result["interrupted"])
 
 
+def cmd_predict(argv: list[str]) -> int:
+    """Predict a policy's returns in a world, beside the real env with --real.
+
+    The policy sees only frames (road, random, or module:factory). It drives --episodes dreams of --horizon steps
+    from the world's start contexts or --data episodes; with --real each dream starts from the real env's first
+    frames after its intro, and the real env goes on beside it under the same policy. Prints each episode's
+    predicted (and real) return and termination and the means; --json FILE writes every number, --video FILE a
+    grid of the episodes (real | dream).
+    """
+    from worldsim.predict import PredictConfig, format_predict_table, predict, write_predict_json, write_predict_video
+
+    cfg = parse(PredictConfig, argv, "predict", cmd_predict.__doc__)
+    result = predict(
+        cfg.world,
+        cfg.policy,
+        episodes=cfg.episodes,
+        horizon=cfg.horizon,
+        real=cfg.real,
+        data=cfg.data or None,
+        seed=cfg.seed,
+        context=cfg.context,
+        keep_frames=bool(cfg.video),
+        progress=sys.stderr.isatty(),
+        precision=cfg.precision,
+    )
+    if cfg.json:
+        write_predict_json(result, cfg.json)
+    if cfg.video:
+        write_predict_video(result, cfg.video)
+    print(format_predict_table(result))
+    return 0
+
+
 def cmd_record(argv: list[str]) -> int:
     """Record episodes of a Gymnasium env into an HDF5 trajectory file.
 
@@ -296,6 +329,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "play": cmd_play,
     "eval": cmd_eval,
+    "predict": cmd_predict,
     "bench": cmd_bench,
     "bench-env": cmd_bench_env,
 }
