@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -132,6 +133,21 @@ def test_autoencoder_overfits_a_tiny_dataset(tmp_path, data):
     after = recon_error(trained)
     assert after < before / 3, f"reconstruction error {before:.1f} -> {after:.1f}"
     assert abs(trained.encode(frames).std().item() - 1.0) < 0.5, "latent_scale does not bring latents near unit std"
+
+
+def test_autoencoder_export_measures_heldout_reconstruction(tmp_path, data):
+    """With --holdout, every export writes the held-out reconstruction PSNR of the exported (EMA) weights."""
+    overrides = dict(data=str(data), out=str(tmp_path / "run"), frame_size="16x16", steps=8, workers=0, holdout=1)
+    cfg = with_preset(AutoencoderTrainConfig, "autoencoder", "tiny", {**overrides, "precision": "fp32"})
+    stage = AutoencoderStage(cfg)
+    assert stage.heldout_episodes == [2]
+    train(stage, cfg, progress=False)
+    metrics = json.loads((tmp_path / "run" / "autoencoder" / "metrics.json").read_text())
+    assert metrics["step"] == 8 and metrics["frames"] == 10  # all 10 frames of the 9-step held-out episode
+    _, _, exported = load_trained_autoencoder(tmp_path / "run")
+    frames = torch.from_numpy(stage.reader.frames(2))
+    mse = (exported.decode(exported.encode(frames)).double() - frames.double()).pow(2).mean(dim=(1, 2, 3))
+    assert metrics["heldout_psnr"] == pytest.approx((10 * torch.log10(255.0**2 / mse)).mean().item(), abs=1e-3)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:

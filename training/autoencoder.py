@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +12,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from worldsim.checkpoint import save_autoencoder
+from worldsim.checkpoint import atomic_path, save_autoencoder
 from worldsim.config import AutoencoderConfig
 from worldsim.data.clips import ClipDataset
 from worldsim.data.recorder import parse_size
+from worldsim.engine import resize_frames
 from worldsim.errors import ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.training.common import open_training_data
 from worldsim.training.config import AutoencoderTrainConfig
 
 EXPORT_DIR = "autoencoder"
+METRICS_FILE = "metrics.json"
 SCALE_FRAMES = 512
 """Frames encoded to measure the latent scale at export."""
+HELDOUT_FRAMES = 1024
+"""Held-out frames (spread over the --holdout episodes) whose reconstruction PSNR is measured at every export."""
 
 
 class AutoencoderStage:
@@ -41,6 +47,7 @@ class AutoencoderStage:
         if self.frame_size[0] % f or self.frame_size[1] % f:
             raise InputError(f"--frame-size {cfg.frame_size} must be divisible by the autoencoder factor {f}")
         self.reader, episodes = open_training_data(cfg)
+        self.heldout_episodes = list(range(len(episodes), len(self.reader)))
         self.dataset = ClipDataset(self.reader, 1, self.frame_size, episodes=episodes)
         torch.manual_seed(cfg.seed)
         self.model = FrameAutoencoder(self.ae_config)
@@ -72,9 +79,43 @@ class AutoencoderStage:
         mean, _ = model.encode_distribution(FrameAutoencoder.to_pixels(frames).to(device))
         return float(1.0 / mean.float().std().clamp_min(1e-6))
 
+    @torch.no_grad()
+    def heldout_psnr(self, model: FrameAutoencoder) -> dict[str, float]:
+        """Reconstruction PSNR (dB, uint8 frames) of up to ``HELDOUT_FRAMES`` frames of the held-out episodes:
+        the ceiling of every frame a world built on this autoencoder shows. Empty without --holdout."""
+        if not self.heldout_episodes:
+            return {}
+        per_episode = max(1, HELDOUT_FRAMES // len(self.heldout_episodes))
+        frames = []
+        for e in self.heldout_episodes:
+            n = self.reader.episodes[e].steps + 1
+            idx = np.unique(np.linspace(0, n - 1, min(n, per_episode)).round().astype(int))
+            frames.append(self.reader.frames(e)[idx])
+        real = resize_frames(torch.from_numpy(np.concatenate(frames)), self.frame_size)
+        device = next(model.parameters()).device
+        recon = torch.cat([model.decode(model.encode(chunk.to(device))).cpu() for chunk in real.split(256)])
+        mse = (recon.double() - real.double()).pow(2).mean(dim=(1, 2, 3))
+        psnr = (10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))).numpy()
+        return {
+            "heldout_psnr": float(psnr.mean()),
+            "heldout_psnr_p10": float(np.percentile(psnr, 10)),
+            "frames": len(psnr),
+        }
+
     def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:
         ema.latent_scale.fill_(self.latent_scale(ema))  # type: ignore[union-attr]
         save_autoencoder(out / EXPORT_DIR, list(self.frame_size), dataclasses.asdict(self.ae_config), ema.state_dict())
+        metrics = self.heldout_psnr(ema)  # type: ignore[arg-type]
+        if metrics:
+            with atomic_path(out / EXPORT_DIR / METRICS_FILE) as tmp:
+                tmp.write_text(json.dumps({**card, **metrics}, indent=2))
+            print(
+                f"autoencoder at step {card.get('step')}: held-out reconstruction PSNR "
+                f"{metrics['heldout_psnr']:.2f} dB (10th percentile {metrics['heldout_psnr_p10']:.2f}) "
+                f"over {metrics['frames']} frames",
+                file=sys.stderr,
+                flush=True,
+            )
 
     @torch.no_grad()
     def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
