@@ -54,11 +54,6 @@ class RoadFollower:
         self._last_turn = LEFT
         self._credit = 0.0
 
-    def aim(self) -> float:
-        """Where across the road to drive, in frame widths right of its centre: 0, the centre line (a weaving
-        variant moves it, see ``worldsim.agents.family``)."""
-        return 0.0
-
     def __call__(self, observation: Any) -> int:
         frame = np.asarray(observation)
         H, W = frame.shape[:2]
@@ -66,7 +61,7 @@ class RoadFollower:
         cols = np.nonzero(road_mask(rows))[1]
         if len(cols) < max(2, W // 32):  # lost: keep turning the way it last turned, slowly
             return self._last_turn
-        offset = (cols.mean() + 0.5) / W - 0.5 + self.aim()  # aim point (road centre + aim) right of the car
+        offset = (cols.mean() + 0.5) / W - 0.5
         if abs(offset) > self.deadband:
             self._last_turn = RIGHT if offset > 0 else LEFT
             return self._last_turn

@@ -53,6 +53,9 @@ class SourceWorld:
     probe: str = ""
     """``module:function(env) -> {name: float}``: state the recorder logs with every frame (under the episode's
     ``infos``) for the data card, e.g. speed; empty: nothing."""
+    policy_family: tuple[str, ...] = ()
+    """Frame-only policies of clearly different quality and style (registered names) whose returns ``worldsim eval``
+    asks a world of this env to predict (its policy-shift part); empty: that part is skipped."""
 
     def covers(self, env_id: str) -> bool:
         return any(env_id.startswith(i) if i.endswith("/") else env_id == i for i in self.ids)
@@ -70,6 +73,7 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         intro_seconds=2.0,
         driver="road",
         probe="worldsim.agents.carracing:car_state",
+        policy_family=("road", "road_slow", "road_fast", "road_stopgo", "road_weave", "road_brake", "random"),
     ),
     SourceWorld(("gym_pusht/PushT-v0",), "gym_pusht", "gym-pusht", {"obs_type": "pixels"}),
     SourceWorld(("ALE/",), "ale_py", "ale-py"),

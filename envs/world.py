@@ -172,14 +172,8 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
     # ----------------------------------------------------------------- keyboard play
     @property
     def noop(self) -> Any:
-        """The do-nothing action (for ``play(..., noop=env.unwrapped.noop)``): 0, zeros, or the Box's zero clipped
-        into its bounds."""
-        space = self.action_space
-        if isinstance(space, spaces.Discrete):
-            return int(space.start)
-        if isinstance(space, spaces.MultiDiscrete):
-            return np.zeros(space.shape, dtype=space.dtype)
-        return np.clip(np.zeros(space.shape, dtype=space.dtype), space.low, space.high)
+        """The do-nothing action (for ``play(..., noop=env.unwrapped.noop)``): see ``noop_action``."""
+        return noop_action(self.action_space)
 
     def get_keys_to_action(self) -> dict[tuple[int, ...], Any]:
         """Key combinations -> actions, in the form ``gymnasium.utils.play`` takes: sorted tuples of pygame key codes.
@@ -258,3 +252,13 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         pygame.event.pump()
         pygame.display.flip()
         self._clock.tick(self.metadata["render_fps"])
+
+
+def noop_action(space: spaces.Space) -> Any:
+    """The do-nothing action of an action space: 0 (Discrete), zeros (MultiDiscrete), or the Box's zero clipped into
+    its bounds."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.start)
+    if isinstance(space, spaces.MultiDiscrete):
+        return np.zeros(space.shape, dtype=space.dtype)
+    return np.clip(np.zeros(space.shape, dtype=space.dtype), space.low, space.high)

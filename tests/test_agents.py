@@ -159,7 +159,7 @@ def test_random_policy_is_seeded():
 
 def test_make_policy_errors():
     env = make_source_env("CarRacing-v3")
-    with pytest.raises(InputError, match="random, carracing, road, pusht"):
+    with pytest.raises(InputError, match="random, carracing, carracing_mix, road"):
         make_policy("nope", env, 0)
     for spec in (
         "no_such_module_xyz:make",

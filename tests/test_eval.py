@@ -8,13 +8,23 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import tiny_config
-from helpers import write_dataset
+from helpers import labelled_episode, write_dataset
 from test_compat import write_recording
 
 from worldsim.cli import main
 from worldsim.config import ActionSpec
+from worldsim.data import TrajectoryWriter
 from worldsim.engine import WorldModel
-from worldsim.eval import frechet_distance, psnr, ssim
+from worldsim.eval import (
+    STILL_PIXEL_CHANGE,
+    average_ranks,
+    context_is_still,
+    frechet_distance,
+    pearson,
+    psnr,
+    spearman,
+    ssim,
+)
 
 
 def test_psnr_matches_its_definition():
@@ -45,6 +55,32 @@ def test_frechet_distance_of_shifted_and_scaled_features():
     assert abs(frechet_distance(a, a)) < 1e-6
     assert abs(frechet_distance(a, a + shift) - (shift**2).sum()) < 1e-6  # same covariance: the mean term only
     assert abs(frechet_distance(a, 2 * a) - trace) < 1e-6  # tr A + tr 4A - 2 tr 2A
+
+
+def test_rank_correlation_matches_its_closed_forms():
+    assert average_ranks(np.array([30, 10, 20, 20])).tolist() == [4, 1, 2.5, 2.5]  # ties share their mean rank
+    x, y = np.array([3.0, 1.0, 4.0, 1.5, 9.0, 2.6]), np.array([2.0, 7.0, 1.0, 8.0, 2.8, 1.8])
+    d = average_ranks(x) - average_ranks(y)
+    n = len(x)
+    assert abs(spearman(x, y) - (1 - 6 * (d**2).sum() / (n * (n * n - 1)))) < 1e-12  # no ties: 1 - 6 sum d^2 / ...
+    assert spearman(x, np.exp(x)) == 1.0 and abs(spearman(x, -(x**3)) + 1) < 1e-12  # ranks only
+    # With a tie: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4) correlate by 4.5 / sqrt(4.5 * 5).
+    assert abs(spearman(np.array([1, 2, 2, 3]), np.arange(4)) - np.sqrt(0.9)) < 1e-12
+    assert abs(pearson(x, 2 * x + 1) - 1) < 1e-12 and pearson(x, np.ones(n)) == 0.0  # constant: no correlation
+
+
+def test_a_context_is_still_when_its_speed_or_its_pixels_say_so():
+    frames = np.full((4, 16, 16, 3), 90, np.uint8)
+    assert context_is_still(frames)
+    nudged = frames.copy()
+    nudged[2, 0, 0, 0] += 20  # 20 / 768 of a frame's values: less than the threshold
+    assert STILL_PIXEL_CHANGE > 20 / (16 * 16 * 3) and context_is_still(nudged)
+    moving = frames.copy()
+    moving[3, :, :4] = 200  # a quarter of the frame changes
+    assert not context_is_still(moving)
+    # A logged speed decides, whatever the pixels: below 1 unit/s on every frame of the context is still.
+    assert context_is_still(moving, speed=np.array([0.0, 0.3, 0.99, 0.1]))
+    assert not context_is_still(frames, speed=np.array([0.0, 0.3, 1.5, 0.1]))
 
 
 @pytest.fixture
@@ -104,6 +140,9 @@ def test_eval_does_not_depend_on_batching(tiny_eval_setup, tmp_path):
         (["--episodes", "7"], "episodes 0..2"),
         (["--horizons", "a"], "integers"),
         (["--stability-policy", "carracing"], "sees only the dream"),
+        (["--family", "road,carracing"], "see only frames"),
+        (["--family", "road"], "two or more"),
+        (["--family-horizon", "0"], "must be >= 1"),
     ],
 )
 def test_eval_bad_options_give_one_line(tiny_eval_setup, capsys, extra, message):
@@ -150,3 +189,59 @@ def test_skipped_frames_default_to_the_intro_of_the_worlds_source_env(tmp_path, 
     argv = ["eval", "--checkpoint", str(tmp_path / "w"), "--data", str(data), "--parts", "teacher", "--context", "2"]
     assert main([*argv, "--teacher-frames", "20", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["teacher_frames"] == min(20, 61 - skipped - 2)
+
+
+@pytest.mark.parametrize("logged", [True, False])
+def test_open_loop_is_split_by_motion_in_the_context(tmp_path, logged):
+    """Episode 0 stands still (constant frames, speed 0), episodes 1 and 2 move: from the logged speed when the file
+    has it, else from the pixels, the same split; the copy-last baseline of each group is its own mean."""
+    episodes = [labelled_episode(i, n, 32) for i, n in enumerate((30, 34, 31))]
+    episodes[0]["observations"][:] = episodes[0]["observations"][0]
+    data = tmp_path / "d.h5"
+    with TrajectoryWriter(
+        data, env_id="Test-v0", frame_size=(32, 32), action_space=gym.spaces.Discrete(5), frame_rate=12
+    ) as w:
+        for i, ep in enumerate(episodes):
+            speed = np.full(len(ep["observations"]), 0.0 if i == 0 else 5.0, np.float32)
+            w.add_episode(**ep, seed=i, infos={"speed": speed} if logged else None)
+    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Discrete(5)), frame_size=(32, 32))
+    cfg.frame_rate = 12
+    WorldModel(cfg).save_pretrained(tmp_path / "w")
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(tmp_path / "w"), "--data", str(data), "--parts", "open_loop"]
+    argv += ["--horizons", "1,4", "--context", "2", "--skip-frames", "3", "--starts-per-episode", "1"]
+    assert main([*argv, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["motion_from"] == ("speed" if logged else "pixels")
+    assert (result["rollouts_still"], result["rollouts_moving"]) == (1, 2)
+    obs = [ep["observations"] for ep in episodes]
+    assert result["baseline_psnr_h4_still"] > 90  # a still scene: copy-last is exact
+    assert abs(result["baseline_psnr_h4_moving"] - np.mean([psnr(o[4], o[8]) for o in obs[1:]])) < 1e-6
+    assert abs((result["psnr_h1_still"] + 2 * result["psnr_h1_moving"]) / 3 - result["psnr_h1"]) < 1e-6
+
+
+def test_policy_shift_part_on_a_tiny_carracing_world(tiny_eval_setup, tmp_path, capsys):
+    """A world of CarRacing: standstill drift (and the real env's, ~0) and two policies' predicted vs real returns
+    on real tracks, at tiny sizes; a world with no source env skips the part with a note."""
+    _, _, argv = tiny_eval_setup
+    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Discrete(5)), frame_size=(32, 32))
+    cfg.source_env, cfg.frame_rate = "CarRacing-v3", 25
+    WorldModel(cfg).save_pretrained(tmp_path / "car")
+    data = write_recording(tmp_path / "car.h5", env_id="CarRacing-v3", frame_rate=25, lengths=(30,), size=32)
+    car = [*argv, "--checkpoint", str(tmp_path / "car"), "--data", str(data), "--parts", "policy_shift"]
+    small = ["--family", "road_fast,random", "--family-episodes", "2", "--family-horizon", "3"]
+    out = tmp_path / "eval.json"
+    assert main([*car, *small, "--standstill-tracks", "1", "--skip-frames", "50", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["standstill_tracks"] == 1 and result["standstill_drift_h30_real"] < 0.5  # the real car stays put
+    for key in ("standstill_drift_h1", "standstill_drift_h15", "standstill_drift_h30", "policy_return_pearson",
+                "policy_return_spearman", "policy_return_mae", "policy_return_mae_share"):  # fmt: skip
+        assert np.isfinite(result[key]), key
+    table = result["policy_returns"]
+    assert [row["policy"] for row in table] == ["road_fast", "random"] and result["policy_return_tracks"] == 2
+    predicted, real = (np.array([row[k] for row in table]) for k in ("predicted_return", "real_return"))
+    assert abs(result["policy_return_mae"] - np.abs(predicted - real).mean()) < 1e-9
+    printed = capsys.readouterr().out
+    assert "Standstill" in printed and "| road_fast |" in printed and "Spearman" in printed
+    assert main([*argv, "--parts", "policy_shift", "--json", str(out)]) == 0  # Test-v0: nothing to play
+    assert "no source env" in json.loads(out.read_text())["policy_shift_note"]

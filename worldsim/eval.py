@@ -1,6 +1,7 @@
 """``worldsim eval``: how good is a world, measured on held-out real episodes.
 
-Four measurements, all on episodes the model never trained on (``--episodes``):
+Four measurements, on episodes the model never trained on (``--episodes``) and, for the last, on the real tracks
+they were recorded on:
 
 * **teacher-forced next frame**: the model's memory holds the real past (``step(observed=...)``)
   and it predicts each next frame from the true action; PSNR/SSIM against the real frame, beside
@@ -15,6 +16,16 @@ Four measurements, all on episodes the model never trained on (``--episodes``):
   the Fréchet distance between Gaussians fitted to features of the world's own encoder (posterior
   mean latents, average-pooled to 4x4). 1.0 means the last frames are as close to real play as the
   first ones; drift and collapse push it up.
+* **policy shift** (worlds whose source env runs here): does the world hold still when nothing is done, and does
+  it tell good policies from bad ones? ``standstill_drift_h30``: from real frames of a car that stands still, 30
+  no-op dream frames; mean |dream - real still frame| in uint8 units, beside the real env's own value (~0).
+  ``policy_return_*``: each policy of the source env's family (``SourceWorld.policy_family``: for CarRacing the
+  road follower at several speeds, stop-and-go, weaving, braking, random) plays ``family_episodes`` real tracks
+  and dreams forked from them (``worldsim.predict``); the mean dreamed and real H-step returns per policy are
+  compared by Pearson and Spearman correlation and by MAE (also as a share of the real returns' range).
+
+The open-loop numbers are also split by whether anything moves in the context (``psnr_h{h}_moving`` /
+``_still``): a world can score well on still starts by copying, and the split shows it.
 
 Every rollout has its own noise generator seeded by (seed, episode, start), so a number does not
 depend on how rollouts are batched.
@@ -37,12 +48,22 @@ from worldsim.checkpoint import load_config
 from worldsim.data.compat import check_data_matches_world
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel, resize_frames
-from worldsim.envs.sources import source_world
-from worldsim.errors import InputError
+from worldsim.envs.sources import SourceWorld, frame_of, make_source_env, source_world
+from worldsim.errors import InputError, WorldsimError
 from worldsim.precision import Precision, model_dtype
 from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
-PARTS = ("teacher", "open_loop", "stability")
+PARTS = ("teacher", "open_loop", "stability", "policy_shift")
+STILL_SPEED = 1.0
+"""Speed (the source env's units per second: CarRacing's world units) below which a car counts as still."""
+STILL_PIXEL_CHANGE = 0.1
+"""Mean absolute change between consecutive uint8 frames of a context (0-255 units, over pixels, channels and frame
+pairs) below which the context counts as still, where the data logs no speed. Measured on 64x64 CarRacing at 25 fps:
+a stopped car's view does not change but for the HUD's score counter (up to 0.25 on a frame where it ticks); a car
+creeping under 1 unit/s changes 0.1-0.2, as much as one at 3-10 units/s; over 10 units/s ~1. On 4-frame contexts of
+the policy family this agrees with the speed rule on 88% of them; a logged speed is the better judge."""
+STANDSTILL_HORIZONS = (1, 15, 30)
+"""Dream frames after a standstill context at which its drift is reported; the last is the headline."""
 
 
 @dataclass
@@ -56,7 +77,7 @@ class EvalConfig:
     episodes: str = ""
     """Episode indices to use, e.g. '220-239' (default: all in the file)."""
     parts: str = ",".join(PARTS)
-    """Which measurements to run: teacher, open_loop, stability (comma-separated)."""
+    """Which measurements to run: teacher, open_loop, stability, policy_shift (comma-separated)."""
     horizons: str = "1,4,16,64"
     """Comma-separated open-loop horizons at which PSNR/SSIM are reported."""
     context: int = 4
@@ -81,6 +102,17 @@ class EvalConfig:
     """Frames skipped at the start of every episode before any rollout or reference frame; default: the seconds
     that the world's source env opens with that are not play, at the world's frame rate (50 for CarRacing's
     zoom-in at 25 fps; 0 for most envs)."""
+    family: str = "auto"
+    """Policy shift: the policies whose returns the world predicts (two or more, comma-separated: names that see only
+    frames, or module:factory); auto: the family the world's source env lists (SourceWorld.policy_family), if any."""
+    family_episodes: int = 8
+    """Policy shift: real tracks each policy of the source env's family plays (and dreams), the same for all."""
+    family_horizon: int = 200
+    """Policy shift: H, the steps after the context over which a policy's return is summed (real and dreamed)."""
+    standstill_context: int = 4
+    """Policy shift: real frames of the still car a standstill dream starts from."""
+    standstill_tracks: int = 4
+    """Policy shift: real tracks the standstill drift is averaged over."""
     batch: int = 16
     """Rollouts run together (speed only: results do not depend on it)."""
     seed: int = 0
@@ -135,6 +167,42 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
 
 
+def pixel_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame mean absolute difference of uint8 frames (..., H, W, 3), in 0-255 units."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=(-3, -2, -1))
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two 1-D samples; 0 where either is constant (no linear relation to measure)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D sample; tied values share the mean of the ranks they span."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, group, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return np.bincount(group, weights=ranks)[group] / counts[group]
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation: Pearson's of the average ranks (so ties are handled as in scipy's spearmanr)."""
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+def context_is_still(frames: np.ndarray, speed: np.ndarray | None = None) -> bool:
+    """Whether nothing moves in a context of uint8 frames (T, H, W, 3): every frame's logged ``speed`` (T,) below
+    ``STILL_SPEED`` when the data has it, else consecutive frames closer than ``STILL_PIXEL_CHANGE`` on average."""
+    if speed is not None:
+        return bool((np.asarray(speed) < STILL_SPEED).all())
+    return bool(pixel_distance(frames[1:], frames[:-1]).mean() < STILL_PIXEL_CHANGE)
+
+
 def parse_episodes(text: str, total: int) -> list[int]:
     if not text:
         return list(range(total))
@@ -174,6 +242,13 @@ class _Evaluation:
         self.frames = {e: resize_frames(torch.from_numpy(reader.frames(e)), size).numpy() for e in self.episodes}
         self.steps = {e: reader.steps(e) for e in self.episodes}
         self.seeds = {e: reader.seed(e) for e in self.episodes}
+        # Newer recordings log the source's per-frame state (SourceWorld.probe): CarRacing's speed tells moving
+        # starts from still ones better than pixels do.
+        self.speeds = {e: reader.infos(e).get("speed") for e in self.episodes}
+        # Real tracks for the policy-shift part: seed, seed + 1, ... from the first held-out episode's (held-out
+        # tracks, when the held-out episodes were recorded in a row), else --seed.
+        first = self.seeds[self.episodes[0]] if self.episodes else None
+        self.track_seed = first if first is not None else cfg.seed
         self.wm.action_space.seed(cfg.seed)  # random actions for the controllability rollouts
 
     def _bar(self, total: int, desc: str):
@@ -228,7 +303,7 @@ class _Evaluation:
             "reward_mae": float(np.abs(r_pred - r_true).mean()),
             # The best constant guess (the held-out median) is the bar a reward head has to clear.
             "reward_baseline_mae": float(np.abs(r_true - np.median(r_true)).mean()),
-            "reward_corr": float(np.corrcoef(r_pred, r_true)[0, 1]) if r_pred.std() > 0 and r_true.std() > 0 else 0.0,
+            "reward_corr": pearson(r_pred, r_true),
             "terminations": int(t_true.sum()),
             "termination_false_alarms_per_1k": float(1000 * (t_pred & ~t_true).sum() / max(1, (~t_true).sum())),
         }
@@ -251,6 +326,7 @@ class _Evaluation:
             raise InputError(
                 f"no episode in {cfg.data} is long enough for skipped frames {skip} + context {c} + horizon {longest}"
             )
+        still = np.array([context_is_still(self.frames[e][s : s + c], self._speed(e, s, c)) for e, s in keys])
         scores: dict[str, list[np.ndarray]] = {}
 
         def add(name: str, values: np.ndarray) -> None:
@@ -280,7 +356,22 @@ class _Evaluation:
         result.update({k: float(np.mean(np.concatenate(v))) for k, v in scores.items()})
         for h in horizons:
             result[f"delta_psnr_h{h}"] = result[f"psnr_h{h}"] - result[f"random_action_psnr_h{h}"]
+        # The same scores split by whether anything moves in the context (a group without starts has no key).
+        logged = [self.speeds[e] is not None for e, _ in keys]
+        result["motion_from"] = "speed" if all(logged) else "pixels" if not any(logged) else "speed, else pixels"
+        result["rollouts_moving"], result["rollouts_still"] = int((~still).sum()), int(still.sum())
+        for h in horizons:
+            for name in (f"psnr_h{h}", f"baseline_psnr_h{h}"):
+                values = np.concatenate(scores[name])  # in the order of keys
+                for group, rows in (("moving", ~still), ("still", still)):
+                    if rows.any():
+                        result[f"{name}_{group}"] = float(values[rows].mean())
         return result
+
+    def _speed(self, episode: int, start: int, n: int) -> np.ndarray | None:
+        """The logged speed of frames start..start+n of an episode, or None where the data has none."""
+        speed = self.speeds[episode]
+        return None if speed is None else speed[start : start + n]
 
     def _features(self, frames: np.ndarray) -> np.ndarray:
         """Encoder features of uint8 frames (N, H, W, 3): posterior mean latents pooled to 4x4."""
@@ -372,7 +463,6 @@ class _Evaluation:
         policy has had a window to take over): how far from the recorded frames real play with this policy is.
         None when the world names no source env or it cannot be made here."""
         from worldsim.data.recorder import RecordConfig, record_episode
-        from worldsim.errors import WorldsimError
 
         cfg, source = self.cfg, self.wm.config.source_env
         if not source:
@@ -392,9 +482,120 @@ class _Evaluation:
             return None
         return self._features(np.concatenate(frames))
 
+    def policy_shift(self) -> dict[str, Any]:
+        """Standstill drift and the source env's policy family's predicted vs real returns; skipped with a note
+        where the world names no source env or it cannot run here."""
+        source_id = self.wm.config.source_env
+        if not source_id:
+            return {"policy_shift_note": "skipped: the world names no source env to play"}
+        try:
+            env = make_source_env(source_id)
+        except WorldsimError as e:
+            return {"policy_shift_note": f"skipped: its source env cannot run here ({e})"}
+        source = source_world(source_id)
+        try:
+            result = self._standstill(env, source)
+        finally:
+            env.close()
+        return {**result, **self._policy_returns(source)}
+
+    def _standstill(self, env: Any, source: SourceWorld) -> dict[str, Any]:
+        """Dreams from real frames of a car that stands still, given no-op actions: how far they drift from the
+        still frame, beside how far the real env does (~0)."""
+        from worldsim.agents.policy import load_factory
+        from worldsim.envs.world import noop_action
+        from worldsim.predict import real_repeat
+
+        cfg, c, skip = self.cfg, self.cfg.standstill_context, self.cfg.skip_frames
+        longest = STANDSTILL_HORIZONS[-1]
+        if not source.probe:
+            return {"standstill_note": "skipped: the source env logs no speed to tell that a car stands still"}
+        probe, repeat = load_factory(source.probe), real_repeat(env, self.wm.config)
+        noop_real, noop = noop_action(env.action_space), np.asarray(noop_action(self.wm.action_space))
+        contexts, futures, seeds = [], [], []
+        for i in range(cfg.standstill_tracks):
+            seed = self.track_seed + i
+            obs, _ = env.reset(seed=seed)
+            frames, speeds, ended = [frame_of(env, obs)], [probe(env).get("speed")], False
+            if speeds[0] is None:
+                return {"standstill_note": "skipped: the source env's probe logs no speed"}
+            for _ in range(skip + c - 1 + longest):  # no input through the intro, the context and the horizon
+                for _ in range(repeat):
+                    obs, _, terminated, truncated, _ = env.step(noop_real)
+                    ended = bool(terminated or truncated)
+                    if ended:
+                        break
+                if ended:
+                    break
+                frames.append(frame_of(env, obs))
+                speeds.append(probe(env)["speed"])
+            if ended or max(speeds[skip : skip + c]) >= STILL_SPEED:
+                continue  # not a standstill start (CarRacing's car waits for gas, so this should not happen)
+            frames = resize_frames(torch.from_numpy(np.stack(frames)), self.wm.frame_size).numpy()
+            contexts.append(frames[skip : skip + c])
+            futures.append(frames[skip + c : skip + c + longest])
+            seeds.append(seed)
+        if not seeds:
+            return {"standstill_note": f"skipped: no car stood still in the context on {cfg.standstill_tracks} tracks"}
+        B = len(seeds)
+        ctx, real = np.stack(contexts), np.stack(futures)  # (B, c, H, W, 3), (B, longest, H, W, 3)
+        actions = np.broadcast_to(noop, (B, c - 1, *noop.shape)).copy() if c > 1 else None
+        self.wm.reset(ctx, actions=actions, generator=self._generators([(s, 0) for s in seeds]))
+        steps = np.broadcast_to(noop, (B, *noop.shape)).copy()
+        dream = np.stack([self.wm.step(steps).frames for _ in range(longest)], 1)  # (B, longest, H, W, 3)
+        result: dict[str, Any] = {"standstill_tracks": B}
+        for h in STANDSTILL_HORIZONS:
+            result[f"standstill_drift_h{h}"] = float(pixel_distance(dream[:, h - 1], ctx[:, -1]).mean())
+            result[f"standstill_drift_h{h}_real"] = float(pixel_distance(real[:, h - 1], ctx[:, -1]).mean())
+        return result
+
+    def _policy_returns(self, source: SourceWorld) -> dict[str, Any]:
+        """Each policy of the family on the same real tracks and in dreams forked from them (``worldsim.predict``):
+        how well the dreamed H-step returns order and size the policies."""
+        from worldsim.predict import predict
+
+        cfg = self.cfg
+        family = source.policy_family if cfg.family == "auto" else _names(cfg.family)
+        if not family:
+            return {"policy_return_note": "skipped: the source env lists no policy family (SourceWorld.policy_family)"}
+        table = []
+        for name in family:
+            run = predict(
+                self.wm, name, episodes=cfg.family_episodes, horizon=cfg.family_horizon, real=True,
+                seed=self.track_seed, context=cfg.context, progress=self.progress,
+            )  # fmt: skip
+            assert run.real_return is not None  # real=True
+            table.append(
+                {
+                    "policy": name,
+                    "predicted_return": float(run.dream_return.mean()),
+                    "real_return": float(run.real_return.mean()),
+                    "episode_return_mae": float(np.abs(run.dream_return - run.real_return).mean()),
+                }
+            )
+        predicted = np.array([row["predicted_return"] for row in table])
+        real = np.array([row["real_return"] for row in table])
+        mae, spread = float(np.abs(predicted - real).mean()), float(real.max() - real.min())
+        result = {
+            "policy_return_tracks": cfg.family_episodes,
+            "policy_return_horizon": cfg.family_horizon,
+            "policy_return_pearson": pearson(predicted, real),
+            "policy_return_spearman": spearman(predicted, real),
+            "policy_return_mae": mae,
+            "policy_returns": table,
+        }
+        if spread > 0:  # the error as a share of how far apart the policies really are
+            result["policy_return_mae_share"] = mae / spread
+        return result
+
+
+def _names(text: str) -> list[str]:
+    """The items of a comma-separated option."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
 
 def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
-    parts = [p.strip() for p in cfg.parts.split(",") if p.strip()]
+    parts = _names(cfg.parts)
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise InputError(f"--parts: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
@@ -402,12 +603,22 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
         [int(h) for h in cfg.horizons.split(",")]
     except ValueError:
         raise InputError(f"--horizons {cfg.horizons}: expected comma-separated integers like 1,4,16,64") from None
+    if min(cfg.family_episodes, cfg.family_horizon, cfg.standstill_context, cfg.standstill_tracks) < 1:
+        raise InputError(
+            "--family-episodes, --family-horizon, --standstill-context and --standstill-tracks must be >= 1"
+        )
     from worldsim.agents import SEEING_POLICIES
 
     if cfg.stability_policy not in ("auto", "replay", *SEEING_POLICIES) and ":" not in cfg.stability_policy:
         raise InputError(
             f"--stability-policy {cfg.stability_policy}: use auto, replay, {', '.join(SEEING_POLICIES)} or "
             "module:factory (a policy that sees only the dream's frames)"
+        )
+    family = _names(cfg.family)
+    if cfg.family != "auto" and (len(family) < 2 or any(p not in SEEING_POLICIES and ":" not in p for p in family)):
+        raise InputError(
+            f"--family {cfg.family}: use auto, or two or more comma-separated policies that see only frames "
+            f"({', '.join(SEEING_POLICIES)}, module:factory)"
         )
     run = _Evaluation(cfg, progress)
     result: dict[str, Any] = {"checkpoint": cfg.checkpoint, "data": cfg.data, "episodes": len(run.episodes)}
@@ -447,6 +658,21 @@ def format_eval_table(result: dict[str, Any], horizons: list[int]) -> str:
                 f"{result[f'random_action_psnr_h{h}']:.2f} | {result[f'delta_psnr_h{h}']:.2f} |"
             )
         lines.append("")
+    if "rollouts_still" in result:
+
+        def cell(key: str) -> str:
+            return f"{result[key]:.2f}" if key in result else "-"
+
+        lines += [
+            f"Open loop by motion in the context ({result['rollouts_moving']} moving, {result['rollouts_still']} still "
+            f"starts, told by {result['motion_from']}):",
+            "| horizon | PSNR moving | copy-last moving | PSNR still | copy-last still |",
+            "|---|---|---|---|---|",
+        ]
+        for h in horizons:
+            keys = [f"psnr_h{h}_moving", f"baseline_psnr_h{h}_moving", f"psnr_h{h}_still", f"baseline_psnr_h{h}_still"]
+            lines.append(f"| {h} | " + " | ".join(cell(k) for k in keys) + " |")
+        lines.append("")
     if "stability_ratio" in result:
         lines.append(
             f"Stability over {result['stability_frames']} frames ({result['stability_worlds']} worlds): "
@@ -459,4 +685,42 @@ def format_eval_table(result: dict[str, Any], horizons: list[int]) -> str:
                 else ""
             )
         )
+        lines.append("")
+    lines += _policy_shift_lines(result)
     return "\n".join(lines).rstrip()
+
+
+def _policy_shift_lines(result: dict[str, Any]) -> list[str]:
+    lines = [f"Policy shift: {result[k]}" for k in ("policy_shift_note", "standstill_note") if k in result]
+    if "standstill_drift_h30" in result:
+        dream = ", ".join(f"h{h} {result[f'standstill_drift_h{h}']:.2f}" for h in STANDSTILL_HORIZONS)
+        real = ", ".join(f"{result[f'standstill_drift_h{h}_real']:.2f}" for h in STANDSTILL_HORIZONS)
+        lines.append(
+            f"Standstill, no input ({result['standstill_tracks']} real tracks): mean |dream - still frame| (0-255) "
+            f"{dream}; real env {real}"
+        )
+    if "policy_return_note" in result:
+        lines.append(f"Policy returns: {result['policy_return_note']}")
+    if "policy_return_pearson" in result:
+        lines += [
+            "",
+            f"Policy returns over {result['policy_return_horizon']} steps ({result['policy_return_tracks']} real "
+            "tracks each, dreams forked from them):",
+            "| policy | predicted | real | per-track MAE |",
+            "|---|---|---|---|",
+        ]
+        for row in result["policy_returns"]:
+            lines.append(
+                f"| {row['policy']} | {row['predicted_return']:.1f} | {row['real_return']:.1f} | "
+                f"{row['episode_return_mae']:.1f} |"
+            )
+        lines.append(
+            f"Pearson {result['policy_return_pearson']:.3f}, Spearman {result['policy_return_spearman']:.3f}, "
+            f"MAE {result['policy_return_mae']:.2f}"
+            + (
+                f" ({100 * result['policy_return_mae_share']:.1f}% of the real returns' range)"
+                if "policy_return_mae_share" in result
+                else ""
+            )
+        )
+    return lines

@@ -261,7 +261,7 @@ def _intro_frames(config: WorldConfig) -> int:
     return round(source_world(config.source_env).intro_seconds * config.frame_rate)
 
 
-def _real_repeat(env: Any, config: WorldConfig) -> int:
+def real_repeat(env: Any, config: WorldConfig) -> int:
     """Env steps per world step: the action repeat that turns the env's native rate into the world's (the source
     adapter's frame skip for the worlds it records, e.g. 2 for CarRacing's 50 fps at 25)."""
     from worldsim.envs.sources import frame_rate
@@ -290,7 +290,7 @@ def _real_starts(
     from worldsim.envs.sources import frame_of
 
     size = _frame_size(config)
-    repeat = _real_repeat(env, config)
+    repeat = real_repeat(env, config)
     intro = _intro_frames(config)
     fork = intro + context - 1  # world steps before the fork: the fork's frame is the context's last
     contexts, actions, seen, real = [], [], [], []
