@@ -7,7 +7,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import randomize, tiny_config
 from helpers import labelled_episode, write_dataset
 from test_compat import write_recording
 
@@ -245,3 +245,35 @@ def test_policy_shift_part_on_a_tiny_carracing_world(tiny_eval_setup, tmp_path, 
     assert "Standstill" in printed and "| road_fast |" in printed and "Spearman" in printed
     assert main([*argv, "--parts", "policy_shift", "--json", str(out)]) == 0  # Test-v0: nothing to play
     assert "no source env" in json.loads(out.read_text())["policy_shift_note"]
+
+
+def test_standstill_in_held_out_data(tmp_path):
+    """Where a held-out episode stands still with no input (logged speed 0, no-op actions) for the context and 30
+    frames, the world is reset there and given 30 no-ops; the recorded frames are the reference's own drift (0 for
+    a frozen scene). A moving episode offers no window."""
+    episodes = [labelled_episode(i, n, 32) for i, n in enumerate((50, 50))]
+    still = episodes[0]
+    still["observations"][10:] = still["observations"][10]
+    still["actions"][9:] = 0
+    data = tmp_path / "d.h5"
+    with TrajectoryWriter(
+        data, env_id="Test-v0", frame_size=(32, 32), action_space=gym.spaces.Discrete(5), frame_rate=12
+    ) as w:
+        for i, ep in enumerate(episodes):
+            speed = np.full(len(ep["observations"]), 5.0, np.float32)
+            if i == 0:
+                speed[10:] = 0.0
+            w.add_episode(**ep, seed=i, infos={"speed": speed})
+    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Discrete(5)), frame_size=(32, 32))
+    cfg.frame_rate = 12
+    wm = WorldModel(cfg)
+    randomize(wm.dit, 0)
+    wm.save_pretrained(tmp_path / "w")
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(tmp_path / "w"), "--data", str(data), "--parts", "policy_shift"]
+    assert main([*argv, "--context", "2", "--skip-frames", "3", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["standstill_data_windows"] == 1  # frames 10..41 of episode 0; episode 1 never stops
+    assert result["standstill_drift_h30_data_real"] == 0.0
+    assert result["standstill_drift_h30_data"] > 0.0  # a random world does not hold a frozen scene
+    assert "no source env" in result["policy_shift_note"]

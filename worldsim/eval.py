@@ -485,19 +485,58 @@ class _Evaluation:
     def policy_shift(self) -> dict[str, Any]:
         """Standstill drift and the source env's policy family's predicted vs real returns; skipped with a note
         where the world names no source env or it cannot run here."""
+        in_data = self._standstill_in_data()  # needs only held-out data that logs speed
         source_id = self.wm.config.source_env
         if not source_id:
-            return {"policy_shift_note": "skipped: the world names no source env to play"}
+            return {**in_data, "policy_shift_note": "skipped: the world names no source env to play"}
         try:
             env = make_source_env(source_id)
         except WorldsimError as e:
-            return {"policy_shift_note": f"skipped: its source env cannot run here ({e})"}
+            return {**in_data, "policy_shift_note": f"skipped: its source env cannot run here ({e})"}
         source = source_world(source_id)
         try:
             result = self._standstill(env, source)
         finally:
             env.close()
-        return {**result, **self._policy_returns(source)}
+        return {**result, **in_data, **self._policy_returns(source)}
+
+    def _standstill_in_data(self) -> dict[str, Any]:
+        """The standstill drift where held-out episodes stop mid-track: windows where the logged speed stays below
+        ``STILL_SPEED`` and the action is the no-op for ``standstill_context`` + 30 frames (a car waiting on the
+        road, off it, or after a spin: harder than the start line). The real frames after the context are the
+        reference's own drift. Needs data that logs speed (``worldsim record`` of a source with a probe)."""
+        from worldsim.envs.world import noop_action
+
+        cfg, c = self.cfg, self.cfg.standstill_context
+        longest = STANDSTILL_HORIZONS[-1]
+        noop = np.asarray(noop_action(self.wm.action_space))
+        keys = []
+        for e in self.episodes:
+            speed, actions = self.speeds[e], self.steps[e]["actions"]
+            if speed is None:
+                continue
+            # frame t is still and the action into frame t (actions[t - 1]) is the no-op
+            quiet = (speed[1:] < STILL_SPEED) & np.all(actions.reshape(len(actions), -1) == noop.reshape(1, -1), 1)
+            s = max(1, cfg.skip_frames)
+            while s + c + longest <= len(quiet) + 1 and len(keys) < 4 * cfg.standstill_tracks:
+                if quiet[s - 1 : s - 1 + c + longest].all():
+                    keys.append((e, s))
+                    s += c + longest  # windows do not overlap
+                else:
+                    s += 1
+        if not keys:
+            return {"standstill_data_note": "no held-out stretch stands still with no input for the whole window"}
+        ctx = np.stack([self.frames[e][s : s + c] for e, s in keys])
+        real = np.stack([self.frames[e][s + c : s + c + longest] for e, s in keys])
+        actions = np.stack([self.steps[e]["actions"][s : s + c - 1] for e, s in keys]) if c > 1 else None
+        self.wm.reset(ctx, actions=actions, generator=self._generators(keys))
+        steps = np.broadcast_to(noop, (len(keys), *noop.shape)).copy()
+        dream = np.stack([self.wm.step(steps).frames for _ in range(longest)], 1)
+        result: dict[str, Any] = {"standstill_data_windows": len(keys)}
+        for h in STANDSTILL_HORIZONS:
+            result[f"standstill_drift_h{h}_data"] = float(pixel_distance(dream[:, h - 1], ctx[:, -1]).mean())
+            result[f"standstill_drift_h{h}_data_real"] = float(pixel_distance(real[:, h - 1], ctx[:, -1]).mean())
+        return result
 
     def _standstill(self, env: Any, source: SourceWorld) -> dict[str, Any]:
         """Dreams from real frames of a car that stands still, given no-op actions: how far they drift from the
@@ -698,6 +737,12 @@ def _policy_shift_lines(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"Standstill, no input ({result['standstill_tracks']} real tracks): mean |dream - still frame| (0-255) "
             f"{dream}; real env {real}"
+        )
+    if "standstill_drift_h30_data" in result:
+        dream = ", ".join(f"h{h} {result[f'standstill_drift_h{h}_data']:.2f}" for h in STANDSTILL_HORIZONS)
+        real = ", ".join(f"{result[f'standstill_drift_h{h}_data_real']:.2f}" for h in STANDSTILL_HORIZONS)
+        lines.append(
+            f"Standstill mid-episode ({result['standstill_data_windows']} held-out stops): {dream}; recorded {real}"
         )
     if "policy_return_note" in result:
         lines.append(f"Policy returns: {result['policy_return_note']}")
