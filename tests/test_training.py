@@ -211,6 +211,27 @@ def load_world_config(autoencoder_dir):
     )
 
 
+def test_init_from_a_world_with_another_autoencoder_keeps_the_transformer(tmp_path, data, autoencoder_dir, capsys):
+    """--init onto a new latent space: the blocks, conditioning and heads carry over; the layers that read and
+    write latents (their shapes follow the latent channels) start fresh."""
+    train(
+        WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "old", steps=2)),
+        world_cfg(data, autoencoder_dir, tmp_path / "old", steps=2),
+        progress=False,
+    )
+    wider = dataclasses.replace(TINY_AE, latent_channels=8)
+    save_autoencoder(tmp_path / "ae8", [16, 16], dataclasses.asdict(wider), FrameAutoencoder(wider).state_dict())
+    cfg = world_cfg(data, tmp_path / "ae8", tmp_path / "new", steps=1, init=str(tmp_path / "old" / "world"))
+    stage = WorldStage(cfg)
+    assert "patch embedding and output start fresh" in capsys.readouterr().err
+    old = WorldModel.from_pretrained(tmp_path / "old" / "world").dit.state_dict()
+    new = stage.model.state_dict()
+    assert new["patch_in.weight"].shape[1] == 2 * old["patch_in.weight"].shape[1]
+    assert torch.equal(new["blocks.0.attn.qkv.weight"], old["blocks.0.attn.qkv.weight"])
+    assert torch.equal(new["action_embed.tables.0.weight"], old["action_embed.tables.0.weight"])
+    assert not new["patch_out.weight"].any()  # zero-initialised like any fresh DiT output
+
+
 def test_world_training_with_captions_builds_a_text_world(tmp_path, autoencoder_dir):
     data = tmp_path / "captioned.h5"
     write_dataset(data, lengths=(10, 12), size=16, captions=True)

@@ -29,6 +29,8 @@ from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcin
 from worldsim.worlds import resolve_world
 
 EXPORT_DIR = "world"
+LATENT_IO = ("patch_in.", "patch_out.")
+"""DiT layers whose shapes follow the autoencoder's latent channels and patch."""
 START_CONTEXTS = 16
 """Start contexts shipped with the exported world (first frames of training episodes)."""
 START_FRAMES = 4
@@ -88,7 +90,10 @@ class WorldStage:
         torch.manual_seed(cfg.seed)
         self.model = DiT(self.config.dit, action, ae_config.latent_channels)
         if init_state is not None:
-            load_state(self.model, strip_prefix(init_state, "dit."), cfg.init)
+            dit_state = strip_prefix(init_state, "dit.")
+            if init_config is not None and init_config.autoencoder != ae_config:
+                dit_state = self._transfer_to_new_latents(dit_state, init_config.autoencoder, ae_config)
+            load_state(self.model, dit_state, cfg.init)
         latents = None
         if cfg.latent_cache:
             cache = Path(cfg.out) / "latents.h5"
@@ -110,6 +115,24 @@ class WorldStage:
         self.latent_shape = (ae_config.latent_channels, h, w)
         self.tokens_per_sample = cfg.clip_frames * (h // self.config.dit.patch) * (w // self.config.dit.patch)
         self.starts = self._start_contexts(episodes)
+
+    def _transfer_to_new_latents(
+        self, dit_state: dict[str, Tensor], old: AutoencoderConfig, new: AutoencoderConfig
+    ) -> dict[str, Tensor]:
+        """Fine-tuning onto another autoencoder: the layers that read and write latents (patch embedding and output)
+        start fresh, everything else (blocks, conditioning, heads) carries over. The latent space is new, but what
+        the transformer learned about time, actions and rewards is a better start than noise; any other mismatch
+        (model size, clip length) is still an error from the strict load."""
+        fresh = self.model.state_dict()
+        state = {k: v for k, v in dit_state.items() if not k.startswith(LATENT_IO)}
+        state.update({k: v for k, v in fresh.items() if k.startswith(LATENT_IO)})
+        print(
+            f"--init {self.cfg.init}: another autoencoder ({old.latent_channels} -> {new.latent_channels} latent "
+            f"channels, factor {old.factor} -> {new.factor}): the patch embedding and output start fresh, the "
+            f"other {len(state) - sum(k.startswith(LATENT_IO) for k in state)} tensors carry over",
+            file=sys.stderr,
+        )
+        return state
 
     def _start_contexts(self, episodes: list[int]) -> dict[str, Tensor]:
         chosen = [e for e in episodes if self.reader.episode_frames[e] >= START_FRAMES][:START_CONTEXTS]
