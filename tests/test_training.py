@@ -232,6 +232,14 @@ def test_init_from_a_world_with_another_autoencoder_keeps_the_transformer(tmp_pa
     assert not new["patch_out.weight"].any()  # zero-initialised like any fresh DiT output
 
 
+def test_default_patch_keeps_a_token_at_16_pixels(tmp_path, data, autoencoder_dir):
+    """--patch 0 picks the patch from the autoencoder: one token covers 16x16 pixels (the tiny autoencoder has
+    factor 2, so patch 8: one token per 16x16 frame); a given --patch is kept."""
+    auto = WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "a", patch=0))
+    assert auto.config.dit.patch * auto.config.autoencoder.factor == 16 and auto.tokens_per_sample == 4  # 4 frames
+    assert WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "b", patch=4)).config.dit.patch == 4
+
+
 def test_world_training_with_captions_builds_a_text_world(tmp_path, autoencoder_dir):
     data = tmp_path / "captioned.h5"
     write_dataset(data, lengths=(10, 12), size=16, captions=True)

@@ -81,6 +81,9 @@ class WorldTrainConfig(TrainConfig):
     """DiT size (worldsim.config.DIT_SIZES)."""
     clip_frames: int = 16
     """Frames per training clip (the model's max context)."""
+    patch: int = 0
+    """Latent patch size of the DiT; 0: 16 / the autoencoder's factor, so one token covers 16x16 pixels whatever
+    the autoencoder (2 for factor-8 latents, 4 for factor-4: 16 tokens per 64x64 frame either way)."""
     init: str = ""
     """Fine-tune from this world checkpoint (its action space must match the data)."""
     latent_cache: bool = True
@@ -96,7 +99,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": dict(steps=20000, batch_size=256, lr=1e-3, warmup_steps=500, workers=8),
     },
     "world": {
-        "tiny": dict(steps=30, batch_size=4, warmup_steps=5, model_size="XS", clip_frames=4, log_every=5),
+        "tiny": dict(steps=30, batch_size=4, warmup_steps=5, model_size="XS", clip_frames=4, patch=2, log_every=5),
         "default": dict(steps=20000, batch_size=16, lr=3e-4, warmup_steps=500),
         "gpu": dict(steps=60000, batch_size=128, lr=3e-4, warmup_steps=1000, workers=8),
     },

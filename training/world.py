@@ -29,6 +29,9 @@ from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcin
 from worldsim.worlds import resolve_world
 
 EXPORT_DIR = "world"
+PIXELS_PER_TOKEN = 16
+"""Side in pixels of the square a DiT token covers by default (``--patch 0``): 16 tokens per 64x64 frame, the
+budget that keeps the shipped world real-time on a 2-core CPU."""
 LATENT_IO = ("patch_in.", "patch_out.")
 """DiT layers whose shapes follow the autoencoder's latent channels and patch."""
 START_CONTEXTS = 16
@@ -79,7 +82,12 @@ class WorldStage:
                 frame_rate=self.reader.frame_rate,
                 action=action,
                 autoencoder=ae_config,
-                dit=dit_config(cfg.model_size, max_frames=cfg.clip_frames, text_dim=text_dim),
+                dit=dit_config(
+                    cfg.model_size,
+                    max_frames=cfg.clip_frames,
+                    text_dim=text_dim,
+                    patch=cfg.patch or max(1, PIXELS_PER_TOKEN // ae_config.factor),
+                ),
                 sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - sinks)),
                 name=cfg.name or _world_name(self.reader.env_id),
                 # Data that records no env id keeps the env of the world it fine-tunes.
