@@ -87,7 +87,7 @@ def check_actions(spec: ActionSpec, actions: Any, lead: tuple[int, ...]) -> Tens
     The one check of actions: the env, the vector env, the viewer's key map and the engine all call it; the
     conditioning trusts what comes out. A Discrete action may come as (..., 1) (a batch of one from a policy).
     """
-    space = spec.to_gym()
+    space = _SpaceName(spec)  # named only in errors: building a gymnasium space per step would be waste
     if isinstance(actions, Tensor):
         t = actions
     else:
@@ -122,6 +122,16 @@ def check_actions(spec: ActionSpec, actions: Any, lead: tuple[int, ...]) -> Tens
     if (flat < 0).any() or (flat >= high).any():
         raise InputError(f"actions {t.tolist()} out of range: outside {space}")
     return t
+
+
+class _SpaceName:
+    """Formats as the action space's gymnasium repr (``Discrete(5)``), built only when an error message needs it."""
+
+    def __init__(self, spec: ActionSpec) -> None:
+        self.spec = spec
+
+    def __str__(self) -> str:
+        return str(self.spec.to_gym())
 
 
 class WorldModel:
