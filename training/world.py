@@ -183,10 +183,15 @@ class WorldStage:
         ae.load_state_dict({k: v.cpu() for k, v in self.autoencoder.state_dict().items()})
         return WorldModel(self.config, ae, dit, self.starts)
 
+    @property
+    def trained_steps(self) -> int:
+        """Steps in the training episodes (the held-out ones left out)."""
+        return sum(self.reader.episode_frames[e] - 1 for e in self.dataset.episodes)
+
     def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:
         model_card = (
             f"# {self.config.name}\n\nTrained by `worldsim train world` on `{self.cfg.data}` "
-            f"({len(self.dataset.episodes)} episodes, {self.reader.total_steps} steps, source env "
+            f"({len(self.dataset.episodes)} episodes, {self.trained_steps} steps, source env "
             f"`{self.reader.env_id}`).\n\n- model size: {self.cfg.model_size}, clip {self.cfg.clip_frames} frames\n"
             f"- steps: {card['step']}, wall time: {card['wall_seconds']} s\n"
         )
