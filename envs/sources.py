@@ -56,6 +56,9 @@ class SourceWorld:
     policy_family: tuple[str, ...] = ()
     """Frame-only policies of clearly different quality and style (registered names) whose returns ``worldsim eval``
     asks a world of this env to predict (its policy-shift part); empty: that part is skipped."""
+    key_map: dict[str, Any] = field(default_factory=dict)
+    """Keys -> action that worlds trained on this env's data play with (``WorldConfig.key_map``: pygame key names,
+    ``+`` for chords); empty: the env/viewer defaults for the action space."""
 
     def covers(self, env_id: str) -> bool:
         return any(env_id.startswith(i) if i.endswith("/") else env_id == i for i in self.ids)
@@ -74,6 +77,7 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         driver="road",
         probe="worldsim.agents.carracing:car_state",
         policy_family=("road", "road_slow", "road_fast", "road_stopgo", "road_weave", "road_brake", "random"),
+        key_map={"up": 3, "down": 4, "left": 2, "right": 1},  # gas, brake, steer (the discrete actions' order)
     ),
     SourceWorld(("gym_pusht/PushT-v0",), "gym_pusht", "gym-pusht", {"obs_type": "pixels"}),
     SourceWorld(("ALE/",), "ale_py", "ale-py"),

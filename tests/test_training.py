@@ -232,6 +232,21 @@ def test_init_from_a_world_with_another_autoencoder_keeps_the_transformer(tmp_pa
     assert not new["patch_out.weight"].any()  # zero-initialised like any fresh DiT output
 
 
+def test_a_world_gets_its_source_env_keys_and_a_fine_tuned_one_keeps_its_name(tmp_path, autoencoder_dir):
+    """Arrow keys come with worlds trained on CarRacing data (the source adapter's key_map); --init keeps the name
+    (the Gymnasium id) and keys of the world it starts from, whatever the data's env is called."""
+    racing = tmp_path / "racing.h5"
+    write_dataset(racing, lengths=(14, 20, 9), size=16, env_id="CarRacing-v3")
+    fresh = WorldStage(world_cfg(racing, autoencoder_dir, tmp_path / "fresh", steps=1))
+    assert fresh.config.key_map == {"up": 3, "down": 4, "left": 2, "right": 1}
+    assert fresh.config.name == "carracing"
+    plain = WorldStage(world_cfg(tmp_path / "racing.h5", autoencoder_dir, tmp_path / "plain", steps=1, name="Racer"))
+    plain.config.key_map = {"space": 3}
+    plain.world_model(plain.model).save_pretrained(tmp_path / "racer")
+    tuned = WorldStage(world_cfg(racing, autoencoder_dir, tmp_path / "tuned", steps=1, init=str(tmp_path / "racer")))
+    assert (tuned.config.name, tuned.config.key_map) == ("Racer", {"space": 3})
+
+
 def test_default_patch_keeps_a_token_at_16_pixels(tmp_path, data, autoencoder_dir):
     """--patch 0 picks the patch from the autoencoder: one token covers 16x16 pixels (the tiny autoencoder has
     factor 2, so patch 8: one token per 16x16 frame); a given --patch is kept."""

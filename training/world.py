@@ -17,6 +17,7 @@ from worldsim.data.clips import ClipDataset
 from worldsim.data.compat import check_data_matches_world, data_action_spec
 from worldsim.data.latents import build_latent_cache
 from worldsim.engine import WorldModel
+from worldsim.envs.sources import source_world
 from worldsim.errors import CheckpointError, ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
@@ -89,7 +90,9 @@ class WorldStage:
                     patch=cfg.patch or max(1, PIXELS_PER_TOKEN // ae_config.factor),
                 ),
                 sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - sinks)),
-                name=cfg.name or _world_name(self.reader.env_id),
+                # A fine-tuned world keeps the name (its Gymnasium id) and keys of the world it starts from.
+                name=cfg.name or (init_config.name if init_config else _world_name(self.reader.env_id)),
+                key_map=dict(init_config.key_map) if init_config else dict(source_world(self.reader.env_id).key_map),
                 # Data that records no env id keeps the env of the world it fine-tunes.
                 source_env=self.reader.env_id or (init_config.source_env if init_config else ""),
             )
