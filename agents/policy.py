@@ -51,6 +51,22 @@ class RandomPolicy:
         return self.space.sample()
 
 
+class IdlePolicy:
+    """Touches nothing: the action space's no-op every step (0, zeros, or zero clipped into a Box). In the real env a
+    car left alone stands still; a faithful world must keep it there."""
+
+    def __init__(self, env: gymnasium.Env, seed: int | None = None) -> None:
+        from worldsim.envs.world import noop_action
+
+        self.action = noop_action(env.action_space)
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def __call__(self, observation: Any) -> Any:
+        return copy.copy(self.action)
+
+
 class _Stateless:
     """Gives a plain ``fn(observation)`` from a user factory the ``reset`` the interface promises."""
 
@@ -90,6 +106,7 @@ def _road(env: gymnasium.Env, seed: int | None) -> Policy:
 
 POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
     "random": RandomPolicy,
+    "idle": IdlePolicy,
     "carracing": _carracing,
     "carracing_mix": _carracing_mix,
     "road": _road,
@@ -97,7 +114,7 @@ POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
     "pusht": _pusht,
 }
 """Named policies; each entry is a factory ``(env, seed) -> Policy``, the same shape as a ``module:callable``."""
-SEEING_POLICIES = ("random", "road", *ROAD_FAMILY)
+SEEING_POLICIES = ("random", "idle", "road", *ROAD_FAMILY)
 """Named policies that need nothing but the observation (and the action space): they can drive a dream."""
 
 

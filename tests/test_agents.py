@@ -157,9 +157,23 @@ def test_random_policy_is_seeded():
     assert [a(None) for _ in range(20)] == [b(None) for _ in range(20)]
 
 
+def test_idle_policy_touches_nothing_and_can_drive_a_dream():
+    from gymnasium import spaces
+
+    from worldsim.agents.policy import make_seeing_policy
+
+    for space, noop in [
+        (spaces.Discrete(5), 0),
+        (spaces.Box(np.array([-1.0, 0.5]), np.array([1.0, 1.0])), [0.0, 0.5]),  # zero clipped into the bounds
+    ]:
+        idle = make_seeing_policy("idle", space, seed=0)
+        actions = [idle(np.zeros((8, 8, 3), np.uint8)) for _ in range(3)]
+        assert all(np.array_equal(a, noop) for a in actions) and space.contains(np.asarray(actions[0], space.dtype))
+
+
 def test_make_policy_errors():
     env = make_source_env("CarRacing-v3")
-    with pytest.raises(InputError, match="random, carracing, carracing_mix, road"):
+    with pytest.raises(InputError, match="random, idle, carracing, carracing_mix, road"):
         make_policy("nope", env, 0)
     for spec in (
         "no_such_module_xyz:make",

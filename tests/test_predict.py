@@ -168,7 +168,7 @@ class _LateBadAction:
 @pytest.mark.parametrize(
     "policy, message",
     [
-        ("nope", "unknown policy 'nope': use one of random, road"),
+        ("nope", "unknown policy 'nope': use one of random, idle, road"),
         ("carracing", "'carracing' reads the real env's internals, so it cannot drive a dream"),
         ("no_such_module:make", "cannot import no_such_module"),
         (_raises, r"test_predict:_raises': its factory failed \(RuntimeError: no weights here\)"),

@@ -54,7 +54,7 @@ class PredictConfig:
     """What ``worldsim predict`` runs and writes."""
 
     policy: str
-    """What acts, seeing only frames: a name in worldsim.agents.SEEING_POLICIES (random, road, ...) or
+    """What acts, seeing only frames: a name in worldsim.agents.SEEING_POLICIES (random, idle, road, ...) or
     module:factory, a factory (action_space, seed) or (env, seed) of policy(frame) -> action (the env it gets has
     only action_space)."""
     world: str = DEFAULT_WORLD
