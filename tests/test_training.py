@@ -240,7 +240,7 @@ def test_a_world_gets_its_source_env_keys_and_a_fine_tuned_one_keeps_its_name(tm
     fresh = WorldStage(world_cfg(racing, autoencoder_dir, tmp_path / "fresh", steps=1))
     assert fresh.config.key_map == {"up": 3, "down": 4, "left": 2, "right": 1}
     assert fresh.config.name == "carracing"
-    plain = WorldStage(world_cfg(tmp_path / "racing.h5", autoencoder_dir, tmp_path / "plain", steps=1, name="Racer"))
+    plain = WorldStage(world_cfg(racing, autoencoder_dir, tmp_path / "plain", steps=1, name="Racer"))
     plain.config.key_map = {"space": 3}
     plain.world_model(plain.model).save_pretrained(tmp_path / "racer")
     tuned = WorldStage(world_cfg(racing, autoencoder_dir, tmp_path / "tuned", steps=1, init=str(tmp_path / "racer")))
