@@ -56,6 +56,9 @@ class SourceWorld:
     policy_family: tuple[str, ...] = ()
     """Frame-only policies of clearly different quality and style (registered names) whose returns ``worldsim eval``
     asks a world of this env to predict (its policy-shift part); empty: that part is skipped."""
+    captioner: str = ""
+    """``module:Class`` of the env's captioner (``worldsim.envs.captions``): ``worldsim record --captions`` describes
+    its clips in words with it; empty: the env cannot be recorded with captions."""
     key_map: dict[str, Any] = field(default_factory=dict)
     """Keys -> action that worlds trained on this env's data play with (``WorldConfig.key_map``: pygame key names,
     ``+`` for chords); empty: the env/viewer defaults for the action space."""
@@ -63,6 +66,8 @@ class SourceWorld:
     def covers(self, env_id: str) -> bool:
         return any(env_id.startswith(i) if i.endswith("/") else env_id == i for i in self.ids)
 
+
+CAPTIONS = "worldsim.envs.captions"
 
 SOURCE_WORLDS: tuple[SourceWorld, ...] = (
     # CarRacing runs at 50 fps; its worlds at 25. It opens with a one-second zoom-in; 2 s (50 frames at 25 fps) are
@@ -77,11 +82,18 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         driver="road",
         probe="worldsim.agents.carracing:car_state",
         policy_family=("road", "road_slow", "road_fast", "road_stopgo", "road_weave", "road_brake", "random"),
+        captioner=f"{CAPTIONS}:CarRacingCaptioner",
         key_map={"up": 3, "down": 4, "left": 2, "right": 1},  # gas, brake, steer (the discrete actions' order)
     ),
-    SourceWorld(("gym_pusht/PushT-v0",), "gym_pusht", "gym-pusht", {"obs_type": "pixels"}),
-    SourceWorld(("ALE/",), "ale_py", "ale-py"),
-    SourceWorld(("worldsim/Crafter-v0",), "crafter", "crafter"),
+    SourceWorld(
+        ("gym_pusht/PushT-v0",),
+        "gym_pusht",
+        "gym-pusht",
+        {"obs_type": "pixels"},
+        captioner=f"{CAPTIONS}:PushTCaptioner",
+    ),
+    SourceWorld(("ALE/",), "ale_py", "ale-py", captioner=f"{CAPTIONS}:AtariCaptioner"),
+    SourceWorld(("worldsim/Crafter-v0",), "crafter", "crafter", captioner=f"{CAPTIONS}:CrafterCaptioner"),
 )
 ALIASES = {"Crafter": "worldsim/Crafter-v0"}
 KNOWN = "CarRacing-v3, gym_pusht/PushT-v0, ALE/<Game>-v5 (e.g. ALE/Pong-v5), worldsim/Crafter-v0 (alias Crafter)"

@@ -211,7 +211,7 @@ class WorldStage:
 
         real = resize_frames(real, tuple(self.config.frame_size)).numpy()
         actions = self.reader.steps(e)["actions"][: n - 1]
-        text = self.reader.captions.get(e) if self.text_encoder is not None else None
+        text = (self.reader.caption(e, 0, n) or None) if self.text_encoder is not None else None
         wm.reset(frames=real[None, :1], seed=0, text=text)
         dream = wm.predict(actions[None]).frames[0] if n > 1 else real[:0]
         video = np.concatenate([real[1:n], dream], axis=2)  # side by side

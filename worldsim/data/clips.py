@@ -83,7 +83,7 @@ class ClipDataset(Dataset):
         item["rewards"] = torch.from_numpy(np.where(null, 0.0, steps["rewards"][safe]).astype(np.float32))
         item["terminations"] = torch.from_numpy(np.where(null, False, steps["terminations"][safe]).astype(np.float32))
         if self.has_captions:
-            item["caption"] = self.reader.captions.get(e, "")
+            item["caption"] = self.reader.caption(e, s, s + T)
         return item
 
     def window(self, index: int) -> tuple[int, int]:

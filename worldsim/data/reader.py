@@ -24,7 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from worldsim.data.schema import episode_index, space_from_json
+from worldsim.data.schema import CaptionSpan, check_caption_spans, episode_index, space_from_json
 from worldsim.errors import InputError
 
 DEFAULT_FRAME_RATE = 15
@@ -69,6 +69,7 @@ class TrajectoryReader:
         if not self.episodes:
             raise InputError(f"{self.source} holds no episodes")
         self.frame_shape = self._probe_frame_shape()
+        self.captions = self._caption_spans(getattr(self, "_raw_captions", {}))
 
     # ----------------------------------------------------------------- layout discovery
     def _init_minari(self, f: h5py.File, metadata: dict[str, Any]) -> None:
@@ -84,7 +85,7 @@ class TrajectoryReader:
         self.frame_skip = None if skip is None else int(skip)
         space = attrs.get("action_space", metadata.get("action_space"))
         self.action_space = space_from_json(space) if space is not None else None
-        self.captions = {int(k): v for k, v in json.loads(attrs.get("captions", "{}")).items()}
+        self._raw_captions = json.loads(attrs.get("captions", "{}"))
         self.episodes = []
         for _, name in names:
             group = f[name]
@@ -126,7 +127,6 @@ class TrajectoryReader:
         self.env_id = str(env_args.get("env_name", "robomimic"))
         self.frame_rate = int(env_args.get("env_kwargs", {}).get("control_freq", 20))
         self.frame_skip = None
-        self.captions = {}
         demos = sorted((int(k.split("_")[1]), k) for k in data if k.startswith("demo_") and k[5:].isdigit())
         first = data[demos[0][1]]
         cameras = [k for k in first["obs"] if k.endswith("image") and _looks_like_images(first["obs"][k])]
@@ -168,6 +168,30 @@ class TrajectoryReader:
                 " record pixels (worldsim record renders them) or pick an image key with --camera"
             )
         return tuple(frame.shape)  # type: ignore[return-value]
+
+    def _caption_spans(self, raw: dict[str, Any]) -> dict[int, list[CaptionSpan]]:
+        """Every episode's captions as spans (a whole-episode caption is one span), checked against the episodes."""
+        spans: dict[int, list[CaptionSpan]] = {}
+        frames = self.episode_frames
+        for key, value in raw.items():
+            e = int(key) if str(key).isdigit() else -1
+            if not 0 <= e < len(frames):
+                raise InputError(f"{self.source}: captions name episode {key!r}, which the file does not hold")
+            where = f"{self.source}: captions of episode {e}"
+            spans[e] = (
+                [(0, frames[e], value)] if isinstance(value, str) else check_caption_spans(value, frames[e], where)
+            )
+        return spans
+
+    def caption(self, episode: int, start: int = 0, stop: int | None = None) -> str:
+        """The caption of frames [start, stop) of an episode: the span that covers most of them ("" if none)."""
+        stop = self.episode_frames[episode] if stop is None else stop
+        best, text = 0, ""
+        for s, e, t in self.captions.get(episode, []):
+            overlap = min(e, stop) - max(s, start)
+            if overlap > best:
+                best, text = overlap, t
+        return text
 
     # ----------------------------------------------------------------- access
     def _open(self) -> h5py.File:

@@ -36,6 +36,12 @@ class RecordConfig:
     frame_skip: int = 0
     """Env steps per recorded step (the action is repeated, rewards summed); 0 = the env's default (its source adapter's
     ``frame_skip``: an action repeat for envs too fast for real-time play, else 1)."""
+    captions: bool = False
+    """Caption every episode's clips from the simulator's state (``worldsim.envs.captions``; CarRacing episodes
+    are then drawn in a named colour palette each)."""
+    palettes: str = "train"
+    """With --captions, CarRacing's (road, grass) palettes: train (all but the held-out pairs), held_out, all, or
+    default (the env's own gray and green)."""
     workers: int = 1
     """Processes recording episodes in parallel."""
     overwrite: bool = False
@@ -60,44 +66,51 @@ def frame_skip_for(cfg: RecordConfig) -> int:
     return cfg.frame_skip or source_world(cfg.env).frame_skip
 
 
-_ENVS: dict[str, Any] = {}
-"""One env per process and id, reused across episodes (building an env's world, e.g. a track, is not free)."""
+_ENVS: dict[tuple[str, bool], Any] = {}
+"""One env per process, id and captioning, reused across episodes (building an env's world, e.g. a track, is not
+free); a captioned env keeps the last episode's palette, so plain recordings get an env of their own."""
 
 
-def _env(env_id: str) -> Any:
+def _env(env_id: str, captions: bool = False) -> Any:
     from worldsim.envs.sources import make_source_env
 
-    if env_id not in _ENVS:
-        _ENVS[env_id] = make_source_env(env_id)
-    return _ENVS[env_id]
+    if (env_id, captions) not in _ENVS:
+        _ENVS[env_id, captions] = make_source_env(env_id)
+    return _ENVS[env_id, captions]
 
 
 def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
     """Run one episode and return its arrays (frames already resized)."""
     from worldsim.agents import make_policy
+    from worldsim.envs.captions import caption_spans, make_captioner
     from worldsim.envs.sources import frame_of
 
-    env = _env(cfg.env)
+    env = _env(cfg.env, cfg.captions)
     seed = cfg.seed + index
     skip = frame_skip_for(cfg)
     policy = make_policy(cfg.policy, env, seed)
-    obs, _ = env.reset(seed=seed)
+    captioner = make_captioner(cfg.env, palettes=cfg.palettes) if cfg.captions else None
+    episode_attrs = captioner.prepare(env, seed) if captioner else {}
+    obs, info = env.reset(seed=seed)
     policy.reset(seed)
     probe = _probe(cfg.env)
     frames = [frame_of(env, obs)]
     states = [probe(env)] if probe else []
+    phrases = [captioner.describe(env, None, 0.0, info)] if captioner else []
     actions, rewards, terms, truncs = [], [], [], []
     for step in range(cfg.max_steps):
         action = policy(obs)
         total, terminated, truncated = 0.0, False, False
         for _ in range(skip):
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             if terminated or truncated:
                 break
         frames.append(frame_of(env, obs))
         if probe:
             states.append(probe(env))
+        if captioner:
+            phrases.append(captioner.describe(env, action, total, info))
         actions.append(np.asarray(action))
         rewards.append(total)
         terms.append(terminated)
@@ -113,7 +126,10 @@ def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
         "truncations": np.asarray(truncs),
         "seed": seed,
         "infos": {k: np.asarray([st[k] for st in states], dtype=np.float32) for k in (states[0] if states else {})},
-        "attrs": dict(getattr(policy, "episode_attrs", {})),
+        "attrs": {**getattr(policy, "episode_attrs", {}), **episode_attrs},
+        "caption": [(a, b, captioner.caption(episode_attrs, p)) for a, b, p in caption_spans(phrases)]
+        if captioner
+        else None,
     }
 
 
@@ -135,7 +151,11 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     from worldsim.envs.sources import frame_rate
 
     size = parse_size(cfg.size)
-    env = _env(cfg.env)
+    env = _env(cfg.env, cfg.captions)
+    if cfg.captions:
+        from worldsim.envs.captions import make_captioner
+
+        make_captioner(cfg.env, palettes=cfg.palettes)  # a source without a captioner fails here, before recording
     skip = frame_skip_for(cfg)
     rate = max(1, round(frame_rate(env) / skip))
     writer = TrajectoryWriter(
@@ -145,7 +165,7 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
         action_space=env.action_space,
         frame_rate=rate,
         overwrite=cfg.overwrite,
-        attrs={"policy": cfg.policy, "frame_skip": skip},
+        attrs={"policy": cfg.policy, "frame_skip": skip, **({"palettes": cfg.palettes} if cfg.captions else {})},
     )
     start = last_log = time.perf_counter()
     frames = 0

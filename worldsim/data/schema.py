@@ -3,7 +3,8 @@
 One file per dataset::
 
     /                         attrs: format, env_id, frame_rate, observation_space, action_space (JSON,
-                              Minari's space serialisation), total_episodes, total_steps, captions (JSON)
+                              Minari's space serialisation), total_episodes, total_steps, captions (JSON,
+                              below)
     /episode_{i}/             attrs: id, total_steps, seed
         observations          uint8 (N+1, H, W, 3), chunked, shuffle + gzip (lossless)
         actions               (N, ...) int64 for Discrete / MultiDiscrete, float32 for Box
@@ -14,6 +15,12 @@ One file per dataset::
 Step t of an episode goes from observation t to observation t+1 with ``actions[t]``; the world model
 sees it per frame: frame t+1 is conditioned on ``actions[t]`` and carries ``rewards[t]`` and
 ``terminations[t]``, and frame 0 has the null action.
+
+``captions`` maps an episode's index (a string) to its caption: one text for the whole episode, or a list of
+``[start, end, text]`` spans of its frames (``end`` exclusive, ordered, not overlapping), as ``worldsim record
+--captions`` writes them::
+
+    {"0": "a red car", "1": [[0, 40, "a car on a gray road through green grass, accelerating"], [40, 90, "..."]]}
 """
 
 from __future__ import annotations
@@ -96,3 +103,24 @@ def image_space(height: int, width: int) -> Any:
     from gymnasium import spaces
 
     return spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+CaptionSpan = tuple[int, int, str]
+"""(start, end, text) over an episode's frames, ``end`` exclusive."""
+
+
+def check_caption_spans(spans: Any, frames: int, where: str = "caption") -> list[CaptionSpan]:
+    """Spans as ``(start, end, text)`` tuples, checked against an episode of ``frames`` frames (InputError)."""
+    from worldsim.errors import InputError
+
+    out: list[CaptionSpan] = []
+    previous_end = 0
+    for span in spans:
+        if not (isinstance(span, list | tuple) and len(span) == 3 and isinstance(span[2], str)):
+            raise InputError(f"{where}: a span must be [start, end, text], got {span!r}")
+        start, end, text = int(span[0]), int(span[1]), span[2]
+        if not (previous_end <= start < end <= frames):
+            raise InputError(f"{where}: span [{start}, {end}) is out of order or outside the episode's {frames} frames")
+        out.append((start, end, text))
+        previous_end = end
+    return out

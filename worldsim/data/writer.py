@@ -14,6 +14,7 @@ from worldsim.data.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
     FRAME_CHUNK,
+    check_caption_spans,
     episode_name,
     image_space,
     space_to_json,
@@ -59,7 +60,7 @@ class TrajectoryWriter:
             root[key] = value
         self.episodes = 0
         self.steps = 0
-        self._captions: dict[str, str] = {}
+        self._captions: dict[str, Any] = {}
         self._update_totals()
 
     def add_episode(
@@ -70,14 +71,15 @@ class TrajectoryWriter:
         terminations: np.ndarray,
         truncations: np.ndarray,
         seed: int | None = None,
-        caption: str | None = None,
+        caption: str | list[tuple[int, int, str]] | None = None,
         infos: dict[str, np.ndarray] | None = None,
         attrs: dict[str, str | int | float] | None = None,
     ) -> int:
         """Append one episode (N+1 frames, N steps); returns its index.
 
         ``infos``: per-frame values (N+1 each, Minari's ``infos`` group: the reset's, then every step's);
-        ``attrs``: extra attributes of the episode (e.g. the driving style that recorded it).
+        ``attrs``: extra attributes of the episode (e.g. the driving style that recorded it);
+        ``caption``: one for the whole episode, or ``(start, end, text)`` spans of frames (``end`` exclusive).
         """
         obs = np.asarray(observations)
         n = len(obs) - 1
@@ -97,6 +99,8 @@ class TrajectoryWriter:
         for key, value in steps.items():
             if len(value) != n:
                 raise InputError(f"{key} has {len(value)} entries for {n} steps (observations hold N+1 frames)")
+        if caption is not None and not isinstance(caption, str):
+            caption = [list(span) for span in check_caption_spans(caption, n + 1)]
         index = self.episodes
         group = self._file.create_group(episode_name(index))
         group.attrs["id"] = index
