@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from worldsim.data.latents import LatentStore, build_latent_cache
 from worldsim.data.reader import TrajectoryReader
 from worldsim.errors import InputError
+from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.training.config import TrainConfig
+from worldsim.training.loop import Distributed
 
 
 def open_training_data(cfg: TrainConfig) -> tuple[TrajectoryReader, list[int]]:
@@ -31,3 +37,15 @@ def add_rollout(tb: Any, tag: str, frames: np.ndarray, step: int) -> None:
     """
     if len(frames):
         tb.add_images(tag, frames, step, dataformats="NHWC")
+
+
+def cached_latents(
+    reader: TrajectoryReader, autoencoder: FrameAutoencoder, path: Path, frame_size: tuple[int, int], d: Distributed
+) -> LatentStore:
+    """The data's latents, encoded once into ``path`` by the main process (the others wait, then read it)."""
+    if d.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build_latent_cache(reader, autoencoder, path, frame_size, progress=sys.stderr.isatty())
+    if d.world > 1:
+        torch.distributed.barrier()
+    return LatentStore(path)

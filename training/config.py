@@ -85,11 +85,33 @@ class WorldTrainConfig(TrainConfig):
     """Latent patch size of the DiT; 0: 16 / the autoencoder's factor, so one token covers 16x16 pixels whatever
     the autoencoder (2 for factor-8 latents, 4 for factor-4: 16 tokens per 64x64 frame either way)."""
     init: str = ""
-    """Fine-tune from this world checkpoint (its action space must match the data)."""
+    """Start from this checkpoint or run: a world of the same action space (fine-tuning), or a text-to-video
+    backbone (``train t2v``: a new action embedding, every other weight loaded)."""
     latent_cache: bool = True
     """Encode the dataset once into <out>/latents.h5 instead of every step."""
     name: str = ""
     """World name stored in the checkpoint (default: from the env id)."""
+
+
+@dataclass
+class TextToVideoTrainConfig(TrainConfig):
+    """Text-to-video pretraining of the world model's DiT on captioned clips with no actions."""
+
+    data: str = ""
+    """Captioned trajectory files (``worldsim record --captions``), comma-separated; each is trained at its own
+    frame size (its native aspect ratio), a batch holding clips of one file."""
+    autoencoder: str = ""
+    """Trained autoencoder (a run directory, an autoencoder checkpoint or a world); it works at every frame size."""
+    model_size: ModelSize = "S"
+    """DiT size (worldsim.config.DIT_SIZES): the same registry as the worlds it will start."""
+    clip_frames: int = 16
+    """Frames per video clip."""
+    patch: int = 0
+    """Latent patch size; 0: 16 / the autoencoder's factor (as ``train world``)."""
+    image_share: float = 0.25
+    """Share of the steps that train on single frames (images) instead of clips."""
+    init: str = ""
+    """Continue from this text-to-video checkpoint's weights (a new run, e.g. on more data)."""
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -100,6 +122,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "world": {
         "tiny": dict(steps=30, batch_size=4, warmup_steps=5, model_size="XS", clip_frames=4, patch=2, log_every=5),
+        "default": dict(steps=20000, batch_size=16, lr=3e-4, warmup_steps=500),
+        "gpu": dict(steps=60000, batch_size=128, lr=3e-4, warmup_steps=1000, workers=8),
+    },
+    "t2v": {
+        "tiny": dict(steps=20, batch_size=4, warmup_steps=5, model_size="XS", clip_frames=4, patch=2, log_every=5),
         "default": dict(steps=20000, batch_size=16, lr=3e-4, warmup_steps=500),
         "gpu": dict(steps=60000, batch_size=128, lr=3e-4, warmup_steps=1000, workers=8),
     },

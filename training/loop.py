@@ -77,9 +77,23 @@ class StepBatchSampler(Sampler[list[int]]):
 
     The global batch of step s is stream positions [s*G, (s+1)*G); epoch e of the stream is a
     permutation seeded by (seed, e). This rank yields its contiguous slice of each global batch.
+
+    With ``buckets`` (index arrays whose items can share a batch, e.g. clips of one frame size) every global batch
+    comes from one bucket: step s draws a bucket (by ``bucket_weights``, default its size) and G of its items
+    without replacement, both seeded by (seed, s), so a batch is still addressed by its step alone.
     """
 
-    def __init__(self, size: int, global_batch: int, d: Distributed, seed: int, first_step: int, last_step: int):
+    def __init__(
+        self,
+        size: int,
+        global_batch: int,
+        d: Distributed,
+        seed: int,
+        first_step: int,
+        last_step: int,
+        buckets: list[np.ndarray] | None = None,
+        bucket_weights: list[float] | None = None,
+    ):
         if global_batch % d.world:
             raise InputError(f"--batch-size {global_batch} must be divisible by the number of processes ({d.world})")
         self.size, self.global_batch, self.seed = size, global_batch, seed
@@ -87,6 +101,10 @@ class StepBatchSampler(Sampler[list[int]]):
         self.offset = d.rank * self.local
         self.first_step, self.last_step = first_step, last_step
         self._perms: dict[int, np.ndarray] = {}
+        self.buckets = buckets
+        if buckets is not None:
+            weights = np.asarray(bucket_weights or [len(b) for b in buckets], dtype=np.float64)
+            self.bucket_p = weights / weights.sum()
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
@@ -94,6 +112,10 @@ class StepBatchSampler(Sampler[list[int]]):
         return self._perms[epoch]
 
     def global_indices(self, step: int) -> np.ndarray:
+        if self.buckets is not None:
+            rng = np.random.default_rng([self.seed, step, 1])
+            bucket = self.buckets[rng.choice(len(self.buckets), p=self.bucket_p)]
+            return bucket[rng.choice(len(bucket), self.global_batch, replace=len(bucket) < self.global_batch)]
         pos = step * self.global_batch + np.arange(self.global_batch)
         return np.array([self._permutation(int(p // self.size))[p % self.size] for p in pos])
 
@@ -241,7 +263,17 @@ def train(
     net: nn.Module = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device] if d.device.type == "cuda" else None)
-    sampler = StepBatchSampler(len(stage.dataset), cfg.batch_size, d, cfg.seed, step, cfg.steps)  # type: ignore[arg-type]
+    sampler = StepBatchSampler(
+        len(stage.dataset),  # type: ignore[arg-type]
+        cfg.batch_size,
+        d,
+        cfg.seed,
+        step,
+        cfg.steps,
+        # A dataset of several frame sizes or clip lengths says which items can share a batch.
+        getattr(stage.dataset, "buckets", None),
+        getattr(stage.dataset, "bucket_weights", None),
+    )
     loader = DataLoader(
         stage.dataset,
         batch_sampler=sampler,

@@ -15,7 +15,6 @@ from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_config, 
 from worldsim.config import AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
 from worldsim.data.clips import ClipDataset
 from worldsim.data.compat import check_data_matches_world, data_action_spec
-from worldsim.data.latents import build_latent_cache
 from worldsim.engine import WorldModel
 from worldsim.envs.sources import source_world
 from worldsim.errors import CheckpointError, ConfigError, InputError
@@ -23,7 +22,7 @@ from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
 from worldsim.models.dit import DiT
 from worldsim.training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
-from worldsim.training.common import add_rollout, open_training_data
+from worldsim.training.common import add_rollout, cached_latents, open_training_data
 from worldsim.training.config import WorldTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
@@ -35,6 +34,7 @@ PIXELS_PER_TOKEN = 16
 budget that keeps the shipped world real-time on a 2-core CPU."""
 LATENT_IO = ("patch_in.", "patch_out.")
 """DiT layers whose shapes follow the autoencoder's latent channels and patch."""
+ACTION_EMBEDDING = "action_embed."
 START_CONTEXTS = 16
 """Start contexts shipped with the exported world (first frames of training episodes)."""
 START_FRAMES = 4
@@ -71,12 +71,15 @@ class WorldStage:
         if cfg.init:
             init_path = resolve_world(cfg.init)
             init_config = load_config(init_path)
-            check_data_matches_world(self.reader, init_config, cfg.init, "fine-tune")  # before any weights or files
+            if not init_config.text_to_video:  # a backbone has no actions, env or frame rate to match
+                check_data_matches_world(self.reader, init_config, cfg.init, "fine-tune")  # before any weights
             _, init_state, _ = load_checkpoint(init_path)
         frame_size, ae_config, self.autoencoder = load_trained_autoencoder(cfg.autoencoder or cfg.out)
         self.autoencoder.to(d.device)
-        text_dim = TextEncoder.dim if self.reader.captions else 0
+        # A world started from a text backbone keeps its text path (prompts still steer it), captions or not.
+        text_dim = TextEncoder.dim if self.reader.captions or (init_config and init_config.dit.text_dim) else 0
         sinks = SamplerConfig().sinks
+        init_world = init_config if init_config and not init_config.text_to_video else None
         try:
             self.config = WorldConfig(
                 frame_size=list(frame_size),
@@ -91,10 +94,10 @@ class WorldStage:
                 ),
                 sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - sinks)),
                 # A fine-tuned world keeps the name (its Gymnasium id) and keys of the world it starts from.
-                name=cfg.name or (init_config.name if init_config else _world_name(self.reader.env_id)),
-                key_map=dict(init_config.key_map) if init_config else dict(source_world(self.reader.env_id).key_map),
+                name=cfg.name or (init_world.name if init_world else _world_name(self.reader.env_id)),
+                key_map=dict(init_world.key_map) if init_world else dict(source_world(self.reader.env_id).key_map),
                 # Data that records no env id keeps the env of the world it fine-tunes.
-                source_env=self.reader.env_id or (init_config.source_env if init_config else ""),
+                source_env=self.reader.env_id or (init_world.source_env if init_world else ""),
             )
         except ConfigError as e:
             raise InputError(str(e)) from None
@@ -104,21 +107,12 @@ class WorldStage:
             dit_state = strip_prefix(init_state, "dit.")
             if init_config is not None and init_config.autoencoder != ae_config:
                 dit_state = self._transfer_to_new_latents(dit_state, init_config.autoencoder, ae_config)
+            if init_config is not None and init_config.text_to_video:
+                dit_state = self._fresh_actions(dit_state)
             load_state(self.model, dit_state, cfg.init)
         latents = None
         if cfg.latent_cache:
-            cache = Path(cfg.out) / "latents.h5"
-            if d.is_main:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                latents = build_latent_cache(
-                    self.reader, self.autoencoder, cache, tuple(frame_size), progress=sys.stderr.isatty()
-                )
-            if d.world > 1:
-                torch.distributed.barrier()
-            if not d.is_main:
-                from worldsim.data.latents import LatentStore
-
-                latents = LatentStore(cache)
+            latents = cached_latents(self.reader, self.autoencoder, Path(cfg.out) / "latents.h5", tuple(frame_size), d)
         self.dataset = ClipDataset(self.reader, cfg.clip_frames, tuple(frame_size), episodes=episodes, latents=latents)
         self.text_encoder = TextEncoder(d.device) if text_dim else None
         self.loss_config = LossConfig()
@@ -144,6 +138,17 @@ class WorldStage:
             file=sys.stderr,
         )
         return state
+
+    def _fresh_actions(self, dit_state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Starting from a text-to-video backbone: a new action embedding for the data's action space, everything
+        else (blocks, text path, patch embedding, heads) loaded."""
+        fresh = {k: v for k, v in self.model.state_dict().items() if k.startswith(ACTION_EMBEDDING)}
+        print(
+            f"--init {self.cfg.init}: a text-to-video backbone; a new action embedding for {self.config.action.kind} "
+            "actions, every other weight loaded",
+            file=sys.stderr,
+        )
+        return {**{k: v for k, v in dit_state.items() if not k.startswith(ACTION_EMBEDDING)}, **fresh}
 
     def _start_contexts(self, episodes: list[int]) -> dict[str, Tensor]:
         chosen = [e for e in episodes if self.reader.episode_frames[e] >= START_FRAMES][:START_CONTEXTS]

@@ -255,12 +255,19 @@ def cmd_data_card(argv: list[str]) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    """Train an autoencoder or a world model on trajectories.
+    """Train an autoencoder, a world model, or its text-to-video backbone.
 
-    Stage 1 `autoencoder`, then stage 2 `world`. Runs under torchrun for data parallelism
+    Stage 1 `autoencoder`, then stage 2 `world`; `t2v` pretrains the world's DiT on captioned clips (worldsim
+    record --captions) and `world --init RUN` starts a world from it. Runs under torchrun for data parallelism
     (torchrun --nproc_per_node N -m worldsim train ...). Ctrl-C saves a checkpoint; --resume continues.
     """
-    from worldsim.training.config import PRESETS, AutoencoderTrainConfig, WorldTrainConfig, with_preset
+    from worldsim.training.config import (
+        PRESETS,
+        AutoencoderTrainConfig,
+        TextToVideoTrainConfig,
+        WorldTrainConfig,
+        with_preset,
+    )
     from worldsim.training.loop import init_distributed, require_tensorboard, train
 
     # Precedence: dataclass defaults < the --preset < flags. The preset's values are tyro's defaults, so --help
@@ -275,7 +282,10 @@ def cmd_train(argv: list[str]) -> int:
 
     autoencoder = subcommand("autoencoder", AutoencoderTrainConfig, "Train the frame autoencoder (stage 1).")
     world = subcommand("world", WorldTrainConfig, "Train the DiT world model on an autoencoder's latents (stage 2).")
-    run = parse(autoencoder | world, argv, "train", cmd_train.__doc__)
+    t2v = subcommand(
+        "t2v", TextToVideoTrainConfig, "Pretrain the same DiT as text-to-video on captioned clips (no actions)."
+    )
+    run = parse(autoencoder | world | t2v, argv, "train", cmd_train.__doc__)
     cfg = run.config
     require_tensorboard()
     d = init_distributed(run.device)
@@ -283,6 +293,10 @@ def cmd_train(argv: list[str]) -> int:
         from worldsim.training.autoencoder import AutoencoderStage
 
         stage = AutoencoderStage(cfg)
+    elif isinstance(cfg, TextToVideoTrainConfig):
+        from worldsim.training.t2v import TextToVideoStage
+
+        stage = TextToVideoStage(cfg, d)
     else:
         from worldsim.training.world import WorldStage
 

@@ -216,6 +216,9 @@ class WorldConfig:
     """Gymnasium id of the real environment the data came from, if any."""
     key_map: dict[str, Any] = field(default_factory=dict)
     """Viewer key bindings: key name -> action."""
+    text_to_video: bool = False
+    """A text-to-video backbone (``worldsim train t2v``): trained on captioned clips with no actions, so every frame
+    it makes has the null action; ``worldsim train world --init`` gives it actions."""
     version: int = CONFIG_VERSION
     """Config format version."""
 

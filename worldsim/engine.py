@@ -23,7 +23,7 @@ from torch import Tensor
 from worldsim.checkpoint import load_checkpoint, load_state, save_checkpoint, strip_prefix
 from worldsim.config import ActionSpec, WorldConfig, replace
 from worldsim.diffusion.sampler import Rollout
-from worldsim.errors import InputError, WorldsimError
+from worldsim.errors import ConfigError, InputError, WorldsimError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import FrameConditioning, TextContext, TextEncoder
 from worldsim.models.dit import DiT
@@ -228,6 +228,14 @@ class WorldModel:
                 self._rollout.settings, **{k: v for k, v in changes.items() if k not in ("window", "sinks")}
             )
 
+    def set_frame_size(self, size: tuple[int, int]) -> None:
+        """Make frames of another size from the next reset on (3-D RoPE takes any grid; a text-to-video backbone
+        trained on several sizes makes each of them). Must be divisible by the autoencoder factor x patch."""
+        try:
+            self.config = replace(self.config, frame_size=[int(v) for v in size])
+        except ConfigError as e:
+            raise InputError(str(e)) from None
+
     # ----------------------------------------------------------------- episode
     def reset(
         self,
@@ -341,7 +349,8 @@ class WorldModel:
         parts = []
         for s in range(0, acts.shape[1], block):
             a = acts[:, s : s + block]
-            null = torch.zeros(a.shape[:2], dtype=torch.bool, device=self.device)
+            # A text-to-video backbone never saw an action: its frames all have the null one.
+            null = torch.full(a.shape[:2], self.config.text_to_video, dtype=torch.bool, device=self.device)
             real = None if observed is None else observed[:, s : s + block]
             parts.append(rollout.generate(FrameConditioning(a, null), a.shape[1], real))
         latents, reward, term = (torch.cat(p, 1) for p in zip(*parts))

@@ -27,7 +27,9 @@ def resolve_world(name_or_path: str | Path) -> Path:
     """
     path = Path(name_or_path)
     if path.exists():
-        return path
+        # A training run directory stands for the model it exported (``runs/x`` -> ``runs/x/world``).
+        exported = path / "world"
+        return exported if not (path / "config.json").exists() and (exported / "config.json").exists() else path
     shipped = ASSETS / str(name_or_path).lower()
     if (shipped / "config.json").is_file():
         return shipped

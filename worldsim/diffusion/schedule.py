@@ -50,8 +50,9 @@ def sample_training_levels(
     v = noise - x asks the network to guess the noise it cannot see, pure irreducible variance.
     """
     levels = torch.rand(batch, frames, generator=generator)
-    split = torch.randint(1, frames, (batch, 1), generator=generator)
-    teacher = torch.rand(batch, 1, generator=generator) < teacher_forcing_prob
+    split = torch.randint(1, max(frames, 2), (batch, 1), generator=generator)
+    # A single frame (an image) has no past to be given.
+    teacher = (torch.rand(batch, 1, generator=generator) < teacher_forcing_prob) & (frames > 1)
     context = torch.arange(frames)[None, :] < split
     low = torch.rand(batch, frames, generator=generator) * context_noise_max
     is_context = teacher & context

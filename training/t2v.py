@@ -1,0 +1,186 @@
+"""Text-to-video pretraining: the world model's own DiT, trained on captioned clips with no actions.
+
+The same ``DiT`` class and size registry as ``train world``; every frame has the null action, the prompt comes in
+through cross-attention to the frozen MiniLM (dropped for 10% of the clips, for classifier-free guidance). One run
+mixes sources at their native frame sizes (each file is a bucket: a batch holds clips of one size, RoPE takes any
+grid) and mixes single frames (images) into the clips. The result is exported as a checkpoint with
+``text_to_video`` set; ``worldsim train world --init RUN`` then gives it actions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from worldsim.config import ActionSpec, SamplerConfig, WorldConfig, dit_config
+from worldsim.data.clips import ClipDataset
+from worldsim.data.reader import TrajectoryReader
+from worldsim.engine import WorldModel
+from worldsim.errors import ConfigError, InputError
+from worldsim.models.autoencoder import FrameAutoencoder
+from worldsim.models.conditioning import TextEncoder
+from worldsim.models.dit import DiT
+from worldsim.training.common import add_rollout, cached_latents
+from worldsim.training.config import TextToVideoTrainConfig
+from worldsim.training.loop import Distributed
+from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
+from worldsim.training.world import EXPORT_DIR, PIXELS_PER_TOKEN, load_trained_autoencoder
+
+NO_ACTIONS = ActionSpec(kind="discrete", n=1)
+"""The backbone's action space: one action it never sees (every frame is null); a world replaces the embedding."""
+SAMPLE_FRAMES = 16
+
+
+class BucketedClips(Dataset):
+    """Several clip datasets behind one index; ``buckets`` says which items may share a batch (one part each).
+
+    ``bucket_weights`` spreads the steps over the parts: videos by their number of clips, images by
+    ``image_share`` of the total.
+    """
+
+    def __init__(self, parts: list[ClipDataset], is_image: list[bool], image_share: float) -> None:
+        self.parts = parts
+        sizes = np.array([len(p) for p in parts])
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.buckets = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in range(len(parts))]
+        video = sum(int(s) for s, img in zip(sizes, is_image) if not img)
+        image = sum(int(s) for s, img in zip(sizes, is_image) if img)
+        share = image_share if image else 0.0
+        self.bucket_weights = [
+            (share * s / image if img else (1 - share) * s / max(video, 1)) for s, img in zip(sizes, is_image)
+        ]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.parts[part][index - int(self.offsets[part])]
+
+
+def open_captioned(files: list[str], holdout: int) -> list[tuple[TrajectoryReader, list[int]]]:
+    """Each file's reader and training episodes; every file must carry captions."""
+    if not files:
+        raise InputError("--data is required: captioned trajectory files (worldsim record --captions), comma-separated")
+    out = []
+    for f in files:
+        reader = TrajectoryReader(f)
+        if not reader.captions:
+            raise InputError(f"{f} has no captions: record it with `worldsim record --captions`")
+        if holdout >= len(reader):
+            raise InputError(f"--holdout {holdout} leaves no training episodes in {f} ({len(reader)} episodes)")
+        out.append((reader, list(range(len(reader) - holdout))))
+    return out
+
+
+class TextToVideoStage:
+    name = "t2v"
+
+    def __init__(self, cfg: TextToVideoTrainConfig, d: Distributed | None = None) -> None:
+        d = d or Distributed()
+        self.cfg = cfg
+        if not 0.0 <= cfg.image_share < 1.0:
+            raise InputError(f"--image-share must be in [0, 1), got {cfg.image_share}")
+        sources = open_captioned([f for f in cfg.data.split(",") if f], cfg.holdout)
+        if not cfg.autoencoder:
+            raise InputError("--autoencoder is required: a trained autoencoder (worldsim train autoencoder)")
+        _, ae_config, self.autoencoder = load_trained_autoencoder(cfg.autoencoder)
+        self.autoencoder.to(d.device)
+        patch = cfg.patch or max(1, PIXELS_PER_TOKEN // ae_config.factor)
+        step = ae_config.factor * patch
+        sizes = [tuple(r.frame_shape[:2]) for r, _ in sources]
+        for (reader, _), (h, w) in zip(sources, sizes):
+            if h % step or w % step:
+                raise InputError(
+                    f"{reader.source}: frames of {h}x{w} are not divisible by {step} (autoencoder factor x patch); "
+                    "record it with a --size that is"
+                )
+        reference = sources[0][0]
+        try:
+            self.config = WorldConfig(
+                frame_size=list(sizes[0]),
+                frame_rate=reference.frame_rate,
+                action=NO_ACTIONS,
+                autoencoder=ae_config,
+                dit=dit_config(cfg.model_size, max_frames=cfg.clip_frames, text_dim=TextEncoder.dim, patch=patch),
+                sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - SamplerConfig().sinks)),
+                name="text-to-video",
+                text_to_video=True,
+            )
+        except ConfigError as e:
+            raise InputError(str(e)) from None
+        torch.manual_seed(cfg.seed)
+        self.model = DiT(self.config.dit, NO_ACTIONS, ae_config.latent_channels)
+        if cfg.init:
+            init = WorldModel.from_pretrained(cfg.init)
+            if not init.config.text_to_video:
+                raise InputError(f"--init {cfg.init} is a world, not a text-to-video checkpoint")
+            self.model.load_state_dict(init.dit.state_dict())
+        parts, is_image = [], []
+        for i, ((reader, episodes), size) in enumerate(zip(sources, sizes)):
+            latents = cached_latents(reader, self.autoencoder, Path(cfg.out) / f"latents_{i}.h5", size, d)
+            parts.append(ClipDataset(reader, cfg.clip_frames, size, episodes=episodes, latents=latents))
+            is_image.append(False)
+            if cfg.image_share > 0:
+                parts.append(ClipDataset(reader, 1, size, episodes=episodes, latents=latents))
+                is_image.append(True)
+        self.dataset = BucketedClips(parts, is_image, cfg.image_share)
+        self.sources = sources
+        self.text_encoder = TextEncoder(d.device)
+        self.loss_config = LossConfig()
+        h, w = self.config.latent_size
+        self.tokens_per_sample = cfg.clip_frames * (h // patch) * (w // patch)
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator, rows: slice, global_batch: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        device = next(model.parameters()).device
+        latents = batch["latents"].to(device)
+        B, T = latents.shape[:2]
+        draw = draw_forcing_noise(global_batch, T, tuple(latents.shape[2:]), self.loss_config, generator).rows(rows)
+        clip = ClipBatch(
+            latents=latents,
+            actions=None,
+            action_null=torch.ones(B, T, dtype=torch.bool, device=device),
+            text=self.text_encoder(list(batch["caption"])),
+        )
+        return diffusion_forcing_loss(model, clip, self.loss_config, draw=draw)
+
+    def world_model(self, ema: nn.Module) -> WorldModel:
+        dit = DiT(self.config.dit, NO_ACTIONS, self.config.autoencoder.latent_channels)
+        dit.load_state_dict({k: v.detach().float().cpu() for k, v in ema.state_dict().items()})
+        ae = FrameAutoencoder(self.config.autoencoder)
+        ae.load_state_dict({k: v.cpu() for k, v in self.autoencoder.state_dict().items()})
+        return WorldModel(self.config, ae, dit)
+
+    def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:
+        files = "\n".join(
+            f"- `{r.source}`: {r.env_id}, {len(e)} episodes at {r.frame_shape[0]}x{r.frame_shape[1]}"
+            for r, e in self.sources
+        )
+        model_card = (
+            "# text-to-video backbone\n\nTrained by `worldsim train t2v` on captioned clips with no actions:\n\n"
+            f"{files}\n\n- model size: {self.cfg.model_size}, clip {self.cfg.clip_frames} frames, "
+            f"{self.cfg.image_share:.0%} of steps on single frames\n"
+            f"- steps: {card['step']}, wall time: {card['wall_seconds']} s\n\n"
+            f"Start a world from it: `worldsim train world --init {out} ...`\n"
+        )
+        self.world_model(ema).save_pretrained(out / EXPORT_DIR, card=model_card)
+
+    @torch.no_grad()
+    def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
+        """A real clip of each source beside the backbone's continuation of its first frame under its caption."""
+        wm = self.world_model(ema)
+        for reader, episodes in self.sources:
+            e = episodes[0]
+            n = min(reader.episode_frames[e], SAMPLE_FRAMES + 1)
+            real = reader.frames(e, 0, n)
+            wm.set_frame_size(real.shape[1:3])
+            wm.reset(frames=real[None, :1], seed=0, text=reader.caption(e, 0, n))
+            dream = wm.predict(np.zeros((1, n - 1), dtype=np.int64)).frames[0] if n > 1 else real[:0]
+            add_rollout(tb, f"t2v/{reader.env_id or 'data'}", np.concatenate([real[1:n], dream], axis=2), step)
