@@ -140,14 +140,40 @@ def test_autoencoder_export_measures_heldout_reconstruction(tmp_path, data):
     overrides = dict(data=str(data), out=str(tmp_path / "run"), frame_size="16x16", steps=8, workers=0, holdout=1)
     cfg = with_preset(AutoencoderTrainConfig, "autoencoder", "tiny", {**overrides, "precision": "fp32"})
     stage = AutoencoderStage(cfg)
-    assert stage.heldout_episodes == [2]
+    reader, episodes = stage.sources[0]
+    assert episodes == [0, 1]  # episode 2 is held out
     train(stage, cfg, progress=False)
     metrics = json.loads((tmp_path / "run" / "autoencoder" / "metrics.json").read_text())
     assert metrics["step"] == 8 and metrics["frames"] == 10  # all 10 frames of the 9-step held-out episode
     _, _, exported = load_trained_autoencoder(tmp_path / "run")
-    frames = torch.from_numpy(stage.reader.frames(2))
+    frames = torch.from_numpy(reader.frames(2))
     mse = (exported.decode(exported.encode(frames)).double() - frames.double()).pow(2).mean(dim=(1, 2, 3))
     assert metrics["heldout_psnr"] == pytest.approx((10 * torch.log10(255.0**2 / mse)).mean().item(), abs=1e-3)
+
+
+def test_one_autoencoder_for_several_files_and_from_a_trained_one(tmp_path, data):
+    """Comma-separated --data trains one autoencoder on every file's frames (at --frame-size), held-out episodes of
+    each measured; --init starts from a trained autoencoder's weights and shape."""
+    other = tmp_path / "other.h5"
+    write_dataset(other, lengths=(6, 7), size=24)
+    base = dict(frame_size="16x16", workers=0, holdout=1, precision="fp32", save_minutes=1e6)
+    cfg = with_preset(
+        AutoencoderTrainConfig, "autoencoder", "tiny", {**base, "data": f"{data},{other}", "out": str(tmp_path / "a")}
+    )
+    stage = AutoencoderStage(cfg)
+    assert len(stage.dataset) == 15 + 21 + 7  # training frames of both files: episodes 0-1 and episode 0
+    train(stage, cfg, progress=False)
+    metrics = json.loads((tmp_path / "a" / "autoencoder" / "metrics.json").read_text())
+    assert metrics["frames"] == 10 + 8  # the held-out episode of each file
+    again = with_preset(
+        AutoencoderTrainConfig,
+        "autoencoder",
+        "tiny",
+        {**base, "data": str(other), "out": str(tmp_path / "b"), "init": str(tmp_path / "a"), "widths": "4,4,4"},
+    )
+    started = AutoencoderStage(again)
+    _, _, trained = load_trained_autoencoder(tmp_path / "a")
+    assert all(torch.equal(a, b) for a, b in zip(started.model.state_dict().values(), trained.state_dict().values()))
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:

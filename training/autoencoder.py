@@ -1,4 +1,4 @@
-"""Stage 1: train the per-frame VAE on the frames of a trajectory dataset."""
+"""Stage 1: train the per-frame VAE on the frames of trajectory datasets (one, or several for one shared VAE)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import ConcatDataset
 
 from worldsim.checkpoint import atomic_path, save_autoencoder
 from worldsim.config import AutoencoderConfig
@@ -19,7 +20,7 @@ from worldsim.data.recorder import parse_size
 from worldsim.engine import resize_frames
 from worldsim.errors import ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
-from worldsim.training.common import open_training_data
+from worldsim.training.common import open_training_files
 from worldsim.training.config import AutoencoderTrainConfig
 
 EXPORT_DIR = "autoencoder"
@@ -36,21 +37,31 @@ class AutoencoderStage:
     def __init__(self, cfg: AutoencoderTrainConfig) -> None:
         self.cfg = cfg
         self.frame_size = parse_size(cfg.frame_size)
-        try:
-            widths = [int(w) for w in cfg.widths.split(",")]
-            self.ae_config = AutoencoderConfig(
-                widths=widths, latent_channels=cfg.latent_channels, kl_weight=cfg.kl_weight
-            )
-        except (ValueError, ConfigError) as e:
-            raise InputError(f"bad autoencoder shape: {e}") from None
+        start = None
+        if cfg.init:
+            from worldsim.training.world import load_trained_autoencoder
+
+            _, self.ae_config, start = load_trained_autoencoder(cfg.init)
+        else:
+            try:
+                widths = [int(w) for w in cfg.widths.split(",")]
+                self.ae_config = AutoencoderConfig(
+                    widths=widths, latent_channels=cfg.latent_channels, kl_weight=cfg.kl_weight
+                )
+            except (ValueError, ConfigError) as e:
+                raise InputError(f"bad autoencoder shape: {e}") from None
         f = self.ae_config.factor
         if self.frame_size[0] % f or self.frame_size[1] % f:
             raise InputError(f"--frame-size {cfg.frame_size} must be divisible by the autoencoder factor {f}")
-        self.reader, episodes = open_training_data(cfg)
-        self.heldout_episodes = list(range(len(episodes), len(self.reader)))
-        self.dataset = ClipDataset(self.reader, 1, self.frame_size, episodes=episodes)
+        # Several files (comma-separated) train one autoencoder for all of them, every frame at --frame-size.
+        self.sources = open_training_files(cfg)
+        self.dataset = ConcatDataset(
+            [ClipDataset(reader, 1, self.frame_size, episodes=episodes) for reader, episodes in self.sources]
+        )
         torch.manual_seed(cfg.seed)
         self.model = FrameAutoencoder(self.ae_config)
+        if start is not None:
+            self.model.load_state_dict(start.state_dict())
         h, w = self.frame_size
         self.latent_shape = (self.ae_config.latent_channels, h // f, w // f)
         self.tokens_per_sample = h * w  # pixels per frame
@@ -83,15 +94,16 @@ class AutoencoderStage:
     def heldout_psnr(self, model: FrameAutoencoder) -> dict[str, float]:
         """Reconstruction PSNR (dB, uint8 frames) of up to ``HELDOUT_FRAMES`` frames of the held-out episodes:
         the ceiling of every frame a world built on this autoencoder shows. Empty without --holdout."""
-        if not self.heldout_episodes:
+        heldout = [(r, e) for r, episodes in self.sources for e in range(len(episodes), len(r))]
+        if not heldout:
             return {}
-        per_episode = max(1, HELDOUT_FRAMES // len(self.heldout_episodes))
+        per_episode = max(1, HELDOUT_FRAMES // len(heldout))
         frames = []
-        for e in self.heldout_episodes:
-            n = self.reader.episodes[e].steps + 1
+        for reader, e in heldout:
+            n = reader.episodes[e].steps + 1
             idx = np.unique(np.linspace(0, n - 1, min(n, per_episode)).round().astype(int))
-            frames.append(self.reader.frames(e)[idx])
-        real = resize_frames(torch.from_numpy(np.concatenate(frames)), self.frame_size)
+            frames.append(resize_frames(torch.from_numpy(reader.frames(e)[idx]), self.frame_size))
+        real = torch.cat(frames)
         device = next(model.parameters()).device
         recon = torch.cat([model.decode(model.encode(chunk.to(device))).cpu() for chunk in real.split(256)])
         mse = (recon.double() - real.double()).pow(2).mean(dim=(1, 2, 3))

@@ -19,13 +19,26 @@ from worldsim.training.loop import Distributed
 
 def open_training_data(cfg: TrainConfig) -> tuple[TrajectoryReader, list[int]]:
     """The reader and the episode indices used for training (the last ``holdout`` are kept out)."""
-    if not cfg.data:
+    sources = open_training_files(cfg)
+    if len(sources) > 1:
+        raise InputError(f"--data takes one file for this stage, got {len(sources)}: {cfg.data}")
+    return sources[0]
+
+
+def open_training_files(cfg: TrainConfig) -> list[tuple[TrajectoryReader, list[int]]]:
+    """Every file of a comma-separated ``--data``: its reader and training episodes (the last ``holdout`` of each
+    are kept out)."""
+    files = [f for f in cfg.data.split(",") if f.strip()]
+    if not files:
         raise InputError("--data is required: a trajectory file from `worldsim record`, a Minari dataset or robomimic")
-    reader = TrajectoryReader(cfg.data, camera=cfg.camera)
-    n = len(reader)
-    if cfg.holdout >= n:
-        raise InputError(f"--holdout {cfg.holdout} leaves no training episodes ({n} in {cfg.data})")
-    return reader, list(range(n - cfg.holdout))
+    sources = []
+    for f in files:
+        reader = TrajectoryReader(f.strip(), camera=cfg.camera)
+        n = len(reader)
+        if cfg.holdout >= n:
+            raise InputError(f"--holdout {cfg.holdout} leaves no training episodes ({n} in {f})")
+        sources.append((reader, list(range(n - cfg.holdout))))
+    return sources
 
 
 def add_rollout(tb: Any, tag: str, frames: np.ndarray, step: int) -> None:

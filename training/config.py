@@ -69,6 +69,9 @@ class AutoencoderTrainConfig(TrainConfig):
     """Channel width per resolution level (comma-separated); spatial factor = 2^(levels-1)."""
     kl_weight: float = 1e-6
     """Weight of the KL term."""
+    init: str = ""
+    """Start from this trained autoencoder (its shape replaces --widths / --latent-channels), e.g. to widen one
+    source's autoencoder to several."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ from worldsim.errors import ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
 from worldsim.models.dit import DiT
-from worldsim.training.common import add_rollout, cached_latents
+from worldsim.training.common import add_rollout, cached_latents, open_training_files
 from worldsim.training.config import TextToVideoTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
@@ -63,19 +63,13 @@ class BucketedClips(Dataset):
         return self.parts[part][index - int(self.offsets[part])]
 
 
-def open_captioned(files: list[str], holdout: int) -> list[tuple[TrajectoryReader, list[int]]]:
+def open_captioned(cfg: TextToVideoTrainConfig) -> list[tuple[TrajectoryReader, list[int]]]:
     """Each file's reader and training episodes; every file must carry captions."""
-    if not files:
-        raise InputError("--data is required: captioned trajectory files (worldsim record --captions), comma-separated")
-    out = []
-    for f in files:
-        reader = TrajectoryReader(f)
+    sources = open_training_files(cfg)
+    for reader, _ in sources:
         if not reader.captions:
-            raise InputError(f"{f} has no captions: record it with `worldsim record --captions`")
-        if holdout >= len(reader):
-            raise InputError(f"--holdout {holdout} leaves no training episodes in {f} ({len(reader)} episodes)")
-        out.append((reader, list(range(len(reader) - holdout))))
-    return out
+            raise InputError(f"{reader.source} has no captions: record it with `worldsim record --captions`")
+    return sources
 
 
 class TextToVideoStage:
@@ -86,7 +80,7 @@ class TextToVideoStage:
         self.cfg = cfg
         if not 0.0 <= cfg.image_share < 1.0:
             raise InputError(f"--image-share must be in [0, 1), got {cfg.image_share}")
-        sources = open_captioned([f for f in cfg.data.split(",") if f], cfg.holdout)
+        sources = open_captioned(cfg)
         if not cfg.autoencoder:
             raise InputError("--autoencoder is required: a trained autoencoder (worldsim train autoencoder)")
         _, ae_config, self.autoencoder = load_trained_autoencoder(cfg.autoencoder)
