@@ -51,3 +51,26 @@ def test_text_loss_with_dropout_backpropagates(encoder):
     loss, _ = diffusion_forcing_loss(wm.dit, batch, LossConfig(text_dropout=0.5), torch.Generator().manual_seed(0))
     loss.backward()
     assert wm.dit.blocks[0].cross.kv.weight.grad.abs().sum() > 0
+
+
+def test_a_world_starts_from_a_sentence(encoder):
+    """reset_from_text: no context frames; the opening frame comes from the prompt, reproducibly per seed, each world
+    of a batch as it would alone; the world then steps with actions as usual."""
+    wm = WorldModel(tiny_config(text_dim=TextEncoder.dim))
+    randomize(wm.dit)
+    wm._text_encoder = encoder
+    prompts = ["a desert", "a snowy forest at night"]
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    first = wm.reset_from_text(prompts, generator=gens)
+    assert first.shape == (2, 32, 32, 3)
+    after = wm.step([1, 2]).frames
+    alone = wm.reset_from_text(prompts[1], generator=[torch.Generator().manual_seed(4)])
+    assert np.array_equal(alone[0], first[1])
+    assert np.array_equal(wm.step([2]).frames[0], after[1])
+    again = wm.reset_from_text(prompts[0], seed=7)
+    assert np.array_equal(again, wm.reset_from_text(prompts[0], seed=7))
+    assert not np.array_equal(again, wm.reset_from_text(prompts[1], seed=7))  # the prompt matters
+    assert wm.dream(3).frames.shape == (1, 3, 32, 32, 3)
+    plain = WorldModel(tiny_config())
+    with pytest.raises(Exception, match="trained without text"):
+        plain.reset_from_text("a desert", seed=0)

@@ -258,12 +258,7 @@ class WorldModel:
         reference: recompute the whole history on every pass instead of using the KV cache (slow,
             for tests and benchmarks).
         """
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
-        if isinstance(generator, list):
-            batch_size = batch_size or len(generator)
-            if len(generator) != batch_size:
-                raise InputError(f"got {len(generator)} generators for {batch_size} worlds")
+        generator, batch_size = _noise_stream(seed, generator, batch_size)
         ctx, latents, cond = self._context(frames, actions, batch_size or 1, generator)
         text_ctx = self._encode_text(text, ctx.shape[0])
         self._rollout = Rollout(
@@ -272,6 +267,30 @@ class WorldModel:
         with torch.inference_mode():
             self._rollout.write(latents, cond)
         return ctx[:, -1].cpu().numpy().copy()
+
+    def reset_from_text(
+        self,
+        text: str | list[str],
+        seed: int | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> np.ndarray:
+        """Start worlds from a prompt alone (text-to-video): no context frames, the opening frame is generated from
+        the text with the null action. Returns it, uint8 (B, H, W, 3); ``step`` / ``dream`` go on from there."""
+        batch = batch_size or (
+            len(text) if isinstance(text, list) else len(generator) if isinstance(generator, list) else 1
+        )
+        generator, _ = _noise_stream(seed, generator, batch)
+        text_ctx = self._encode_text(text, batch)
+        self._rollout = Rollout(self.dit, self.sampler_config, batch, self.latent_shape, generator, text_ctx)
+        return self.dream(1).frames[:, 0]
+
+    def dream(self, frames: int) -> StepOutput:
+        """``frames`` more frames per world with the null action: what the world does on its own (for a
+        text-to-video backbone, what the prompt describes)."""
+        if frames < 1:
+            raise InputError(f"dream needs at least one frame, got {frames}")
+        return self._generate(None, frames)
 
     def reset_worlds(
         self, rows: list[int], generators: list[torch.Generator], frames: Any = None, actions: Any = None
@@ -324,7 +343,7 @@ class WorldModel:
             if frames.shape[:2] != (batch, 1):
                 raise InputError(f"observed must hold one frame per world ({batch}), got {tuple(frames.shape[:-3])}")
             latents = self.autoencoder.encode(frames).float()
-        out = self._generate(acts[:, None], observed=latents)
+        out = self._generate(acts[:, None], 1, observed=latents)
         return StepOutput(out.frames[:, 0], out.reward[:, 0], out.terminated[:, 0])
 
     def predict(self, actions: Any) -> StepOutput:
@@ -336,23 +355,25 @@ class WorldModel:
             shape = ()
         if len(shape) < 2:
             raise InputError(f"predict takes actions shaped (B, T, ...), got {shape}")
-        return self._generate(self.check_actions(actions, (rollout.batch, shape[1])))
+        return self._generate(self.check_actions(actions, (rollout.batch, shape[1])), shape[1])
 
-    def _generate(self, acts: Tensor, observed: Tensor | None = None) -> StepOutput:
-        """Validated actions (B, T, ...) -> T decoded frames per world.
+    def _generate(self, acts: Tensor | None, frames: int, observed: Tensor | None = None) -> StepOutput:
+        """Validated actions (B, T, ...), or None for the null action, -> T decoded frames per world.
 
         Long sequences go in blocks of a few frames: a block attends to itself densely, so one block
         as long as the window would cost far more than the pyramid schedule saves.
         """
         rollout = self._require_rollout()
         block = max(1, min(PREDICT_BLOCK, self.sampler_config.window - 1))
+        # A text-to-video backbone never saw an action: its frames all have the null one.
+        null_actions = acts is None or self.config.text_to_video
         parts = []
-        for s in range(0, acts.shape[1], block):
-            a = acts[:, s : s + block]
-            # A text-to-video backbone never saw an action: its frames all have the null one.
-            null = torch.full(a.shape[:2], self.config.text_to_video, dtype=torch.bool, device=self.device)
-            real = None if observed is None else observed[:, s : s + block]
-            parts.append(rollout.generate(FrameConditioning(a, null), a.shape[1], real))
+        for s in range(0, frames, block):
+            n = min(block, frames - s)
+            a = None if acts is None else acts[:, s : s + n]
+            null = torch.full((rollout.batch, n), null_actions, dtype=torch.bool, device=self.device)
+            real = None if observed is None else observed[:, s : s + n]
+            parts.append(rollout.generate(FrameConditioning(a, null), n, real))
         latents, reward, term = (torch.cat(p, 1) for p in zip(*parts))
         frames = self.autoencoder.decode(latents.to(torch.float32))
         return StepOutput(
@@ -397,3 +418,17 @@ class WorldModel:
         if self._text_encoder is None:
             self._text_encoder = TextEncoder(self.device)
         return self._text_encoder(prompts)
+
+
+def _noise_stream(
+    seed: int | None, generator: torch.Generator | list[torch.Generator] | None, batch_size: int | None
+) -> tuple[torch.Generator | list[torch.Generator], int | None]:
+    """The noise generator(s) of a (re)start: the given one(s), else one seeded by ``seed`` (random without), and
+    the batch size they imply."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+    if isinstance(generator, list):
+        batch_size = batch_size or len(generator)
+        if len(generator) != batch_size:
+            raise InputError(f"got {len(generator)} generators for {batch_size} worlds")
+    return generator, batch_size
