@@ -74,3 +74,66 @@ def test_a_world_starts_from_a_sentence(encoder):
     plain = WorldModel(tiny_config())
     with pytest.raises(Exception, match="trained without text"):
         plain.reset_from_text("a desert", seed=0)
+
+
+@pytest.fixture
+def backbone_dir(tmp_path):
+    import dataclasses
+
+    wm = WorldModel(dataclasses.replace(tiny_config(text_dim=TextEncoder.dim), text_to_video=True))
+    randomize(wm.dit)
+    wm.save_pretrained(tmp_path / "t2v")
+    return tmp_path / "t2v"
+
+
+def test_generate_cli_text_image_video_and_batches(backbone_dir, tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from worldsim.cli import main
+
+    out = tmp_path / "a.gif"
+    assert main(["generate", "a desert", "--checkpoint", str(backbone_dir), "--frames", "3", "--out", str(out)]) == 0
+    assert iio.imread(out, index=None).shape[:3] == (3, 32, 32)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a desert\n\nsnow at night\na lake\n")
+    grid = tmp_path / "grid.gif"
+    argv = ["generate", "--prompts", str(prompts), "--world", str(backbone_dir), "--frames", "2", "--size", "24x16"]
+    assert main([*argv, "--out", str(grid)]) == 0
+    assert iio.imread(grid, index=None).shape[:3] == (2, 24 * 2 + 2, 16 * 2 + 2)  # 3 prompts in a 2x2 grid
+    start = tmp_path / "start.png"
+    iio.imwrite(start, np.full((40, 40, 3), 90, np.uint8))
+    more = tmp_path / "more.gif"
+    assert main(["generate", "a lake", "--checkpoint", str(backbone_dir), "--image", str(start), "--frames", "2",
+                 "--out", str(more)]) == 0  # fmt: skip
+    frames = iio.imread(more, index=None)
+    assert frames.shape[0] == 3 and abs(int(frames[0].mean()) - 90) <= 2  # the image, then two new frames
+    longer = tmp_path / "longer.gif"
+    assert main(["generate", "a lake", "--checkpoint", str(backbone_dir), "--video", str(more), "--frames", "2",
+                 "--out", str(longer)]) == 0  # fmt: skip
+    assert iio.imread(longer, index=None).shape[0] == 5  # the clip, then two frames
+    capsys.readouterr()
+
+
+def test_generate_bad_input_is_one_line_and_writes_nothing(backbone_dir, tmp_path, capsys):
+    from worldsim.cli import main
+
+    plain = tmp_path / "plain"
+    WorldModel(tiny_config()).save_pretrained(plain)
+    bad_image = tmp_path / "notes.png"
+    bad_image.write_text("not an image")
+    out = tmp_path / "x.gif"
+    base = ["generate", "--checkpoint", str(backbone_dir), "--out", str(out)]
+    cases = [
+        (["generate", "--out", str(out)], "give one prompt"),
+        ([*base, "   "], "prompt is empty"),
+        ([*base, "word " * 40], "limit of 32"),
+        (["generate", "a desert", "--checkpoint", str(plain), "--out", str(out)], "trained without text"),
+        ([*base, "a desert", "--size", "30x32"], "divisible by"),
+        ([*base, "a desert", "--image", str(bad_image)], "cannot read"),
+        ([*base, "a desert", "--out", str(tmp_path / "x.txt")], ".mp4 or .gif"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not out.exists()

@@ -216,6 +216,20 @@ def cmd_predict(argv: list[str]) -> int:
     return 0
 
 
+def cmd_generate(argv: list[str]) -> int:
+    """Generate video from a prompt: text-to-video, image-to-video (--image) or extending a clip (--video).
+
+    Needs a text-capable checkpoint (a text-to-video backbone from `worldsim train t2v`, or a world trained with
+    captions). --prompts FILE generates one prompt per line in one batch and writes a grid.
+    """
+    from worldsim.generate import GenerateConfig, generate
+
+    cfg = parse(GenerateConfig, argv, "generate", cmd_generate.__doc__)
+    result = generate(cfg, progress=sys.stderr.isatty())
+    print(f"{result['prompts']} prompt(s), {result['frames']} frames in {result['seconds']} s -> {result['out']}")
+    return 0
+
+
 def cmd_record(argv: list[str]) -> int:
     """Record episodes of a Gymnasium env into an HDF5 trajectory file.
 
@@ -344,6 +358,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "play": cmd_play,
     "eval": cmd_eval,
     "predict": cmd_predict,
+    "generate": cmd_generate,
     "bench": cmd_bench,
     "bench-env": cmd_bench_env,
 }

@@ -417,6 +417,7 @@ class WorldModel:
             raise InputError(f"got {len(prompts)} prompts for {batch} worlds")
         if self._text_encoder is None:
             self._text_encoder = TextEncoder(self.device)
+        self._text_encoder.check_prompts(prompts)
         return self._text_encoder(prompts)
 
 

