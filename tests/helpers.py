@@ -26,12 +26,14 @@ def labelled_episode(episode: int, steps: int, size: int = 16, n_actions: int = 
 
 
 def write_dataset(
-    path, lengths=(12, 5, 20), size: int = 16, captions: bool = False, env_id: str = "Test-v0"
+    path, lengths=(12, 5, 20), size: int = 16, captions: bool = False, env_id: str = "Test-v0", action_space=None
 ) -> list[dict]:
     episodes = [labelled_episode(i, n, size) for i, n in enumerate(lengths)]
-    with TrajectoryWriter(
-        path, env_id=env_id, frame_size=(size, size), action_space=gym.spaces.Discrete(5), frame_rate=12
-    ) as w:
+    space = action_space or gym.spaces.Discrete(5)
+    if not isinstance(space, gym.spaces.Discrete):
+        for ep in episodes:
+            ep["actions"] = np.stack([space.sample() for _ in ep["actions"]])
+    with TrajectoryWriter(path, env_id=env_id, frame_size=(size, size), action_space=space, frame_rate=12) as w:
         for i, ep in enumerate(episodes):
             w.add_episode(**ep, seed=40 + i, caption=f"episode {i}" if captions else None)
     return episodes

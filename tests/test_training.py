@@ -155,7 +155,7 @@ def test_one_autoencoder_for_several_files_and_from_a_trained_one(tmp_path, data
     """Comma-separated --data trains one autoencoder on every file's frames (at --frame-size), held-out episodes of
     each measured; --init starts from a trained autoencoder's weights and shape."""
     other = tmp_path / "other.h5"
-    write_dataset(other, lengths=(6, 7), size=24)
+    write_dataset(other, lengths=(6, 7), size=24, action_space=gym.spaces.Box(-1, 1, (2,)))  # other actions
     base = dict(frame_size="16x16", workers=0, holdout=1, precision="fp32", save_minutes=1e6)
     cfg = with_preset(
         AutoencoderTrainConfig, "autoencoder", "tiny", {**base, "data": f"{data},{other}", "out": str(tmp_path / "a")}

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import ConcatDataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from worldsim.checkpoint import atomic_path, save_autoencoder
 from worldsim.config import AutoencoderConfig
@@ -29,6 +29,19 @@ SCALE_FRAMES = 512
 """Frames encoded to measure the latent scale at export."""
 HELDOUT_FRAMES = 1024
 """Held-out frames (spread over the --holdout episodes) whose reconstruction PSNR is measured at every export."""
+
+
+class FramesOnly(Dataset):
+    """A clip dataset's frames alone: files of different action spaces then share a batch."""
+
+    def __init__(self, clips: ClipDataset) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"frames": self.clips[index]["frames"]}
 
 
 class AutoencoderStage:
@@ -56,7 +69,10 @@ class AutoencoderStage:
         # Several files (comma-separated) train one autoencoder for all of them, every frame at --frame-size.
         self.sources = open_training_files(cfg)
         self.dataset = ConcatDataset(
-            [ClipDataset(reader, 1, self.frame_size, episodes=episodes) for reader, episodes in self.sources]
+            [
+                FramesOnly(ClipDataset(reader, 1, self.frame_size, episodes=episodes))
+                for reader, episodes in self.sources
+            ]
         )
         torch.manual_seed(cfg.seed)
         self.model = FrameAutoencoder(self.ae_config)
