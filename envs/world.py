@@ -66,7 +66,9 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
     ``reset(options={"start": frames})`` with uint8 ``(H, W, 3)`` or a short clip ``(T, H, W, 3)`` (resized to
     the world's size; at most ``sinks + window`` frames). Optional ``"actions"`` (T-1 actions that led to frames
     1..T-1) and ``"text"`` (a prompt, for worlds trained with text). Without ``"start"``, one of the checkpoint's
-    shipped start contexts, chosen by the seed. Bad input raises ``worldsim.errors.InputError``.
+    shipped start contexts, chosen by the seed; a checkpoint with none (a text-to-video backbone) starts from the
+    prompt alone. ``set_prompt(text)`` changes the prompt mid-episode. Bad input raises
+    ``worldsim.errors.InputError``.
 
     ## Seeding
 
@@ -124,17 +126,31 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         unknown = set(options) - START_OPTIONS
         if unknown:
             raise InputError(f"unknown reset option(s) {sorted(unknown)}; use {sorted(START_OPTIONS)}")
-        frames = self._start_frames(options.get("start"))
-        actions = options.get("actions")
-        if actions is not None:
-            actions = np.asarray(actions)[None]  # (T-1, ...) -> (1, T-1, ...); the engine checks the rest
         text = options.get("text")
-        obs = self.world.reset(frames, actions=actions, text=text, generator=generator)
+        if options.get("start") is None and text is not None and len(self.world.starts.get("frames", ())) == 0:
+            # No start frames anywhere: the prompt alone makes the opening frame (a text-to-video start).
+            obs = self.world.reset_from_text(text, generator=generator)
+        else:
+            frames = self._start_frames(options.get("start"))
+            actions = options.get("actions")
+            if actions is not None:
+                actions = np.asarray(actions)[None]  # (T-1, ...) -> (1, T-1, ...); the engine checks the rest
+            obs = self.world.reset(frames, actions=actions, text=text, generator=generator)
         self._frame = obs[0].copy()
         self._steps = 0
         if self.render_mode == "human":
             self.render()
         return self._frame.copy(), {"frame_index": self.world.frame_index}
+
+    def set_prompt(self, text: str | None) -> None:
+        """Change the prompt mid-episode (worlds trained with text; None: no prompt). What text controls (e.g. the
+        palette) follows it from the next step on while your actions keep driving::
+
+            env.unwrapped.set_prompt("a car on a red road through white grass")
+        """
+        if self._frame is None:
+            raise WorldsimError("call reset() before set_prompt()")
+        self.world.set_prompt(text)
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict]:
         if self._frame is None:

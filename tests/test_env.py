@@ -30,15 +30,22 @@ STARTS = 3
 
 
 def save_world(
-    path, action: ActionSpec | None = None, key_map: dict | None = None, frame_rate: int = 12, size: int = SIZE
+    path,
+    action: ActionSpec | None = None,
+    key_map: dict | None = None,
+    frame_rate: int = 12,
+    size: int = SIZE,
+    text_dim: int = 0,
+    starts: bool = True,
 ) -> str:
-    """A tiny checkpoint with nonzero random weights (so frames depend on noise and actions) and start contexts."""
-    cfg = tiny_config(action=action or ActionSpec(kind="discrete", n=5), frame_size=(size, size))
+    """A tiny checkpoint with nonzero random weights (so frames depend on noise and actions) and start contexts
+    (``starts=False``: none, as a text-to-video backbone); ``text_dim`` 384 makes it take prompts."""
+    cfg = tiny_config(action=action or ActionSpec(kind="discrete", n=5), frame_size=(size, size), text_dim=text_dim)
     cfg.frame_rate = frame_rate
     cfg.key_map = key_map or {}
     g = torch.Generator().manual_seed(0)
-    starts = torch.randint(0, 256, (STARTS, 2, size, size, 3), dtype=torch.uint8, generator=g)
-    wm = WorldModel(cfg, starts={"frames": starts})
+    frames = torch.randint(0, 256, (STARTS, 2, size, size, 3), dtype=torch.uint8, generator=g)
+    wm = WorldModel(cfg, starts={"frames": frames} if starts else {})
     randomize(wm.dit, 0)
     randomize(wm.autoencoder, 1, std=0.05)
     wm.save_pretrained(path)

@@ -19,6 +19,7 @@ VIEWER_KEYS = {
     "]": "more steps",
     "h": "hud",
     "s": "screenshot",
+    "t": "prompt",
 }
 """Keys ``worldsim play`` keeps for itself (pygame key name -> what they do); never given to actions by default."""
 

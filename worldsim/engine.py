@@ -285,6 +285,12 @@ class WorldModel:
         self._rollout = Rollout(self.dit, self.sampler_config, batch, self.latent_shape, generator, text_ctx)
         return self.dream(1).frames[:, 0]
 
+    def set_prompt(self, text: str | list[str] | None) -> None:
+        """Change the prompt mid-episode (None: no prompt); frames from now on follow it while the actions keep
+        driving. The frames already made, and the memory of them, stay as they were."""
+        rollout = self._require_rollout()
+        rollout.text = None if text is None else self._encode_text(text, rollout.batch)
+
     def dream(self, frames: int) -> StepOutput:
         """``frames`` more frames per world with the null action: what the world does on its own (for a
         text-to-video backbone, what the prompt describes)."""

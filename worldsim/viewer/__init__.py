@@ -8,11 +8,12 @@ Examples::
     worldsim play --headless --steps 200 --policy random --record out.mp4   # no display, as fast as it goes
 
 Keys: R new start (new seed), P pause, [ / ] fewer / more denoising steps, H HUD and help, S screenshot,
-Esc quit. Actions come from the world's key map (``WorldModelEnv.get_keys_to_action``): held keys give the
+T type a new prompt (worlds trained with text; Enter applies it, Esc cancels), Esc quit. ``--prompt`` starts
+with a prompt, ``--prompts FILE`` of ``FRAME: prompt`` lines switches it at those frames (headless runs). Actions come from the world's key map (``WorldModelEnv.get_keys_to_action``): held keys give the
 action of each frame, no key the do-nothing action; 2-D Box worlds (PushT) take the mouse position instead.
 
 Threads: a worker thread owns the world (and the real env with ``--compare``) and runs one command at a
-time from a queue (reset, step, sampler change); the UI thread polls input, draws the newest frame and keeps the
+time from a queue (reset, step, sampler change, prompt change); the UI thread polls input, draws the newest frame and keeps the
 world's frame rate with a pygame Clock, so the window stays responsive however slow the model is. Headless play
 is lock-step (each frame waits for its step) and unpaced unless ``--realtime``.
 
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from worldsim.display import import_pygame
 from worldsim.envs.world import WorldModelEnv
 from worldsim.errors import InputError, WorldsimError
 from worldsim.video import VideoWriter
@@ -39,7 +42,7 @@ from worldsim.viewer.config import MAX_SAMPLER_STEPS, PlayConfig
 from worldsim.viewer.controls import Controls, Intent
 from worldsim.viewer.screen import Panel, Screen, hud_lines
 from worldsim.viewer.stats import Stats
-from worldsim.viewer.worker import Reset, Result, SetSampler, Step, Worker
+from worldsim.viewer.worker import Reset, Result, SetPrompt, SetSampler, Step, Worker
 
 __all__ = ["PlayConfig", "Viewer", "build_viewer", "play"]
 
@@ -72,6 +75,10 @@ class Viewer:
         self.sampler_steps = config.sampler_steps or env.world.sampler_config.steps
         """Euler steps asked for (the HUD shows what the world last reported)."""
         self.show_hud = config.hud
+        self.prompt: str | None = config.prompt or config.prompt_schedule.get(0) or None
+        """The prompt the world follows now (worlds trained with text)."""
+        self.typing: str | None = None
+        """The prompt being typed after T (None: not typing); the world keeps going with the no-op."""
         self.paused = False
         self.quit = False
         # What open() started, undone in reverse by close(): the worker stops before the video is finished, and an
@@ -173,6 +180,9 @@ class Viewer:
         self.screen.post(events)
 
     def handle(self, event: Any) -> None:
+        if self.typing is not None:
+            self._type(event)
+            return
         match self.controls.handle(event):
             case Intent.QUIT:
                 self.quit = True
@@ -190,6 +200,36 @@ class Viewer:
                 self.redraw()
             case Intent.SCREENSHOT:
                 self.screenshot()
+            case Intent.PROMPT:
+                if not self.env.world.config.dit.text_dim:
+                    print("worldsim play: this world was trained without text: no prompts", file=sys.stderr)
+                    return
+                self.typing = ""
+                self.controls.held.clear()
+                self.redraw()
+
+    def set_prompt(self, prompt: str) -> None:
+        """Follow ``prompt`` from the next frame on."""
+        self.prompt = prompt
+        self.worker.send(SetPrompt(prompt))
+
+    def _type(self, event: Any) -> None:
+        """A key while typing a prompt: Enter applies it, Esc cancels, Backspace deletes, text is typed."""
+        pygame = import_pygame()
+        if event.type == pygame.QUIT:
+            self.quit = True
+        elif event.type == pygame.KEYDOWN:
+            if event.key in (pygame.K_RETURN, pygame.K_KP_ENTER):
+                typed, self.typing = self.typing.strip(), None
+                if typed:
+                    self.set_prompt(typed)
+            elif event.key == pygame.K_ESCAPE:
+                self.typing = None
+            elif event.key == pygame.K_BACKSPACE:
+                self.typing = self.typing[:-1]
+            elif event.unicode and event.unicode.isprintable():
+                self.typing += event.unicode
+            self.redraw()
 
     def screenshot(self) -> Path:
         name = f"worldsim-{self.env.world.config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{self.stats.shown:05d}.png"
@@ -198,9 +238,14 @@ class Viewer:
     # ----------------------------------------------------------------- actions and worker traffic
     def _request_step(self) -> None:
         if not self.paused and self.worker.pending == 0:
+            scheduled = self.cfg.prompt_schedule.get(self.stats.shown)
+            if scheduled and self.stats.shown > 0 and scheduled != self.prompt:
+                self.set_prompt(scheduled)  # before the step: the frame shown next follows it
             self.worker.send(Step(self._action()))
 
     def _action(self) -> Any:
+        if self.typing is not None:
+            return self.env.noop  # the keys are typing, not driving
         if self.policy is None:
             return self.controls.action(self.screen.dream_area)
         latest = self.latest
@@ -209,7 +254,7 @@ class Viewer:
     def _reset(self) -> None:
         if self.policy is not None and hasattr(self.policy, "reset"):
             self.policy.reset(self.seed)
-        self.worker.send(Reset(self.seed))
+        self.worker.send(Reset(self.seed, self.prompt))
 
     def _collect(self, wait: bool, grace: float = 0.0) -> bool:
         """Take the worker's results (see ``Worker.collect``); True when a new frame arrived."""
@@ -233,7 +278,10 @@ class Viewer:
         panels = [Panel("dream", self.latest.frame)]
         if self.latest.real is not None:
             panels.insert(0, Panel("real", self.latest.real.frame))
-        self.screen.draw(panels, hud_lines(self.stats, self.paused, self.seed) if self.show_hud else None)
+        hud = hud_lines(self.stats, self.paused, self.seed, self.prompt) if self.show_hud else None
+        if self.typing is not None:
+            hud = [*(hud or []), f"prompt> {self.typing}_   (Enter: apply, Esc: cancel)"]
+        self.screen.draw(panels, hud)
 
     def _show(self) -> None:
         """Draw a new frame, count it, and record the window as shown (HUD included)."""
@@ -261,6 +309,8 @@ def build_viewer(cfg: PlayConfig) -> Viewer:
             real_env = make_source_env(source)
         except WorldsimError as e:
             raise InputError(f"--compare: cannot make the real env {source}: {e}") from None
+    if (cfg.prompt or cfg.prompts) and not env.world.config.dit.text_dim:
+        raise InputError(f"world {env.world.config.name!r} was trained without text: drop --prompt / --prompts")
     name = cfg.policy or ("random" if cfg.headless else "keyboard")
     policy, on_real = None, False
     if name in SEEING_POLICIES:

@@ -45,6 +45,10 @@ class PlayConfig:
     """Window pixels per frame pixel (0: fit the frame to 384 pixels, 6x for 64x64)."""
     hud: bool = True
     """Show the HUD at the start (H toggles it)."""
+    prompt: str = ""
+    """The prompt the world starts from and follows (worlds trained with text); T types a new one mid-play."""
+    prompts: str = ""
+    """A file of ``FRAME: prompt`` lines: the prompt changes at those shown frames (headless prompt switches)."""
     device: str = "cpu"
     """Torch device of the world."""
     precision: Precision = "auto"
@@ -65,7 +69,29 @@ class PlayConfig:
             raise ConfigError(f"--sampler-steps must be in 1..{MAX_SAMPLER_STEPS}")
         if self.record:
             check_video_path(self.record)
+        self.prompt_schedule = read_prompt_schedule(self.prompts) if self.prompts else {}
 
     @property
     def source(self) -> str:
         return self.checkpoint or self.world or DEFAULT_WORLD
+
+
+def read_prompt_schedule(path: str) -> dict[int, str]:
+    """``FRAME: prompt`` lines -> {frame: prompt}; blank lines and ``#`` comments skipped; one-line errors."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--prompts {path}: no such file")
+    schedule: dict[int, str] = {}
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        frame, sep, prompt = line.partition(":")
+        if not sep or not frame.strip().isdigit() or not prompt.strip():
+            raise ConfigError(f"--prompts {path}, line {number}: expected 'FRAME: prompt', got {line[:60]!r}")
+        schedule[int(frame)] = prompt.strip()
+    if not schedule:
+        raise ConfigError(f"--prompts {path} holds no 'FRAME: prompt' line")
+    return schedule

@@ -30,6 +30,8 @@ class Intent(Enum):
     HUD = "hud"
     """Show or hide the HUD."""
     SCREENSHOT = "screenshot"
+    PROMPT = "prompt"
+    """Type a new prompt (worlds trained with text): Enter applies it, Esc cancels."""
 
 
 class Area(NamedTuple):

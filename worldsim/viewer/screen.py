@@ -13,7 +13,7 @@ from worldsim.errors import WorldsimError
 from worldsim.viewer.controls import Area
 from worldsim.viewer.stats import Stats
 
-HELP = "R reset  P pause  [ ] steps  S shot  H hud  Esc quit"
+HELP = "R reset  P pause  [ ] steps  S shot  H hud  T prompt  Esc quit"
 
 
 class Panel(NamedTuple):
@@ -23,13 +23,14 @@ class Panel(NamedTuple):
     """uint8 (H, W, 3)."""
 
 
-def hud_lines(stats: Stats, paused: bool, seed: int) -> list[str]:
+def hud_lines(stats: Stats, paused: bool, seed: int, prompt: str | None = None) -> list[str]:
     s = stats
     state = "  PAUSED" if paused else ("  terminated" if s.terminated else "")
     return [
         f"{s.display_fps:5.1f} fps shown  {s.model_fps:5.1f} fps model{state}",
         f"frame {s.frame_index}  reward {s.reward:+.3f}  return {s.episode_return:+.2f}",
         f"sampler steps {s.sampler_steps}  seed {seed}",
+        *([f"prompt: {prompt}"] if prompt else []),
         HELP,
     ]
 

@@ -20,9 +20,10 @@ from worldsim.errors import WorldsimError
 
 
 class Reset(NamedTuple):
-    """A new start context (and a new episode of the real env), chosen by ``seed``."""
+    """A new start context (and a new episode of the real env), chosen by ``seed``, under ``prompt`` (if any)."""
 
     seed: int
+    prompt: str | None = None
 
 
 class Step(NamedTuple):
@@ -37,7 +38,13 @@ class SetSampler(NamedTuple):
     steps: int
 
 
-Command = Reset | Step | SetSampler
+class SetPrompt(NamedTuple):
+    """The prompt from the next frame on (worlds trained with text)."""
+
+    prompt: str
+
+
+Command = Reset | Step | SetSampler | SetPrompt
 
 
 class RealStep(NamedTuple):
@@ -137,13 +144,18 @@ class Worker(threading.Thread):
         if isinstance(cmd, SetSampler):
             world.set_sampler(steps=cmd.steps)
             return Result(cmd, world.frame_index, world.sampler_config.steps)
+        if isinstance(cmd, SetPrompt):
+            self.env.set_prompt(cmd.prompt)
+            return Result(cmd, world.frame_index, world.sampler_config.steps)
         if isinstance(cmd, Reset):
-            real, options = None, None
+            real, options = None, {}
             if self.real_env is not None:
                 # Both panels start from the same real frame: the dream's context is the real env's first frame.
                 observation, _ = self.real_env.reset(seed=cmd.seed)
                 real = self._real(observation)
-                options = {"start": real.frame}
+                options["start"] = real.frame
+            if cmd.prompt:
+                options["text"] = cmd.prompt
             t = time.perf_counter()
             frame, _ = self.env.reset(seed=cmd.seed, options=options)
             seconds = time.perf_counter() - t
