@@ -21,6 +21,7 @@ from worldsim.config import ActionSpec, SamplerConfig, WorldConfig, dit_config
 from worldsim.data.clips import ClipDataset
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel
+from worldsim.envs.sources import source_world
 from worldsim.errors import ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
@@ -118,10 +119,12 @@ class TextToVideoStage:
         parts, is_image = [], []
         for i, ((reader, episodes), size) in enumerate(zip(sources, sizes)):
             latents = cached_latents(reader, self.autoencoder, Path(cfg.out) / f"latents_{i}.h5", size, d)
-            parts.append(ClipDataset(reader, cfg.clip_frames, size, episodes=episodes, latents=latents))
+            # A source's intro (CarRacing's zoom-in) is not what its captions describe: left out.
+            skip = round(source_world(reader.env_id).intro_seconds * reader.frame_rate)
+            parts.append(ClipDataset(reader, cfg.clip_frames, size, episodes=episodes, skip=skip, latents=latents))
             is_image.append(False)
             if cfg.image_share > 0:
-                parts.append(ClipDataset(reader, 1, size, episodes=episodes, latents=latents))
+                parts.append(ClipDataset(reader, 1, size, episodes=episodes, skip=skip, latents=latents))
                 is_image.append(True)
         self.dataset = BucketedClips(parts, is_image, cfg.image_share)
         self.sources = sources

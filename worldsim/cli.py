@@ -216,6 +216,20 @@ def cmd_predict(argv: list[str]) -> int:
     return 0
 
 
+def cmd_eval_text(argv: list[str]) -> int:
+    """Measure how a text-capable checkpoint follows prompts, from the pixels it generates.
+
+    Text following on held-out prompts and on CarRacing palettes never seen together, prompt switches, and the
+    realism (Fréchet distance) of generated frames beside real-vs-real; see worldsim.eval_text.
+    """
+    from worldsim.eval_text import EvalTextConfig, TextEvaluator, summary_lines
+
+    cfg = parse(EvalTextConfig, argv, "eval-text", cmd_eval_text.__doc__)
+    result = TextEvaluator(cfg, progress=sys.stderr.isatty()).run()
+    print("\n".join(summary_lines(result)))
+    return 0
+
+
 def cmd_generate(argv: list[str]) -> int:
     """Generate video from a prompt: text-to-video, image-to-video (--image) or extending a clip (--video).
 
@@ -359,6 +373,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "eval": cmd_eval,
     "predict": cmd_predict,
     "generate": cmd_generate,
+    "eval-text": cmd_eval_text,
     "bench": cmd_bench,
     "bench-env": cmd_bench_env,
 }

@@ -21,7 +21,8 @@ from worldsim.errors import InputError
 
 
 class ClipDataset(Dataset):
-    """Map-style dataset over every window of ``clip_frames`` frames (every ``stride``-th start)."""
+    """Map-style dataset over every window of ``clip_frames`` frames (every ``stride``-th start, none in the first
+    ``skip`` frames of an episode)."""
 
     def __init__(
         self,
@@ -30,6 +31,7 @@ class ClipDataset(Dataset):
         frame_size: tuple[int, int] | None = None,
         episodes: list[int] | None = None,
         stride: int = 1,
+        skip: int = 0,
         latents: LatentStore | None = None,
     ) -> None:
         if clip_frames < 1:
@@ -40,17 +42,17 @@ class ClipDataset(Dataset):
         self.latents = latents
         chosen = list(range(len(reader))) if episodes is None else list(episodes)
         lengths = reader.episode_frames
-        self.episodes = [e for e in chosen if lengths[e] >= clip_frames]
+        self.episodes = [e for e in chosen if lengths[e] >= skip + clip_frames]
         if not self.episodes:
             longest = max((lengths[e] for e in chosen), default=0)
             raise InputError(
-                f"{reader.source}: all {len(chosen)} episodes are shorter than a clip of {clip_frames} frames "
+                f"{reader.source}: all {len(chosen)} episodes are shorter than {skip} + a clip of {clip_frames} frames "
                 f"(longest has {longest}); record longer episodes or lower --clip-frames"
             )
         # (episode, start) of every window, as two flat arrays (cheap to share with workers).
         eps, starts = [], []
         for e in self.episodes:
-            s = np.arange(0, lengths[e] - clip_frames + 1, stride)
+            s = np.arange(skip, lengths[e] - clip_frames + 1, stride)
             eps.append(np.full(len(s), e))
             starts.append(s)
         self.window_episode = np.concatenate(eps)

@@ -9,13 +9,14 @@ Examples::
 
 Keys: R new start (new seed), P pause, [ / ] fewer / more denoising steps, H HUD and help, S screenshot,
 T type a new prompt (worlds trained with text; Enter applies it, Esc cancels), Esc quit. ``--prompt`` starts
-with a prompt, ``--prompts FILE`` of ``FRAME: prompt`` lines switches it at those frames (headless runs). Actions come from the world's key map (``WorldModelEnv.get_keys_to_action``): held keys give the
-action of each frame, no key the do-nothing action; 2-D Box worlds (PushT) take the mouse position instead.
+with a prompt, ``--prompts FILE`` of ``FRAME: prompt`` lines switches it at those frames (headless runs).
+Actions come from the world's key map (``WorldModelEnv.get_keys_to_action``): held keys give the action of each
+frame, no key the do-nothing action; 2-D Box worlds (PushT) take the mouse position instead.
 
 Threads: a worker thread owns the world (and the real env with ``--compare``) and runs one command at a
-time from a queue (reset, step, sampler change, prompt change); the UI thread polls input, draws the newest frame and keeps the
-world's frame rate with a pygame Clock, so the window stays responsive however slow the model is. Headless play
-is lock-step (each frame waits for its step) and unpaced unless ``--realtime``.
+time from a queue (reset, step, sampler change, prompt change); the UI thread polls input, draws the newest
+frame and keeps the world's frame rate with a pygame Clock, so the window stays responsive however slow the model
+is. Headless play is lock-step (each frame waits for its step) and unpaced unless ``--realtime``.
 
 The package, one concern a module: ``config`` (``PlayConfig``, the flags), ``controls`` (events -> held keys,
 pointer, the action of each frame, UI intents), ``worker`` (the thread that owns the envs, its commands and
