@@ -123,3 +123,30 @@ def test_t2v_bad_input_is_one_line(setup, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert not (setup / "o" / "state").exists()
+
+
+def test_world_mixes_text_only_clips_of_other_sources(setup):
+    """--text-data: a share of the steps trains on captioned clips of other files (their own frame size and action
+    space), with no actions and no reward targets; the world's own batches are unchanged."""
+    base = dict(data=str(setup / "square.h5"), autoencoder=str(setup / "ae"), workers=0, precision="fp32")
+    cfg = with_preset(
+        WorldTrainConfig,
+        "world",
+        "tiny",
+        {**base, "out": str(setup / "w"), "text_data": str(setup / "tall.h5"), "text_share": 0.5, "steps": 6},
+    )
+    stage = WorldStage(cfg)
+    assert stage.config.dit.text_dim == 384
+    sampler = StepBatchSampler(len(stage.dataset), 4, Distributed(), 0, 0, 30, stage.dataset.buckets,
+                               stage.dataset.bucket_weights)  # fmt: skip
+    kinds = set()
+    for s in range(30):
+        items = [stage.dataset[int(i)] for i in sampler.global_indices(s)]
+        kinds.add(("text_only" in items[0], tuple(items[0]["latents"].shape)))
+        assert len({"text_only" in item for item in items}) == 1
+    assert kinds == {(False, (4, 4, 8, 8)), (True, (4, 4, 12, 8))}
+    text_batch = {"latents": torch.randn(2, 4, 4, 12, 8), "caption": ["a tall one start"] * 2, "text_only": [True] * 2}
+    clip = stage.clip_batch(stage.model, text_batch)
+    assert clip.actions is None and clip.action_null.all() and clip.rewards is None
+    result = train(stage, cfg, progress=False)
+    assert result["step"] == 6 and np.isfinite(result["final_metrics"]["loss"])

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from worldsim.data.latents import LatentStore, build_latent_cache
 from worldsim.data.reader import TrajectoryReader
@@ -62,3 +63,22 @@ def cached_latents(
     if d.world > 1:
         torch.distributed.barrier()
     return LatentStore(path)
+
+
+class BucketedClips(Dataset):
+    """Several datasets behind one index; ``buckets`` says which items may share a batch (one part each: one frame
+    size, clip length and kind), ``bucket_weights`` how often each part's batches come (``StepBatchSampler``)."""
+
+    def __init__(self, parts: list[Dataset], weights: list[float]) -> None:
+        self.parts = parts
+        sizes = np.array([len(p) for p in parts])  # type: ignore[arg-type]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.buckets = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in range(len(parts))]
+        self.bucket_weights = list(weights)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.parts[part][index - int(self.offsets[part])]

@@ -94,6 +94,11 @@ class WorldTrainConfig(TrainConfig):
     """Encode the dataset once into <out>/latents.h5 instead of every step."""
     name: str = ""
     """World name stored in the checkpoint (default: from the env id)."""
+    text_data: str = ""
+    """Captioned files (comma-separated, ``worldsim record --captions``) whose clips are mixed in as text-only clips
+    (no actions, no rewards): a world started from a text backbone keeps following text."""
+    text_share: float = 0.2
+    """Share of the steps on --text-data clips."""
 
 
 @dataclass

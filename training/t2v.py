@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from worldsim.config import ActionSpec, SamplerConfig, WorldConfig, dit_config
 from worldsim.data.clips import ClipDataset
@@ -26,7 +25,7 @@ from worldsim.errors import ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
 from worldsim.models.dit import DiT
-from worldsim.training.common import add_rollout, cached_latents, open_training_files
+from worldsim.training.common import BucketedClips, add_rollout, cached_latents, open_training_files
 from worldsim.training.config import TextToVideoTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
@@ -37,31 +36,14 @@ NO_ACTIONS = ActionSpec(kind="discrete", n=1)
 SAMPLE_FRAMES = 16
 
 
-class BucketedClips(Dataset):
-    """Several clip datasets behind one index; ``buckets`` says which items may share a batch (one part each).
-
-    ``bucket_weights`` spreads the steps over the parts: videos by their number of clips, images by
-    ``image_share`` of the total.
-    """
-
-    def __init__(self, parts: list[ClipDataset], is_image: list[bool], image_share: float) -> None:
-        self.parts = parts
-        sizes = np.array([len(p) for p in parts])
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self.buckets = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in range(len(parts))]
-        video = sum(int(s) for s, img in zip(sizes, is_image) if not img)
-        image = sum(int(s) for s, img in zip(sizes, is_image) if img)
-        share = image_share if image else 0.0
-        self.bucket_weights = [
-            (share * s / image if img else (1 - share) * s / max(video, 1)) for s, img in zip(sizes, is_image)
-        ]
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        return self.parts[part][index - int(self.offsets[part])]
+def share_weights(parts: list[ClipDataset], is_special: list[bool], share: float) -> list[float]:
+    """Bucket weights giving the ``is_special`` parts (images, text-only clips) ``share`` of the steps together and
+    the others the rest, each part in proportion to its number of clips."""
+    sizes = [len(p) for p in parts]
+    special = sum(n for n, x in zip(sizes, is_special) if x)
+    plain = sum(n for n, x in zip(sizes, is_special) if not x)
+    share = share if special else 0.0
+    return [(share * n / special if x else (1 - share) * n / max(plain, 1)) for n, x in zip(sizes, is_special)]
 
 
 def open_captioned(cfg: TextToVideoTrainConfig) -> list[tuple[TrajectoryReader, list[int]]]:
@@ -126,7 +108,7 @@ class TextToVideoStage:
             if cfg.image_share > 0:
                 parts.append(ClipDataset(reader, 1, size, episodes=episodes, skip=skip, latents=latents))
                 is_image.append(True)
-        self.dataset = BucketedClips(parts, is_image, cfg.image_share)
+        self.dataset = BucketedClips(parts, share_weights(parts, is_image, cfg.image_share))
         self.sources = sources
         self.text_encoder = TextEncoder(d.device)
         self.loss_config = LossConfig()

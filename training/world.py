@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_config, load_state, strip_prefix
 from worldsim.config import AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
@@ -22,7 +24,7 @@ from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
 from worldsim.models.dit import DiT
 from worldsim.training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
-from worldsim.training.common import add_rollout, cached_latents, open_training_data
+from worldsim.training.common import BucketedClips, add_rollout, cached_latents, open_training_data
 from worldsim.training.config import WorldTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
@@ -77,7 +79,8 @@ class WorldStage:
         frame_size, ae_config, self.autoencoder = load_trained_autoencoder(cfg.autoencoder or cfg.out)
         self.autoencoder.to(d.device)
         # A world started from a text backbone keeps its text path (prompts still steer it), captions or not.
-        text_dim = TextEncoder.dim if self.reader.captions or (init_config and init_config.dit.text_dim) else 0
+        has_text = self.reader.captions or cfg.text_data or (init_config and init_config.dit.text_dim)
+        text_dim = TextEncoder.dim if has_text else 0
         sinks = SamplerConfig().sinks
         init_world = init_config if init_config and not init_config.text_to_video else None
         try:
@@ -113,13 +116,33 @@ class WorldStage:
         latents = None
         if cfg.latent_cache:
             latents = cached_latents(self.reader, self.autoencoder, Path(cfg.out) / "latents.h5", tuple(frame_size), d)
-        self.dataset = ClipDataset(self.reader, cfg.clip_frames, tuple(frame_size), episodes=episodes, latents=latents)
+        self.clips = ClipDataset(self.reader, cfg.clip_frames, tuple(frame_size), episodes=episodes, latents=latents)
+        self.dataset = self.clips if not cfg.text_data else self._with_text_clips(cfg, d)
         self.text_encoder = TextEncoder(d.device) if text_dim else None
         self.loss_config = LossConfig()
         h, w = self.config.latent_size
         self.latent_shape = (ae_config.latent_channels, h, w)
         self.tokens_per_sample = cfg.clip_frames * (h // self.config.dit.patch) * (w // self.config.dit.patch)
         self.starts = self._start_contexts(episodes)
+
+    def _with_text_clips(self, cfg: WorldTrainConfig, d: Distributed) -> BucketedClips:
+        """The world's clips and, ``text_share`` of the steps, text-only clips of captioned files (no actions, no
+        rewards), each file its own bucket (its own frame size)."""
+        from worldsim.training.t2v import open_captioned, share_weights
+
+        if not cfg.latent_cache:
+            raise InputError("--text-data needs the latent cache: drop --no-latent-cache")
+        if not 0.0 < cfg.text_share < 1.0:
+            raise InputError(f"--text-share must be in (0, 1), got {cfg.text_share}")
+        parts: list[Any] = [self.clips]
+        text_cfg = dataclasses.replace(cfg, data=cfg.text_data, holdout=0)
+        for i, (reader, episodes) in enumerate(open_captioned(text_cfg)):  # type: ignore[arg-type]
+            size = tuple(reader.frame_shape[:2])
+            latents = cached_latents(reader, self.autoencoder, Path(cfg.out) / f"latents_text_{i}.h5", size, d)
+            skip = round(source_world(reader.env_id).intro_seconds * reader.frame_rate)
+            clips = ClipDataset(reader, cfg.clip_frames, size, episodes=episodes, skip=skip, latents=latents)
+            parts.append(TextOnly(clips))
+        return BucketedClips(parts, share_weights(parts, [False] + [True] * (len(parts) - 1), cfg.text_share))
 
     def _transfer_to_new_latents(
         self, dit_state: dict[str, Tensor], old: AutoencoderConfig, new: AutoencoderConfig
@@ -165,8 +188,11 @@ class WorldStage:
             with torch.no_grad():
                 latents = self.autoencoder.encode(batch["frames"].to(device)).float().clone()
         text = None
-        if self.text_encoder is not None:
+        if self.text_encoder is not None and "caption" in batch:  # no captions: the null prompt
             text = self.text_encoder(list(batch["caption"]))
+        if "text_only" in batch:  # a captioned clip of another source: no actions, no rewards to learn
+            B, T = latents.shape[:2]
+            return ClipBatch(latents, None, torch.ones(B, T, dtype=torch.bool, device=device), text=text)
         return ClipBatch(
             latents=latents,
             actions=batch["actions"].to(device),
@@ -181,7 +207,8 @@ class WorldStage:
     ) -> tuple[Tensor, dict[str, float]]:
         clip = self.clip_batch(model, batch)
         T = clip.latents.shape[1]
-        draw = draw_forcing_noise(global_batch, T, self.latent_shape, self.loss_config, generator).rows(rows)
+        shape = tuple(clip.latents.shape[2:])  # text-only clips may have another frame size
+        draw = draw_forcing_noise(global_batch, T, shape, self.loss_config, generator).rows(rows)
         return diffusion_forcing_loss(model, clip, self.loss_config, draw=draw)
 
     def world_model(self, ema: nn.Module) -> WorldModel:
@@ -194,12 +221,12 @@ class WorldStage:
     @property
     def trained_steps(self) -> int:
         """Steps in the training episodes (the held-out ones left out)."""
-        return sum(self.reader.episode_frames[e] - 1 for e in self.dataset.episodes)
+        return sum(self.reader.episode_frames[e] - 1 for e in self.clips.episodes)
 
     def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:
         model_card = (
             f"# {self.config.name}\n\nTrained by `worldsim train world` on `{self.cfg.data}` "
-            f"({len(self.dataset.episodes)} episodes, {self.trained_steps} steps, source env "
+            f"({len(self.clips.episodes)} episodes, {self.trained_steps} steps, source env "
             f"`{self.reader.env_id}`).\n\n- model size: {self.cfg.model_size}, clip {self.cfg.clip_frames} frames\n"
             f"- steps: {card['step']}, wall time: {card['wall_seconds']} s\n"
         )
@@ -209,7 +236,7 @@ class WorldStage:
     def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
         """Real episode beside an open-loop rollout from its first frames with the same actions."""
         wm = self.world_model(ema)
-        e = self.dataset.episodes[0]
+        e = self.clips.episodes[0]
         n = min(self.reader.episode_frames[e], SAMPLE_FRAMES + 1)
         real = torch.from_numpy(self.reader.frames(e, 0, n))
         from worldsim.engine import resize_frames
@@ -221,6 +248,21 @@ class WorldStage:
         dream = wm.predict(actions[None]).frames[0] if n > 1 else real[:0]
         video = np.concatenate([real[1:n], dream], axis=2)  # side by side
         add_rollout(tb, "world/real_vs_dream", video, step)
+
+
+class TextOnly(Dataset):
+    """Captioned clips as text-only items: latents and caption, marked ``text_only`` (their actions are another
+    source's)."""
+
+    def __init__(self, clips: ClipDataset) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.clips[index]
+        return {"latents": item["latents"], "caption": item["caption"], "text_only": True}
 
 
 def _world_name(env_id: str) -> str:
