@@ -137,3 +137,29 @@ def test_generate_bad_input_is_one_line_and_writes_nothing(backbone_dir, tmp_pat
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_text_path_shortcuts_are_exact():
+    """No prompt: the null prompt's cross-attention is a per-block constant; a prompt's keys and values are computed
+    once at inference, and again after the weights change."""
+    from worldsim.models.conditioning import TextContext
+    from worldsim.models.dit import DiT
+
+    cfg = tiny_config(text_dim=TextEncoder.dim)
+    dit = randomize(DiT(cfg.dit, cfg.action, 4))
+    x, levels = torch.randn(2, 3, 4, 16, 16), torch.rand(2, 3)
+    null, t = torch.ones(2, 3, dtype=torch.bool), torch.arange(3)
+    prompt = TextContext(torch.randn(2, 5, TextEncoder.dim), torch.ones(2, 5, dtype=torch.bool))
+    with torch.no_grad():
+        shortcut = dit(x, levels, None, null, t, None).velocity
+        explicit = dit(x, levels, None, null, t, dit.null_text(2, x.device)).velocity
+        torch.testing.assert_close(shortcut, explicit, atol=1e-5, rtol=0)
+        first = dit(x, levels, None, null, t, prompt).velocity
+        assert torch.equal(first, dit(x, levels, None, null, t, prompt).velocity)
+        for p in dit.parameters():
+            p.add_(0.01)
+        changed = dit(x, levels, None, null, t, prompt).velocity
+    with torch.enable_grad():
+        fresh = dit(x, levels, None, null, t, prompt).velocity  # training path: no cache at all
+    torch.testing.assert_close(changed, fresh.detach())
+    assert not torch.allclose(first, changed)

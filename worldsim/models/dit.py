@@ -8,7 +8,7 @@ ratio and duration are free.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,14 @@ class DiTOutput(NamedTuple):
     """(B, F) predicted reward of the transition into each frame."""
     termination_logit: Tensor
     """(B, F) logit that each frame is terminal."""
+
+
+def _version(t: Tensor) -> int:
+    """The tensor's in-place write counter; -1 for inference-mode tensors, which keep none."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -59,12 +67,45 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(text_dim, 2 * width)
         self.proj = nn.Linear(width, width)
 
+        self._cached: tuple[Any, Tensor, Tensor] | None = None
+        self._cached_null: tuple[Any, Tensor] | None = None
+
+    def _weights_version(self) -> tuple[int, ...]:
+        """Changes whenever the weights are written in place (an optimizer step, ``load_state_dict``)."""
+        return tuple(_version(p) for p in (self.kv.weight, self.kv.bias, self.proj.weight, self.proj.bias))
+
     def forward(self, x: Tensor, text: TextContext) -> Tensor:
         B, F_, N, _ = x.shape
         q = rearrange(self.q(self.norm(x)), "b f n (h d) -> b h (f n) d", h=self.heads)
-        k, v = rearrange(self.kv(text.tokens.to(x.dtype)), "b l (two h d) -> two b h l d", two=2, h=self.heads)
+        k, v = self._keys_values(text, x.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=text.mask[:, None, None, :])
         return self.proj(rearrange(out, "b h (f n) d -> b f n (h d)", f=F_))
+
+    def _keys_values(self, text: TextContext, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The prompt's keys and values. At inference a prompt is the same tensor pass after pass until it changes,
+        so they are computed once per prompt (a play step then pays only the queries and the output)."""
+        key = (text.tokens, _version(text.tokens), dtype, self._weights_version())
+        if not torch.is_grad_enabled() and self._cached is not None:
+            cached_key, k, v = self._cached
+            if cached_key[0] is key[0] and cached_key[1:] == key[1:]:
+                return k, v
+        k, v = rearrange(self.kv(text.tokens.to(dtype)), "b l (two h d) -> two b h l d", two=2, h=self.heads)
+        if not torch.is_grad_enabled():
+            self._cached = (key, k, v)
+        return k, v
+
+    def null_output(self, null_token: Tensor, dtype: torch.dtype) -> Tensor:
+        """What the block adds for the learned "no prompt" token, (width,): attention over a single key is that
+        key's value for every query, so the result does not depend on the image tokens. Exactly ``forward`` with the
+        null prompt, at the cost of a constant (computed once at inference)."""
+        key = (_version(null_token), dtype, self._weights_version())
+        if not torch.is_grad_enabled() and self._cached_null is not None and self._cached_null[0] == key:
+            return self._cached_null[1]
+        value = self.kv(null_token.to(dtype))[..., self.proj.in_features :]  # (1, width): the value half
+        out = self.proj(value)[0]
+        if not torch.is_grad_enabled():
+            self._cached_null = (key, out)
+        return out
 
 
 class Block(nn.Module):
@@ -88,12 +129,13 @@ class Block(nn.Module):
         memory: AttentionMemory,
         layer: int,
         text: TextContext | None,
+        null_token: Tensor | None = None,
     ) -> Tensor:
         # x: (B, F, N, d); mod: (B, F, 6, d) -> six (B, F, 1, d) tensors
         shift1, scale1, gate1, shift2, scale2, gate2 = mod[:, :, :, None].unbind(2)
         x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope, memory, layer)
-        if self.cross is not None and text is not None:
-            x = x + self.cross(x, text)
+        if self.cross is not None:
+            x = x + (self.cross(x, text) if text is not None else self.cross.null_output(null_token, x.dtype))
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -188,11 +230,11 @@ class DiT(nn.Module):
         rope = self.rope.table(t_positions, (gh, gw), x.dtype, x.device)
         if memory is None:
             memory = BlockCausal(gh * gw)
-        if self.cfg.text_dim and text is None:
-            text = self.null_text(B, x.device)
+        # No prompt: the learned null prompt, whose cross-attention is a constant per block (``null_output``).
+        null_token = self.null_text_token if self.cfg.text_dim and text is None else None
 
         for layer, block in enumerate(self.blocks):
-            x = block(x, mod + self.block_modulation[layer], rope, memory, layer, text)
+            x = block(x, mod + self.block_modulation[layer], rope, memory, layer, text, null_token)
 
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)
         x = self.final_norm(x)
