@@ -128,3 +128,25 @@ def test_record_captions_cli(tmp_path, capsys):
     assert main([*argv, "--captions", "--palettes", "rainbow", "--out", str(tmp_path / "x.h5")]) == 2
     assert "--palettes" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_captions_that_do_not_match_the_episodes_are_refused(tmp_path):
+    import json
+
+    import gymnasium as gym
+    import h5py
+
+    path = tmp_path / "c.h5"
+    with TrajectoryWriter(
+        path, env_id="T-v0", frame_size=(16, 16), action_space=gym.spaces.Discrete(5), frame_rate=10
+    ) as w:
+        w.add_episode(**labelled_episode(0, 5), caption="fine")
+    for captions, message in (
+        ({"0": "fine", "3": "no such episode"}, "episode '3'"),
+        ({"0": [[0, 9, "longer than the episode"]]}, "outside the episode's 6 frames"),
+        ({"0": [[0, 4, "a"], [2, 6, "overlaps"]]}, "out of order"),
+    ):
+        with h5py.File(path, "r+") as f:
+            f.attrs["captions"] = json.dumps(captions)
+        with pytest.raises(InputError, match=message):
+            TrajectoryReader(path)
