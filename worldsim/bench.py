@@ -23,6 +23,9 @@ from worldsim.config import ActionSpec, ModelSize, WorldConfig, dit_config
 from worldsim.engine import WorldModel
 from worldsim.precision import Precision, model_dtype
 
+PROMPT_FRAMES = 220
+"""Frames stepped under the prompt (the first 20 are warm-up)."""
+
 
 @dataclass
 class BenchConfig:
@@ -44,6 +47,8 @@ class BenchConfig:
     """Frames of context for the full-recompute comparison."""
     seed: int = 0
     """Seed for weights, context and noise."""
+    prompt: str = ""
+    """Also step the world under this prompt (text-capable checkpoints) and report what the prompt costs."""
 
 
 def measure_matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
@@ -114,6 +119,12 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         window = latencies[frame : frame + 10]
         return 1e3 * statistics.median(window) if window else float("nan")
 
+    # 1b. The same under a prompt: what text costs per frame.
+    prompt_fps = None
+    if cfg.prompt:
+        wm.reset(context, seed=cfg.seed, text=cfg.prompt)
+        prompt_fps = cfg.batch / statistics.median(timed_steps(PROMPT_FRAMES, "with the prompt")[20:])
+
     # 2. Full recompute of the whole history vs the cache, both at ``recompute_context`` frames.
     fps_full = fps_at_context(cfg.recompute_context, reference=True)
     fps_cached_at_ctx = fps_at_context(cfg.recompute_context, reference=False)
@@ -127,6 +138,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     params_ae = sum(p.numel() for p in wm.autoencoder.parameters())
     return {
         "fps": fps,
+        "fps_prompt": prompt_fps,
+        "prompt_cost": None if prompt_fps is None else 1.0 - prompt_fps / fps,
         "fps_full_recompute": fps_full,
         "cache_speedup_at_context": fps_cached_at_ctx / fps_full,
         "recompute_context_frames": cfg.recompute_context,
@@ -155,6 +168,11 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 def format_table(r: dict[str, Any]) -> str:
     rows = [
         (f"step fps (batch {r['batch']}, {r['sampler_steps']} Euler steps)", f"{r['fps']:.1f}"),
+        *(
+            [("step fps with the prompt", f"{r['fps_prompt']:.1f} ({100 * r['prompt_cost']:+.1f}% cost)")]
+            if r.get("fps_prompt")
+            else []
+        ),
         (f"full-recompute fps at {r['recompute_context_frames']} frames", f"{r['fps_full_recompute']:.2f}"),
         (f"cache speed-up at {r['recompute_context_frames']} frames", f"{r['cache_speedup_at_context']:.1f}x"),
         ("latency at frame 10 (ms)", f"{r['latency_ms_frame10']:.1f}"),

@@ -1,0 +1,84 @@
+"""What the text path costs per play step, with and without its two shortcuts, in one run on one machine.
+
+    python docs/measure_text_cost.py --checkpoint runs/t2v --json docs/measurements/text_cost.json
+
+Four rollouts of one world (bf16 where the CPU has it, the play setting): no prompt / a prompt, each with the
+shortcuts (the null prompt's cross-attention as a per-block constant, a prompt's keys/values once per prompt) and
+without them (the null prompt and the prompt through full cross-attention on every pass, as before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from worldsim.engine import WorldModel
+from worldsim.models.dit import CrossAttention, DiT
+from worldsim.precision import model_dtype
+
+PROMPT = "a car on a red road through white grass, cruising"
+
+
+@contextlib.contextmanager
+def without_shortcuts():
+    forward, keys_values = DiT.forward, CrossAttention._keys_values
+
+    def full_null(self, latents, levels, actions, action_null, t_positions, text=None, memory=None):
+        if self.cfg.text_dim and text is None:
+            text = self.null_text(latents.shape[0], latents.device)
+        return forward(self, latents, levels, actions, action_null, t_positions, text, memory)
+
+    def uncached(self, text, dtype):
+        self._cached = None
+        return keys_values(self, text, dtype)
+
+    DiT.forward, CrossAttention._keys_values = full_null, uncached
+    try:
+        yield
+    finally:
+        DiT.forward, CrossAttention._keys_values = forward, keys_values
+
+
+def fps(wm: WorldModel, prompt: str | None, frames: int) -> float:
+    rng = np.random.default_rng(0)
+    context = rng.integers(0, 255, (1, 2, *wm.frame_size, 3), dtype=np.uint8)
+    wm.reset(context, seed=0, text=prompt)
+    seconds = []
+    for _ in range(frames):
+        t = time.perf_counter()
+        wm.dream(1)
+        seconds.append(time.perf_counter() - t)
+    return 1.0 / statistics.median(seconds[20:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    wm = WorldModel.from_pretrained(args.checkpoint, dtype=model_dtype("auto", "cpu"))
+    result = {}
+    for name, ctx in (("shortcuts", contextlib.nullcontext), ("no_shortcuts", without_shortcuts)):
+        with ctx():
+            result[f"{name}_fps_no_prompt"] = fps(wm, None, args.frames)
+            result[f"{name}_fps_prompt"] = fps(wm, PROMPT, args.frames)
+        result[f"{name}_prompt_cost"] = 1 - result[f"{name}_fps_prompt"] / result[f"{name}_fps_no_prompt"]
+    result["speedup_no_prompt"] = result["shortcuts_fps_no_prompt"] / result["no_shortcuts_fps_no_prompt"]
+    result["speedup_prompt"] = result["shortcuts_fps_prompt"] / result["no_shortcuts_fps_prompt"]
+    result.update(checkpoint=args.checkpoint, dtype=str(wm.dtype), threads=torch.get_num_threads(), prompt=PROMPT)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
