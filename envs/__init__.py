@@ -59,6 +59,8 @@ def shipped_world_ids() -> dict[str, str]:
             config = json.loads((ASSETS / world / "config.json").read_text())
         except (OSError, ValueError):
             config = {}  # a broken asset must not break ``import worldsim``; making the env reports it
+        if isinstance(config, dict) and config.get("text_to_video"):
+            continue  # a text-to-video backbone has no controls: `worldsim generate` uses it, not Gymnasium
         name = world_env_name(world, config if isinstance(config, dict) else {})
         env_id = f"worldsim/{name}-v0"
         if env_id in SOURCE_IDS or env_id == WORLD_MODEL_ID:

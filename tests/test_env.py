@@ -228,7 +228,8 @@ def test_one_id_per_shipped_world(tmp_path, monkeypatch, ckpt):
     config = json.loads((tmp_path / "carracing" / "config.json").read_text())
     config["name"] = "CarRacing"  # the world's own casing of its name
     (tmp_path / "carracing" / "config.json").write_text(json.dumps(config))
-    for name, text in [("crafter", '{"name": "Crafter"}'), ("push_t", "{}"), ("broken", "{no")]:
+    backbone = '{"name": "text-to-video", "text_to_video": true}'
+    for name, text in [("crafter", '{"name": "Crafter"}'), ("push_t", "{}"), ("broken", "{no"), ("t2v", backbone)]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(text)
     ids = envs.shipped_world_ids()
@@ -237,7 +238,7 @@ def test_one_id_per_shipped_world(tmp_path, monkeypatch, ckpt):
         "worldsim/CrafterWorld-v0": "crafter",  # worldsim/Crafter-v0 is the real Crafter
         "worldsim/PushT-v0": "push_t",
         "worldsim/Broken-v0": "broken",  # reported when made, not at import
-    }
+    }  # and no id for the text-to-video backbone
     assert envs.world_env_name("pusht", {"name": "PushT", "source_env": "gym_pusht/PushT-v0"}) == "PushT"
     assert envs.world_env_name("pong", {"name": "pong", "source_env": "ALE/Pong-v5"}) == "Pong"
     assert envs.world_env_name("my_world", {}) == "MyWorld"
