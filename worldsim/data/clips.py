@@ -45,8 +45,9 @@ class ClipDataset(Dataset):
         self.episodes = [e for e in chosen if lengths[e] >= skip + clip_frames]
         if not self.episodes:
             longest = max((lengths[e] for e in chosen), default=0)
+            skipped = f"{skip} skipped frames + " if skip else ""
             raise InputError(
-                f"{reader.source}: all {len(chosen)} episodes are shorter than {skip} + a clip of {clip_frames} frames "
+                f"{reader.source}: all {len(chosen)} episodes are shorter than {skipped}a clip of {clip_frames} frames "
                 f"(longest has {longest}); record longer episodes or lower --clip-frames"
             )
         # (episode, start) of every window, as two flat arrays (cheap to share with workers).
