@@ -15,7 +15,8 @@ Parts, all in one JSON:
 * ``prompt_switch``: start from one palette's prompt, switch to another mid-clip; share of switches whose new
   palette holds within ``switch_frames`` frames (and to the end);
 * ``realism``: Fréchet distance of generated frames to real frames of the same source on the checkpoint's encoder
-  features, beside the distance between two halves of the real frames.
+  features, beside the distance between two halves of the real data (split by episode, sampled as clips the way
+  the generated set is).
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ class _Source:
     heldout: list[int]
     train: list[int]
     size: tuple[int, int] = field(default=(64, 64))
+    intro: int = 0
+    """Frames at the start of each episode that training left out (CarRacing's zoom-in)."""
 
 
 def _sources(cfg: EvalTextConfig) -> dict[str, _Source]:
@@ -163,8 +166,9 @@ def _sources(cfg: EvalTextConfig) -> dict[str, _Source]:
         n = len(r)
         if not 0 < cfg.holdout < n:
             raise InputError(f"--holdout {cfg.holdout} must leave training and held-out episodes in {f} ({n})")
+        intro = round(source_world(r.env_id).intro_seconds * r.frame_rate) if r.env_id else 0
         out[r.env_id or f] = _Source(
-            r, list(range(n - cfg.holdout, n)), list(range(n - cfg.holdout)), r.frame_shape[:2]
+            r, list(range(n - cfg.holdout, n)), list(range(n - cfg.holdout)), r.frame_shape[:2], intro
         )
     if not out:
         raise InputError("--data is required: the captioned trajectory files, comma-separated")
@@ -172,8 +176,17 @@ def _sources(cfg: EvalTextConfig) -> dict[str, _Source]:
 
 
 def _sample_frames(src: _Source, episodes: list[int], n: int, rng: np.random.Generator) -> np.ndarray:
-    picks = [(int(e), int(rng.integers(src.reader.episode_frames[e]))) for e in rng.choice(episodes, n)]
-    return np.stack([src.reader.frames(e, t, t + 1)[0] for e, t in picks])
+    return _sample_clips(src, episodes, n, 1, rng)
+
+
+def _sample_clips(src: _Source, episodes: list[int], n: int, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` real clips of ``frames`` consecutive frames after the intro, flattened to (n * frames, H, W, 3)."""
+    out = []
+    for e in rng.choice(episodes, n):
+        first = min(src.intro, src.reader.episode_frames[e] - frames)
+        t = int(rng.integers(first, src.reader.episode_frames[e] - frames + 1))
+        out.append(src.reader.frames(int(e), t, t + frames))
+    return np.concatenate(out)
 
 
 class TextEvaluator:
@@ -251,10 +264,9 @@ class TextEvaluator:
         if self.carracing:
             src = self.sources[self.carracing]
             ok = []
-            intro = round(source_world(self.carracing).intro_seconds * src.reader.frame_rate)
             for e in src.heldout:
                 truth = palette_in_prompt(src.reader.caption(e))
-                for t in np.linspace(intro, src.reader.episode_frames[e] - 1, 20).astype(int):
+                for t in np.linspace(src.intro, src.reader.episode_frames[e] - 1, 20).astype(int):
                     ok.append(read_palette(src.reader.frames(e, t, t + 1)[0]) == truth)
             result["palette_accuracy"] = float(np.mean(ok))
         return result
@@ -317,10 +329,14 @@ class TextEvaluator:
             prompts = [text for e in src.train for _, _, text in src.reader.captions.get(e, [])]
             prompts = [prompts[i] for i in self.rng.choice(len(prompts), self.cfg.clips)]
             gen = self.generate(prompts, src.size, self.cfg.frames).reshape(-1, *src.size, 3)
-            real = _sample_frames(src, src.train + src.heldout, 2 * len(gen), self.rng)
-            feats = [self._features(x) for x in (gen, real[: len(gen)], real[len(gen) :])]
-            fd_gen = frechet_distance(feats[0], np.concatenate(feats[1:]))
-            fd_real = frechet_distance(feats[1], feats[2])
+            # Two halves of the real data split by episode, each sampled the way the generated set is (as many
+            # clips of as many frames): real-vs-real then carries the same sampling structure as generated-vs-real.
+            episodes = self.rng.permutation(src.train + src.heldout).tolist()
+            halves = episodes[: len(episodes) // 2], episodes[len(episodes) // 2 :]
+            real = [_sample_clips(src, h, len(prompts), self.cfg.frames, self.rng) for h in halves]
+            feats = [self._features(x) for x in (gen, *real)]
+            fd_gen = frechet_distance(feats[0], feats[1])
+            fd_real = frechet_distance(feats[2], feats[1])
             result[key] = {"fd_generated": fd_gen, "fd_real_halves": fd_real, "ratio": fd_gen / max(fd_real, 1e-9)}
         return result
 
