@@ -71,3 +71,31 @@ def test_eval_text_runs_end_to_end(tmp_path, capsys):
     assert set(result["realism"]) == {"dark-v0", "bright-v0"}
     assert result["unseen_combinations"] == {"skipped": "no CarRacing data"}
     assert "text_following" in capsys.readouterr().out
+
+
+def test_prompt_switch_while_driving_measures_action_following_in_the_same_runs(tmp_path):
+    """A world with actions and text: switches start from real held-out CarRacing contexts, driven by the
+    recorded actions, and report delta PSNR with the switch beside the same world with no prompt."""
+    from worldsim.config import ActionSpec
+    from worldsim.eval_text import EvalTextConfig, TextEvaluator
+
+    action = ActionSpec(kind="box", shape=[3], low=[-1.0, 0.0, 0.0], high=[1.0, 1.0, 1.0])
+    wm = WorldModel(tiny_config(action=action, text_dim=TextEncoder.dim))
+    randomize(wm.dit)
+    wm.save_pretrained(tmp_path / "world")
+    space = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32))
+    path = tmp_path / "car.h5"
+    with TrajectoryWriter(path, env_id="CarRacing-v3", frame_size=(32, 32), action_space=space, frame_rate=10) as w:
+        for i, (road, grass) in enumerate([("gray", "green"), ("red", "yellow"), ("blue", "white")]):
+            frame = painted(road, grass)[::2, ::2]
+            ep = labelled_episode(i, 40, size=32)
+            ep["observations"][:] = frame
+            ep["actions"] = np.stack([space.sample() for _ in range(40)])
+            w.add_episode(**ep, caption=carracing_caption(road, grass, "cruising"))
+    cfg = EvalTextConfig(checkpoint=str(tmp_path / "world"), data=str(path), holdout=1, clips=2, switch_frames=4)
+    result = TextEvaluator(cfg, progress=False).prompt_switch()
+    assert len(result["rows"]) == 2 and 0.0 <= result["share_within"] <= 1.0
+    assert all(palette_in_prompt(r["prompt"]) != ("blue", "white") for r in result["rows"])  # a real switch
+    delta = result["delta_psnr"]
+    assert delta["horizon"] == 8  # 4 frames before the switch + 4 after, shorter than 16
+    assert np.isfinite([delta["with_switch"], delta["no_prompt"]]).all()

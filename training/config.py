@@ -99,6 +99,9 @@ class WorldTrainConfig(TrainConfig):
     (no actions, no rewards): a world started from a text backbone keeps following text."""
     text_share: float = 0.2
     """Share of the steps on --text-data clips."""
+    text_holdout: int = 2
+    """Episodes at the end of each --text-data file kept out (as ``train t2v --holdout`` does, so eval-text's
+    held-out prompts stay unseen)."""
 
 
 @dataclass

@@ -13,7 +13,9 @@ Parts, all in one JSON:
   measured attributes match the prompt; ``unseen_combinations``: the same for CarRacing palettes never recorded
   together (``HELD_OUT_PALETTES``);
 * ``prompt_switch``: start from one palette's prompt, switch to another mid-clip; share of switches whose new
-  palette holds within ``switch_frames`` frames (and to the end);
+  palette holds within ``switch_frames`` frames (and to the end). A world with actions is driven by the recorded
+  actions from held-out real contexts, and in the same runs delta PSNR (true - random actions) is measured beside
+  the same world with no prompt;
 * ``realism``: Fréchet distance of generated frames to real frames of the same source on the checkpoint's encoder
   features, beside the distance between two halves of the real data (split by episode, sampled as clips the way
   the generated set is).
@@ -52,6 +54,8 @@ CAR_BOX = (0.62, 0.82, 0.40, 0.60)
 NEAREST = 60.0
 """A pixel further than this (RGB distance) from every named colour counts for none."""
 HISTOGRAM_BINS = 8
+SWITCH_LEAD = 4
+"""Frames made under the first prompt before a switch."""
 
 
 def read_palette(frame: np.ndarray) -> tuple[str, str]:
@@ -296,28 +300,109 @@ class TextEvaluator:
     def prompt_switch(self) -> dict[str, Any]:
         if not self.carracing:
             return {"skipped": "no CarRacing data"}
+        if self.wm.config.text_to_video:
+            return self._switch_from_text()
+        return self._switch_while_driving()
+
+    def _switch_prompts(self, n: int) -> tuple[list[str], list[str]]:
+        """``n`` (before, after) prompts of two different training palettes."""
         pairs = palette_pairs("train")
         before, after = [], []
-        for _ in range(self.cfg.clips):
+        for _ in range(n):
             a, b = self.rng.choice(len(pairs), 2, replace=False)
             before.append(carracing_caption(*pairs[a], "cruising"))
             after.append(carracing_caption(*pairs[b], "cruising"))
-        lead, n = 4, self.cfg.switch_frames
-        clips = self.generate(before, self.sources[self.carracing].size, lead + n, switch=after, switch_at=lead)
-        rows = []
-        for prompt, clip in zip(after, clips):
-            want = palette_in_prompt(prompt)
-            reads = [read_palette(f) == want for f in clip[lead:]]
-            # Took hold at the first frame from which the new palette reads on every frame to the end.
-            held = next((t for t in range(len(reads)) if all(reads[t:])), None)
-            rows.append({"prompt": prompt, "took_hold_after": held})
-        took = [r["took_hold_after"] is not None for r in rows]
+        return before, after
+
+    @staticmethod
+    def _took_hold(prompt: str, frames: np.ndarray) -> int | None:
+        """The first frame from which the prompt's palette reads on every frame to the end (None: never)."""
+        want = palette_in_prompt(prompt)
+        reads = [read_palette(f) == want for f in frames]
+        return next((t for t in range(len(reads)) if all(reads[t:])), None)
+
+    @staticmethod
+    def _switch_summary(rows: list[dict[str, Any]], n: int) -> dict[str, Any]:
         frames = [r["took_hold_after"] for r in rows if r["took_hold_after"] is not None]
         return {
-            "share_within": float(np.mean(took)),
+            "share_within": len(frames) / len(rows),
             "frames": n,
             "mean_frames_to_hold": float(np.mean(frames)) if frames else None,
-            "delta_psnr": None if self.wm.config.text_to_video else "measure with worldsim eval on a world",
+        }
+
+    def _switch_from_text(self) -> dict[str, Any]:
+        """A backbone: clips from one palette's prompt, switched to another after a few frames."""
+        before, after = self._switch_prompts(self.cfg.clips)
+        lead, n = SWITCH_LEAD, self.cfg.switch_frames
+        clips = self.generate(before, self.sources[self.carracing].size, lead + n, switch=after, switch_at=lead)
+        rows = [{"prompt": p, "took_hold_after": self._took_hold(p, c[lead:])} for p, c in zip(after, clips)]
+        return {**self._switch_summary(rows, n), "delta_psnr": None, "rows": rows}
+
+    def _switch_while_driving(self) -> dict[str, Any]:
+        """A world with actions, driven by the recorded actions from real held-out contexts: the prompt starts as
+        the episode's own palette and switches to another. In the same runs, random actions from the same noise
+        give delta PSNR (true - random actions, against the real frames, at horizon 16): action following with
+        the switch, beside the same world with no prompt at all."""
+        from worldsim.eval import psnr
+
+        src = self.sources[self.carracing]
+        if src.size != self.wm.frame_size:
+            raise InputError(f"{src.reader.source} is {src.size}, the world {self.wm.frame_size}: record it there")
+        context, lead, n = 4, SWITCH_LEAD, self.cfg.switch_frames
+        horizon = lead + n
+        keys = []
+        per_episode = -(-self.cfg.clips // len(src.heldout))
+        for e in src.heldout:
+            last = src.reader.episode_frames[e] - context - horizon
+            if last >= src.intro:
+                keys += [(e, int(t)) for t in np.unique(np.linspace(src.intro, last, per_episode).astype(int))]
+        if not keys:
+            raise InputError(
+                f"the held-out episodes of {src.reader.source} are shorter than {context + horizon} frames"
+            )
+        keys = keys[: self.cfg.clips]
+        before = [carracing_caption(*palette_in_prompt(src.reader.caption(e)), "cruising") for e, _ in keys]
+        pairs = palette_pairs("train")
+        after = []
+        for prompt in before:
+            others = [p for p in pairs if p != palette_in_prompt(prompt)]
+            after.append(carracing_caption(*others[self.rng.integers(len(others))], "cruising"))
+        rows, delta = [], {"switched": [], "no_prompt": []}
+        h = min(16, horizon) - 1
+        for i in range(0, len(keys), self.cfg.batch):
+            part = keys[i : i + self.cfg.batch]
+            steps = [src.reader.steps(e)["actions"] for e, _ in part]
+            frames = [src.reader.frames(e, s, s + context + horizon) for e, s in part]
+            ctx = np.stack([f[:context] for f in frames])
+            real = np.stack([f[context:] for f in frames])
+            ctx_actions = np.stack([a[s : s + context - 1] for a, (_, s) in zip(steps, part)])
+            true = np.stack([a[s + context - 1 : s + context - 1 + horizon] for a, (_, s) in zip(steps, part)])
+            rand = np.stack([np.stack([self.wm.action_space.sample() for _ in range(horizon)]) for _ in part])
+            for arm, (first, then) in {"switched": (before, after), "no_prompt": (None, None)}.items():
+                dreams = {}
+                for name, acts in (("true", true), ("random", rand)):
+                    gens = [torch.Generator().manual_seed(self.cfg.seed * 10_000 + i + j) for j in range(len(part))]
+                    text = None if first is None else first[i : i + len(part)]
+                    self.wm.reset(ctx, actions=ctx_actions, text=text, generator=gens)
+                    out = [self.wm.predict(acts[:, :lead]).frames]
+                    self.wm.set_prompt(None if then is None else then[i : i + len(part)])
+                    out.append(self.wm.predict(acts[:, lead:]).frames)
+                    dreams[name] = np.concatenate(out, 1)
+                delta[arm].append(psnr(dreams["true"][:, h], real[:, h]) - psnr(dreams["random"][:, h], real[:, h]))
+                if arm == "switched":
+                    rows += [
+                        {"prompt": p, "took_hold_after": self._took_hold(p, d[lead:])}
+                        for p, d in zip(after[i : i + len(part)], dreams["true"])
+                    ]
+        switched, plain = (float(np.mean(np.concatenate(delta[k]))) for k in ("switched", "no_prompt"))
+        return {
+            **self._switch_summary(rows, n),
+            "delta_psnr": {
+                "horizon": h + 1,
+                "with_switch": switched,
+                "no_prompt": plain,
+                "ratio": switched / plain if plain else None,
+            },
             "rows": rows,
         }
 
@@ -372,6 +457,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     if "share_within" in s:
         lines.append(f"prompt_switch: {s['share_within']:.0%} hold within {s['frames']} frames "
                      f"(mean {s['mean_frames_to_hold']})")  # fmt: skip
+        if isinstance(s.get("delta_psnr"), dict):
+            d = s["delta_psnr"]
+            lines.append(f"  delta PSNR h{d['horizon']}: {d['with_switch']:.2f} dB with the switch, "
+                         f"{d['no_prompt']:.2f} dB with no prompt ({d['ratio']:.2f}x)")  # fmt: skip
     for key, r in result["realism"].items():
         lines.append(f"realism {key}: FD {r['fd_generated']:.2f} vs real halves {r['fd_real_halves']:.2f} "
                      f"({r['ratio']:.2f}x)")  # fmt: skip
