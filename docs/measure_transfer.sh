@@ -29,7 +29,7 @@ for arm in $ARMS; do
         worldsim train world "${common[@]}" "${extra[@]}" --out "$run" --steps "$steps" "${resume[@]}" --json \
             > "$OUT/${arm}_${steps}_train.json"
         resume=(--resume)
-        worldsim eval --checkpoint "$run" --data "$DATA" --episodes "$EPISODES" --parts open_loop \
+        worldsim eval --checkpoint "$run" --data "$DATA" --episodes "$EPISODES" --parts open_loop --horizons 4,16 \
             --json "$OUT/${arm}_$steps.json" > /dev/null
     done
 done
