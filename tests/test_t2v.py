@@ -17,6 +17,7 @@ from worldsim.config import AutoencoderConfig
 from worldsim.data import TrajectoryWriter
 from worldsim.diffusion.schedule import sample_training_levels
 from worldsim.engine import WorldModel
+from worldsim.errors import InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.training.config import TextToVideoTrainConfig, WorldTrainConfig, with_preset
 from worldsim.training.loop import Distributed, StepBatchSampler, train
@@ -133,8 +134,17 @@ def test_world_mixes_text_only_clips_of_other_sources(setup):
         WorldTrainConfig,
         "world",
         "tiny",
-        {**base, "out": str(setup / "w"), "text_data": str(setup / "tall.h5"), "text_share": 0.5, "steps": 6},
+        {
+            **base,
+            "out": str(setup / "w"),
+            "text_data": str(setup / "tall.h5"),
+            "text_share": 0.5,
+            "steps": 6,
+            "text_holdout": 0,
+        },
     )
+    with pytest.raises(InputError, match="--text-holdout 2 leaves no training episodes"):
+        WorldStage(dataclasses.replace(cfg, text_holdout=2))  # tall.h5 has 2 episodes
     stage = WorldStage(cfg)
     assert stage.config.dit.text_dim == 384
     sampler = StepBatchSampler(len(stage.dataset), 4, Distributed(), 0, 0, 30, stage.dataset.buckets,

@@ -26,9 +26,9 @@ def open_training_data(cfg: TrainConfig) -> tuple[TrajectoryReader, list[int]]:
     return sources[0]
 
 
-def open_training_files(cfg: TrainConfig) -> list[tuple[TrajectoryReader, list[int]]]:
+def open_training_files(cfg: TrainConfig, holdout_flag: str = "--holdout") -> list[tuple[TrajectoryReader, list[int]]]:
     """Every file of a comma-separated ``--data``: its reader and training episodes (the last ``holdout`` of each
-    are kept out)."""
+    are kept out; ``holdout_flag`` is the option an error names)."""
     files = [f for f in cfg.data.split(",") if f.strip()]
     if not files:
         raise InputError("--data is required: a trajectory file from `worldsim record`, a Minari dataset or robomimic")
@@ -37,7 +37,7 @@ def open_training_files(cfg: TrainConfig) -> list[tuple[TrajectoryReader, list[i
         reader = TrajectoryReader(f.strip(), camera=cfg.camera)
         n = len(reader)
         if cfg.holdout >= n:
-            raise InputError(f"--holdout {cfg.holdout} leaves no training episodes ({n} in {f})")
+            raise InputError(f"{holdout_flag} {cfg.holdout} leaves no training episodes ({n} in {f})")
         sources.append((reader, list(range(n - cfg.holdout))))
     return sources
 

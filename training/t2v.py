@@ -46,9 +46,11 @@ def share_weights(parts: list[ClipDataset], is_special: list[bool], share: float
     return [(share * n / special if x else (1 - share) * n / max(plain, 1)) for n, x in zip(sizes, is_special)]
 
 
-def open_captioned(cfg: TextToVideoTrainConfig) -> list[tuple[TrajectoryReader, list[int]]]:
+def open_captioned(
+    cfg: TextToVideoTrainConfig, holdout_flag: str = "--holdout"
+) -> list[tuple[TrajectoryReader, list[int]]]:
     """Each file's reader and training episodes; every file must carry captions."""
-    sources = open_training_files(cfg)
+    sources = open_training_files(cfg, holdout_flag)
     for reader, _ in sources:
         if not reader.captions:
             raise InputError(f"{reader.source} has no captions: record it with `worldsim record --captions`")

@@ -136,7 +136,7 @@ class WorldStage:
             raise InputError(f"--text-share must be in (0, 1), got {cfg.text_share}")
         parts: list[Any] = [self.clips]
         text_cfg = dataclasses.replace(cfg, data=cfg.text_data, holdout=cfg.text_holdout)
-        for i, (reader, episodes) in enumerate(open_captioned(text_cfg)):  # type: ignore[arg-type]
+        for i, (reader, episodes) in enumerate(open_captioned(text_cfg, "--text-holdout")):  # type: ignore[arg-type]
             size = tuple(reader.frame_shape[:2])
             latents = cached_latents(reader, self.autoencoder, Path(cfg.out) / f"latents_text_{i}.h5", size, d)
             skip = round(source_world(reader.env_id).intro_seconds * reader.frame_rate)
