@@ -31,7 +31,9 @@ def open_training_files(cfg: TrainConfig, holdout_flag: str = "--holdout") -> li
     are kept out; ``holdout_flag`` is the option an error names)."""
     files = [f for f in cfg.data.split(",") if f.strip()]
     if not files:
-        raise InputError("--data is required: a trajectory file from `worldsim record`, a Minari dataset or robomimic")
+        raise InputError(
+            "--data is required: a trajectory file from `worldsim record`, a Minari dataset, robomimic or LeRobot"
+        )
     sources = []
     for f in files:
         reader = TrajectoryReader(f.strip(), camera=cfg.camera)

@@ -16,7 +16,7 @@ class TrainConfig:
     """Settings shared by every training stage."""
 
     data: str = ""
-    """Trajectories: a worldsim .h5 file, a Minari dataset (directory or id) or a robomimic file."""
+    """Trajectories: a worldsim .h5 file, a Minari dataset (directory or id), robomimic file or LeRobot dataset dir."""
     out: str = "runs/world"
     """Run directory: checkpoints, TensorBoard logs, the exported model."""
     preset: Literal["tiny", "default", "gpu"] = "default"
@@ -52,7 +52,7 @@ class TrainConfig:
     resume: bool = False
     """Continue the run in --out from its last checkpoint (model, optimizer, EMA, step, RNG)."""
     camera: str | None = None
-    """Image key to train on for datasets with several (robomimic camera, Minari dict observation)."""
+    """Image key to train on for datasets with several (robomimic camera, Minari dict key, LeRobot camera e.g. top)."""
     holdout: int = 0
     """Episodes (the last ones) kept out of training for evaluation."""
 

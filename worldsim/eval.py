@@ -74,6 +74,8 @@ class EvalConfig:
     """World checkpoint dir, shipped world name or Hugging Face Hub repo id (owner/name[@revision])."""
     data: str = ""
     """Held-out trajectories (episodes never trained on)."""
+    camera: str | None = None
+    """Image key of --data to compare with, for datasets with several (the one the world was trained on)."""
     episodes: str = ""
     """Episode indices to use, e.g. '220-239' (default: all in the file)."""
     parts: str = ",".join(PARTS)
@@ -226,7 +228,7 @@ class _Evaluation:
     def __init__(self, cfg: EvalConfig, progress: bool) -> None:
         path = resolve_world(cfg.checkpoint)
         config = load_config(path)
-        reader = TrajectoryReader(cfg.data)
+        reader = TrajectoryReader(cfg.data, camera=cfg.camera)
         check_data_matches_world(reader, config, cfg.checkpoint, "evaluate")  # before loading weights or frames
         self.episodes = parse_episodes(cfg.episodes, len(reader))
         # The defaults that depend on the world come from its source env's adapter (envs/sources.py).

@@ -1,10 +1,11 @@
-"""Write frames to an mp4 or gif that appears only when complete (temp file, then rename).
+"""Write frames to an mp4 or gif that appears only when complete (temp file, then rename); read a run of frames back.
 
 Example::
 
     with VideoWriter("play.mp4", fps=15) as video:
         for frame in frames:          # uint8 (H, W, 3), all the same size
             video.append(frame)
+    read_video_frames("play.mp4", start_s=2.0, count=15, fps=15)   # (15, H, W, 3): the third second
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from worldsim.checkpoint import atomic_path, check_output_path
-from worldsim.errors import ConfigError
+from worldsim.errors import ConfigError, InputError
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -80,3 +81,33 @@ class VideoWriter:
 
 class EmptyVideo(Exception):
     """Internal: tells ``atomic_path`` to drop the temp file of a video that got no frames."""
+
+
+def read_video_frames(path: str | Path, start_s: float, count: int, fps: float) -> np.ndarray:
+    """``count`` consecutive uint8 (H, W, 3) frames of a constant-rate video, the first shown at ``start_s`` seconds.
+
+    Decodes only what it returns (imageio's bundled ffmpeg, one process per call), so a reader can take a clip out
+    of a long video without holding the rest. ``-ss`` before the input seeks to the keyframe before the time and
+    decodes forward from there, frame-accurately; it asks for half a frame early so that timestamps stored as
+    float32 (LeRobot's) never round past the wanted frame. One-line InputError when the file cannot be decoded or
+    ends before ``count`` frames.
+    """
+    import imageio_ffmpeg
+
+    seek = start_s - 0.5 / fps
+    frames: list[np.ndarray] = []
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), input_params=["-ss", f"{seek:.6f}"] if seek > 0 else [])
+        try:
+            width, height = next(reader)["size"]
+            for raw in reader if count > 0 else ():
+                frames.append(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3))
+                if len(frames) == count:
+                    break
+        finally:
+            reader.close()  # stops ffmpeg when the run ends before the file does
+    except (OSError, RuntimeError, StopIteration) as e:
+        raise InputError(f"{path} cannot be decoded ({(str(e).strip().splitlines() or ['no frames'])[-1]})") from None
+    if len(frames) < count:
+        raise InputError(f"{path} ends {len(frames)} frames after {start_s:.3f} s, before the {count} asked for")
+    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""Read trajectories from our files, Minari datasets and robomimic files through one interface.
+"""Read trajectories from our files, Minari datasets, robomimic files and LeRobot datasets through one interface.
 
 ``TrajectoryReader(source)`` accepts
 
@@ -6,7 +6,9 @@
 * a Minari dataset directory (holding ``metadata.json`` + ``main_data.hdf5``, or its parent with a
   ``data/`` folder) or a Minari dataset id such as ``pusht/expert-v0`` (needs ``minari`` installed and
   the dataset downloaded; JPEG-encoded frames are decoded);
-* a robomimic file (``data/demo_N/obs/<camera>`` images and ``data/demo_N/actions``).
+* a robomimic file (``data/demo_N/obs/<camera>`` images and ``data/demo_N/actions``);
+* a LeRobot dataset directory (``meta/info.json``, parquet tables, mp4 or image cameras; codebase v2.0, v2.1 and
+  v3.0), read as a format without the ``lerobot`` package (see :mod:`worldsim.data.lerobot`).
 
 Every episode is exposed as N+1 frames and N steps. Files are opened lazily and per process, so a
 reader can be shared with DataLoader workers.
@@ -24,6 +26,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from worldsim.data.lerobot import INFO_FILE as LEROBOT_INFO_FILE
+from worldsim.data.lerobot import LeRobotSource, is_lerobot
 from worldsim.data.schema import CaptionSpan, check_caption_spans, episode_index, space_from_json
 from worldsim.errors import InputError
 
@@ -57,15 +61,20 @@ class TrajectoryReader:
     def __init__(self, source: str | Path, camera: str | None = None) -> None:
         self.source = str(source)
         self.camera = camera
-        self.path, metadata = _locate(self.source)
         self._pid: int | None = None
         self._file: h5py.File | None = None
-        f = self._open()
-        self.kind = "robomimic" if "data" in f and _is_robomimic(f["data"]) else "minari"
-        if self.kind == "robomimic":
-            self._init_robomimic(f)
+        self._lerobot: LeRobotSource | None = None
+        if is_lerobot(Path(self.source)):
+            self.kind = "lerobot"
+            self._init_lerobot(Path(self.source))
         else:
-            self._init_minari(f, metadata)
+            self.path, metadata = _locate(self.source)
+            f = self._open()
+            self.kind = "robomimic" if "data" in f and _is_robomimic(f["data"]) else "minari"
+            if self.kind == "robomimic":
+                self._init_robomimic(f)
+            else:
+                self._init_minari(f, metadata)
         if not self.episodes:
             raise InputError(f"{self.source} holds no episodes")
         self.frame_shape = self._probe_frame_shape()
@@ -160,6 +169,26 @@ class TrajectoryReader:
                 )
             )
 
+    def _init_lerobot(self, root: Path) -> None:
+        source = LeRobotSource(root, self.camera, self.source)
+        self._lerobot = source
+        # info.json stands for the dataset where a file's identity is asked for (the latent cache's fingerprint):
+        # LeRobot rewrites it whenever episodes are added.
+        self.path = root / LEROBOT_INFO_FILE
+        self.camera = source.camera
+        self.env_id = source.env_id
+        self.frame_rate = round(source.fps)
+        self.frame_skip = None
+        from gymnasium import spaces
+
+        # LeRobot records no action bounds: the data's own range (a Box needs finite bounds to normalise actions).
+        self.action_space = spaces.Box(source.action_low, source.action_high, dtype=np.float32)
+        self._raw_captions = {str(i): ep.task for i, ep in enumerate(source.episodes) if ep.task}
+        self.episodes = [
+            _Episode(group=f"episode {ep.index}", frames=source.camera, steps=len(ep.timestamps) - 1)
+            for ep in source.episodes
+        ]
+
     def _probe_frame_shape(self) -> tuple[int, int, int]:
         frame = self.frames(0, 0, 1)[0]
         if frame.ndim != 3 or frame.shape[-1] != 3:
@@ -229,6 +258,8 @@ class TrajectoryReader:
         """uint8 frames [start, stop) of an episode, (k, H, W, 3)."""
         ep = self.episodes[episode]
         stop = ep.steps + 1 if stop is None else stop
+        if self._lerobot is not None:
+            return self._as_rgb(self._lerobot.frames(episode, start, stop))
         f = self._open()
         try:
             data = f[ep.frames]
@@ -240,8 +271,14 @@ class TrajectoryReader:
                 out = np.concatenate([head, tail]) if len(tail) else head
         except OSError as e:
             raise InputError(f"{self.path}: {ep.group} is corrupt ({str(e).splitlines()[0]})") from None
-        if out.ndim != 4:  # Minari's JPEG encoding: one byte string per frame (its metadata flag is not reliable)
-            out = _decode_jpeg(out)
+        return self._as_rgb(out)
+
+    @staticmethod
+    def _as_rgb(out: np.ndarray) -> np.ndarray:
+        """Stored frames as uint8 (k, H, W, 3)."""
+        # Encoded images, one byte string per frame: Minari's JPEG (its metadata flag is not reliable), LeRobot's PNG.
+        if out.ndim != 4:
+            out = _decode_images(out)
         if out.dtype != np.uint8:
             out = _to_uint8(out)
         return out
@@ -269,6 +306,8 @@ class TrajectoryReader:
     def steps(self, episode: int) -> dict[str, np.ndarray]:
         """Per-step arrays of an episode: actions (N, ...), rewards, terminations, truncations (N,)."""
         ep = self.episodes[episode]
+        if self._lerobot is not None:
+            return {k: v.copy() for k, v in self._lerobot.episodes[episode].steps.items()}
         f = self._open()
         n = ep.steps
         try:
@@ -299,12 +338,17 @@ def _locate(source: str) -> tuple[Path, dict[str, Any]]:
         if minari_dir is not None:
             path = minari_dir
     if not path.exists():
-        raise InputError(f"{source} does not exist (expected an .h5 file, a Minari dataset directory or id)")
+        raise InputError(
+            f"{source} does not exist (expected an .h5 file, a Minari dataset directory or id, or a LeRobot dataset)"
+        )
     metadata: dict[str, Any] = {}
     if path.is_dir():
         data_dir = path / "data" if (path / "data" / MINARI_DATA_FILE).exists() else path
         if not (data_dir / MINARI_DATA_FILE).exists():
-            raise InputError(f"{source} is a directory without {MINARI_DATA_FILE}: not a Minari dataset")
+            raise InputError(
+                f"{source} is a directory without {MINARI_DATA_FILE} or {LEROBOT_INFO_FILE}: "
+                "neither a Minari nor a LeRobot dataset"
+            )
         meta_file = data_dir / MINARI_METADATA_FILE
         if meta_file.exists():
             try:
@@ -336,7 +380,7 @@ def _looks_like_images(dataset: Any) -> bool:
     return isinstance(dataset, h5py.Dataset) and dataset.ndim == 4 and dataset.shape[-1] == 3
 
 
-def _decode_jpeg(encoded: np.ndarray) -> np.ndarray:
+def _decode_images(encoded: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     return np.stack([np.asarray(Image.open(io.BytesIO(np.asarray(b, dtype=np.uint8).tobytes()))) for b in encoded])
