@@ -163,3 +163,26 @@ def test_text_path_shortcuts_are_exact():
         fresh = dit(x, levels, None, null, t, prompt).velocity  # training path: no cache at all
     torch.testing.assert_close(changed, fresh.detach())
     assert not torch.allclose(first, changed)
+
+
+def test_the_shipped_backbone_is_the_default_of_generate(tmp_path, capsys):
+    """`worldsim generate` with no --world uses the shipped t2v backbone, at its 64x64 and at ALE's 80x64; the
+    backbone's own autoencoder is what `train world --init t2v --autoencoder t2v` fine-tunes on."""
+    import imageio.v3 as iio
+
+    from worldsim.cli import main
+    from worldsim.training.world import load_trained_autoencoder
+    from worldsim.worlds import shipped_worlds
+
+    assert "t2v" in shipped_worlds()
+    car, pong = tmp_path / "car.gif", tmp_path / "pong.gif"
+    assert (
+        main(["generate", "a car on a red road through white grass, cruising", "--frames", "2", "--out", str(car)]) == 0
+    )
+    assert main(["generate", "the Atari game Pong", "--frames", "2", "--size", "80x64", "--out", str(pong)]) == 0
+    car_frames, pong_frames = iio.imread(car, index=None), iio.imread(pong, index=None)
+    assert car_frames.shape[:3] == (2, 64, 64) and pong_frames.shape[:3] == (2, 80, 64)
+    assert car_frames.std() > 5  # a picture, not a flat colour
+    frame_size, _, autoencoder = load_trained_autoencoder("t2v")
+    assert frame_size == [64, 64] and not any(p.requires_grad for p in autoencoder.parameters())
+    capsys.readouterr()

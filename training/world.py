@@ -45,12 +45,18 @@ SAMPLE_FRAMES = 32
 
 
 def load_trained_autoencoder(path: str | Path) -> tuple[list[int], AutoencoderConfig, FrameAutoencoder]:
-    """An autoencoder from a stage-1 run directory, an autoencoder checkpoint or a world checkpoint."""
+    """An autoencoder from a stage-1 run directory, an autoencoder checkpoint, or a world's: its checkpoint, its
+    run directory or a shipped world's name (``--autoencoder t2v`` fine-tunes on the backbone's own latents)."""
     path = Path(path)
     if (path / AUTOENCODER_DIR).is_dir():
         path = path / AUTOENCODER_DIR
-    if not path.exists():
-        raise InputError(f"--autoencoder {path} does not exist: train one first with `worldsim train autoencoder`")
+    else:
+        try:
+            path = resolve_world(path)
+        except CheckpointError:
+            raise InputError(
+                f"--autoencoder {path} does not exist: train one first with `worldsim train autoencoder`"
+            ) from None
     frame_size, config, state = load_autoencoder(path)
     try:
         ae_config = AutoencoderConfig(**config)
