@@ -3,8 +3,9 @@
     python docs/measure_text_cost.py --checkpoint runs/t2v --json docs/measurements/text_cost.json
 
 Four rollouts of one world (bf16 where the CPU has it, the play setting): no prompt / a prompt, each with the
-shortcuts (the null prompt's cross-attention as a per-block constant, a prompt's keys/values once per prompt) and
-without them (the null prompt and the prompt through full cross-attention on every pass, as before).
+shortcuts (the null prompt's cross-attention as a per-block constant; a prompt's keys and values, with the query and
+output projections folded into them, once per prompt) and without them (the null prompt and the prompt through plain
+cross-attention on every pass).
 """
 
 from __future__ import annotations
@@ -27,22 +28,18 @@ PROMPT = "a car on a red road through white grass, cruising"
 
 @contextlib.contextmanager
 def without_shortcuts():
-    forward, keys_values = DiT.forward, CrossAttention._keys_values
+    forward, cross = DiT.forward, CrossAttention.forward
 
     def full_null(self, latents, levels, actions, action_null, t_positions, text=None, memory=None):
         if self.cfg.text_dim and text is None:
             text = self.null_text(latents.shape[0], latents.device)
         return forward(self, latents, levels, actions, action_null, t_positions, text, memory)
 
-    def uncached(self, text, dtype):
-        self._cached = None
-        return keys_values(self, text, dtype)
-
-    DiT.forward, CrossAttention._keys_values = full_null, uncached
+    DiT.forward, CrossAttention.forward = full_null, CrossAttention.attend
     try:
         yield
     finally:
-        DiT.forward, CrossAttention._keys_values = forward, keys_values
+        DiT.forward, CrossAttention.forward = forward, cross
 
 
 def fps(wm: WorldModel, prompt: str | None, frames: int) -> float:

@@ -140,8 +140,9 @@ def test_generate_bad_input_is_one_line_and_writes_nothing(backbone_dir, tmp_pat
 
 
 def test_text_path_shortcuts_are_exact():
-    """No prompt: the null prompt's cross-attention is a per-block constant; a prompt's keys and values are computed
-    once at inference, and again after the weights change."""
+    """No prompt: the null prompt's cross-attention is a per-block constant. A prompt's keys and values, with the query
+    and output projections folded in, are computed once at inference (and again after the weights change); padded
+    prompt tokens stay masked out."""
     from worldsim.models.conditioning import TextContext
     from worldsim.models.dit import DiT
 
@@ -149,13 +150,21 @@ def test_text_path_shortcuts_are_exact():
     dit = randomize(DiT(cfg.dit, cfg.action, 4))
     x, levels = torch.randn(2, 3, 4, 16, 16), torch.rand(2, 3)
     null, t = torch.ones(2, 3, dtype=torch.bool), torch.arange(3)
-    prompt = TextContext(torch.randn(2, 5, TextEncoder.dim), torch.ones(2, 5, dtype=torch.bool))
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 3:] = False  # the second prompt is shorter: padded
+    prompt = TextContext(torch.randn(2, 5, TextEncoder.dim), mask)
+    with torch.enable_grad():
+        before = dit(x, levels, None, null, t, prompt).velocity.detach()  # training path: plain cross-attention
     with torch.no_grad():
         shortcut = dit(x, levels, None, null, t, None).velocity
         explicit = dit(x, levels, None, null, t, dit.null_text(2, x.device)).velocity
         torch.testing.assert_close(shortcut, explicit, atol=1e-5, rtol=0)
         first = dit(x, levels, None, null, t, prompt).velocity
+        torch.testing.assert_close(first, before, atol=1e-5, rtol=1e-4)
         assert torch.equal(first, dit(x, levels, None, null, t, prompt).velocity)
+        padded = TextContext(prompt.tokens.clone(), mask)
+        padded.tokens[1, 3:] += 100.0  # what padding holds must not matter
+        torch.testing.assert_close(dit(x, levels, None, null, t, padded).velocity, first)
         for p in dit.parameters():
             p.add_(0.01)
         changed = dit(x, levels, None, null, t, prompt).velocity

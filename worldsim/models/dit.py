@@ -67,32 +67,63 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(text_dim, 2 * width)
         self.proj = nn.Linear(width, width)
 
-        self._cached: tuple[Any, Tensor, Tensor] | None = None
+        self._cached: tuple[Any, Tensor, Tensor, Tensor, Tensor] | None = None
         self._cached_null: tuple[Any, Tensor] | None = None
 
     def _weights_version(self) -> tuple[int, ...]:
         """Changes whenever the weights are written in place (an optimizer step, ``load_state_dict``)."""
-        return tuple(_version(p) for p in (self.kv.weight, self.kv.bias, self.proj.weight, self.proj.bias))
+        params = (self.q.weight, self.q.bias, self.kv.weight, self.kv.bias, self.proj.weight, self.proj.bias)
+        return tuple(_version(p) for p in params)
 
     def forward(self, x: Tensor, text: TextContext) -> Tensor:
+        if torch.is_grad_enabled():
+            return self.attend(x, text)
+        return self._attend_folded(x, text)
+
+    def attend(self, x: Tensor, text: TextContext) -> Tensor:
+        """Cross-attention as written: queries, the prompt's keys and values, attention, output projection."""
         B, F_, N, _ = x.shape
         q = rearrange(self.q(self.norm(x)), "b f n (h d) -> b h (f n) d", h=self.heads)
-        k, v = self._keys_values(text, x.dtype)
+        k, v = rearrange(self.kv(text.tokens.to(x.dtype)), "b l (two h d) -> two b h l d", two=2, h=self.heads)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=text.mask[:, None, None, :])
         return self.proj(rearrange(out, "b h (f n) d -> b f n (h d)", f=F_))
 
-    def _keys_values(self, text: TextContext, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """The prompt's keys and values. At inference a prompt is the same tensor pass after pass until it changes,
-        so they are computed once per prompt (a play step then pays only the queries and the output)."""
-        key = (text.tokens, _version(text.tokens), dtype, self._weights_version())
-        if not torch.is_grad_enabled() and self._cached is not None:
-            cached_key, k, v = self._cached
+    def _attend_folded(self, x: Tensor, text: TextContext) -> Tensor:
+        """``attend`` at inference, where a prompt stays the same pass after pass until it changes. Per prompt, the
+        query projection is folded into the keys and the output projection into the values, so a play step pays a
+        layer norm, two matrix products and a softmax instead of two projections and an attention call:
+
+            scores_h = norm(x) Wq_h^T k_h^T / sqrt(d) + bq_h k_h^T / sqrt(d)   ->  norm(x) A + c
+            out      = sum_h softmax(scores_h) (v_h Wproj_h^T) + bproj            ->  softmax(.) V + b
+        """
+        B, F_, N, W = x.shape
+        A, c, V, b = (t.expand(B, -1, -1) for t in self._prompt_operators(text))
+        # In fp32 whatever the model's dtype: at these sizes (tens of tokens, a few dozen keys) CPU bf16 matrix
+        # products cost 2-4x their fp32 ones, and the casts are cheap.
+        scores = torch.baddbmm(c, self.norm(x.float()).reshape(B, F_ * N, W), A)
+        weights = scores.view(B, F_ * N, self.heads, -1).softmax(-1).view(B, F_ * N, -1)
+        return torch.baddbmm(b, weights, V).view(B, F_, N, W).to(x.dtype)
+
+    def _prompt_operators(self, text: TextContext) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The folded operators of ``_attend_folded`` for this prompt, fp32, computed once per prompt (and again
+        when the weights change): A (B, W, H*L), c (B, 1, H*L) with the padding mask as -inf, V (B, H*L, W), b."""
+        key = (text.tokens, _version(text.tokens), self._weights_version())
+        if self._cached is not None:
+            cached_key, *operators = self._cached
             if cached_key[0] is key[0] and cached_key[1:] == key[1:]:
-                return k, v
-        k, v = rearrange(self.kv(text.tokens.to(dtype)), "b l (two h d) -> two b h l d", two=2, h=self.heads)
-        if not torch.is_grad_enabled():
-            self._cached = (key, k, v)
-        return k, v
+                return tuple(operators)  # type: ignore[return-value]
+        h, width = self.heads, self.proj.in_features
+        kv = F.linear(text.tokens.float(), self.kv.weight.float(), self.kv.bias.float())
+        k, v = rearrange(kv, "b l (two h d) -> two b h l d", two=2, h=h)
+        scale = k.shape[-1] ** -0.5
+        wq, bq = self.q.weight.float().view(h, -1, width), self.q.bias.float().view(h, -1)
+        A = torch.einsum("hdw,bhld->bwhl", wq, k).flatten(2) * scale
+        c = (torch.einsum("hd,bhld->bhl", bq, k) * scale).masked_fill(~text.mask[:, None, :], float("-inf"))
+        V = torch.einsum("bhld,whd->bhlw", v, self.proj.weight.float().view(width, h, -1)).flatten(1, 2)
+        b = self.proj.bias.float().expand(V.shape[0], 1, width)
+        operators = (A, c.flatten(1)[:, None, :], V, b)
+        self._cached = (key, *operators)
+        return operators  # type: ignore[return-value]
 
     def null_output(self, null_token: Tensor, dtype: torch.dtype) -> Tensor:
         """What the block adds for the learned "no prompt" token, (width,): attention over a single key is that
