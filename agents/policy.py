@@ -98,6 +98,24 @@ def _pusht(env: gymnasium.Env, seed: int | None) -> Policy:
     return PushTPusher(env, seed)
 
 
+def _pusht_planner(env: gymnasium.Env, seed: int | None) -> Policy:
+    from worldsim.agents.pusht_planner import PushTPlanner
+
+    return PushTPlanner(env, seed)
+
+
+def _pusht_mix(env: gymnasium.Env, seed: int | None) -> Policy:
+    from worldsim.agents.pusht_mix import PushTMix
+
+    return PushTMix(env, seed)
+
+
+def _pusht_pixels(env: gymnasium.Env, seed: int | None) -> Policy:
+    from worldsim.agents.pusht_pixels import PixelPusher
+
+    return PixelPusher(env, seed)
+
+
 def _road(env: gymnasium.Env, seed: int | None) -> Policy:
     from worldsim.agents.road_follower import RoadFollower
 
@@ -112,9 +130,12 @@ POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
     "road": _road,
     **ROAD_FAMILY,  # road_slow, road_fast, road_stopgo, road_weave, road_brake: worldsim.agents.family
     "pusht": _pusht,
+    "pusht_pixels": _pusht_pixels,
+    "pusht_planner": _pusht_planner,
+    "pusht_mix": _pusht_mix,
 }
 """Named policies; each entry is a factory ``(env, seed) -> Policy``, the same shape as a ``module:callable``."""
-SEEING_POLICIES = ("random", "idle", "road", *ROAD_FAMILY)
+SEEING_POLICIES = ("random", "idle", "road", *ROAD_FAMILY, "pusht_pixels")
 """Named policies that need nothing but the observation (and the action space): they can drive a dream."""
 
 

@@ -17,19 +17,16 @@ share of the decisions with a random primitive, ``jitter`` shakes every target. 
 from __future__ import annotations
 
 import math
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gymnasium
 import numpy as np
 
+from worldsim.agents.pusht import BAR, COG_LOCAL, GOAL_POSE, PUSHER_RADIUS, STEM, TABLE, PushTPose, wrap_angle
 from worldsim.errors import InputError
 
-TABLE = (20.0, 492.0)
-"""Pusher targets stay inside the walls (at 5 and 506) with room for the pusher's radius."""
-PUSHER_RADIUS = 15.0
-"""gym_pusht's agent circle radius, world units."""
 SUBSTEPS = 10
 """Physics steps per env step: gym_pusht runs ``1 / (dt * control_hz)`` = 1 / (0.01 * 10) of them."""
 
@@ -43,10 +40,6 @@ class Primitive:
 
     targets: tuple[tuple[float, float], ...]
     """The pusher's absolute target at each env step, world units."""
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 class PushTPlanner:
@@ -69,14 +62,16 @@ class PushTPlanner:
         noise: float = 0.0,
         jitter: float = 0.0,
     ) -> None:
-        core = env.unwrapped
-        if not hasattr(core, "add_tee"):  # PushTEnv's T builder
+        if not hasattr(env.unwrapped, "add_tee"):  # PushTEnv's T builder
             raise InputError(f"the PushT planner pushes gym_pusht/PushT-v0, not {env.spec.id if env.spec else env}")
+        self.env = env
+        self._setup(seed, candidates, lookahead, noise, jitter)
+
+    def _setup(self, seed: int | None, candidates: int, lookahead: int, noise: float, jitter: float) -> None:
         if candidates < 1 or not 0.0 <= noise <= 1.0 or jitter < 0:
             raise InputError(f"need candidates >= 1, noise in [0, 1], jitter >= 0; got {candidates}, {noise}, {jitter}")
         from gym_pusht.envs.pusht import PushTEnv
 
-        self.env = env
         self.candidates = candidates
         self.lookahead = lookahead
         self.noise = noise
@@ -92,17 +87,20 @@ class PushTPlanner:
             self.rng = np.random.default_rng()
         self.plan: list[tuple[float, float]] = []
 
+    def state_of(self, observation: Any) -> _State:
+        """What the planner plans from: here the env's true state (``PixelPlanner``: what a frame shows)."""
+        return _read_state(self.env.unwrapped)
+
     def __call__(self, observation: Any = None) -> np.ndarray:
         if not self.plan:
-            self.plan = list(self._decide().targets)
+            self.plan = list(self._decide(self.state_of(observation)).targets)
         target = np.asarray(self.plan.pop(0), dtype=np.float64)
         if self.jitter:
             target = target + self.rng.normal(0.0, self.jitter, size=2)
         return np.clip(target, *TABLE).astype(np.float32)
 
     # ------------------------------------------------------------------ deciding
-    def _decide(self) -> Primitive:
-        state = _read_state(self.env.unwrapped)
+    def _decide(self, state: _State) -> Primitive:
         now = _keypoint_error(state.block_pos, state.block_angle)
         primitives = [self._sample(state, now) for _ in range(self.candidates)]
         if self.rng.random() < self.noise:
@@ -201,16 +199,11 @@ def _write_state(sim: Any, state: _State) -> None:
     sim.block.angular_velocity = state.block_spin
 
 
-SCALE, LENGTH = 30.0, 4.0
-"""gym_pusht's T: ``add_tee(scale=30)``, a 4x1 bar on top of a 1x3 stem, in the block's own frame."""
-_BAR = ((-LENGTH * SCALE / 2, 0.0), (LENGTH * SCALE / 2, SCALE))  # (x0, y0), (x1, y1)
-_STEM = ((-SCALE / 2, SCALE), (SCALE / 2, LENGTH * SCALE))
 KEYPOINTS = np.array(
-    [(x, y) for (x0, y0), (x1, y1) in (_BAR, _STEM) for x in (x0, x1) for y in (y0, y1)], dtype=np.float64
+    [(x, y) for (x0, y0), (x1, y1) in (BAR, STEM) for x in (x0, x1) for y in (y0, y1)], dtype=np.float64
 )
 """The corners of the T's two rectangles in the block's frame: where the block is, in 8 points."""
-GOAL = (np.array([256.0, 256.0]), math.pi / 4)
-"""gym_pusht's fixed goal pose (``goal_pose``): body position and angle."""
+GOAL = (np.array(GOAL_POSE[:2]), GOAL_POSE[2])
 
 
 def _place(points: np.ndarray, pos: np.ndarray, angle: float) -> np.ndarray:
@@ -228,15 +221,17 @@ def _keypoint_error(pos: np.ndarray, angle: float) -> float:
 
 # The T's outline as segments with their outward normals, in the block's frame (the bar's underside only where the
 # stem does not cover it).
+(_BX0, _BY0), (_BX1, _BY1) = BAR
+(_SX0, _SY0), (_SX1, _SY1) = STEM
 _OUTLINE = (
-    ((-60.0, 0.0), (60.0, 0.0), (0.0, -1.0)),  # bar top (y = 0 is the bar's outer edge)
-    ((60.0, 0.0), (60.0, 30.0), (1.0, 0.0)),
-    ((-60.0, 30.0), (-60.0, 0.0), (-1.0, 0.0)),
-    ((-60.0, 30.0), (-15.0, 30.0), (0.0, 1.0)),
-    ((15.0, 30.0), (60.0, 30.0), (0.0, 1.0)),
-    ((15.0, 30.0), (15.0, 120.0), (1.0, 0.0)),
-    ((-15.0, 120.0), (-15.0, 30.0), (-1.0, 0.0)),
-    ((-15.0, 120.0), (15.0, 120.0), (0.0, 1.0)),  # stem end
+    ((_BX0, _BY0), (_BX1, _BY0), (0.0, -1.0)),  # the bar's outer edge
+    ((_BX1, _BY0), (_BX1, _BY1), (1.0, 0.0)),
+    ((_BX0, _BY1), (_BX0, _BY0), (-1.0, 0.0)),
+    ((_BX0, _BY1), (_SX0, _BY1), (0.0, 1.0)),
+    ((_SX1, _BY1), (_BX1, _BY1), (0.0, 1.0)),
+    ((_SX1, _SY0), (_SX1, _SY1), (1.0, 0.0)),
+    ((_SX0, _SY1), (_SX0, _SY0), (-1.0, 0.0)),
+    ((_SX0, _SY1), (_SX1, _SY1), (0.0, 1.0)),  # the stem's end
 )
 _LENGTHS = np.array([math.dist(a, b) for a, b, _ in _OUTLINE])
 
@@ -257,7 +252,7 @@ BLOCK_REACH = 100.0
 def _detour(state: _State, approach: np.ndarray) -> np.ndarray | None:
     """A waypoint beside the block when the straight way from the pusher to ``approach`` crosses it, else None."""
     c, s = math.cos(state.block_angle), math.sin(state.block_angle)
-    cog = state.block_pos + np.array([[c, -s], [s, c]]) @ np.array([0.0, 45.0])  # the T's centre of gravity
+    cog = state.block_pos + np.array([[c, -s], [s, c]]) @ np.array(COG_LOCAL)  # the T's centre of gravity
     a, d = state.agent_pos, approach - state.agent_pos
     length = float(np.hypot(*d))
     if length < 1e-6:
@@ -272,3 +267,53 @@ def _detour(state: _State, approach: np.ndarray) -> np.ndarray | None:
     if (closest - cog) @ side < 0:
         side = -side
     return cog + side * BLOCK_REACH
+
+
+class PixelPlanner(PushTPlanner):
+    """The planner from frames alone: the pose read off each frame (``read_pusht_pose``), the pusher's velocity
+    from the last two frames, the block at rest (PushT is quasi-static). Its plans run in the same physics, so what
+    it lacks against ``PushTPlanner`` is only what a frame does not show exactly: a few units of pose at 64x64.
+    A factory ``(action_space, seed)`` shape, so it can drive a dream.
+
+    When the frame shows no pusher or no T it keeps its current plan, or holds still.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        seed: int | None = None,
+        candidates: int = 48,
+        lookahead: int = 4,
+        noise: float = 0.0,
+        jitter: float = 0.0,
+        frame_rate: float = 10.0,
+    ) -> None:
+        from worldsim.config import ActionSpec
+
+        space = getattr(env, "action_space", env)
+        if ActionSpec.from_gym(space) != ActionSpec.from_gym(gymnasium.spaces.Box(0, 512, (2,), np.float32)):
+            raise InputError(f"the PushT pixel planner acts in PushT's Box(0, 512, (2,)), not {space}")
+        self.frame_rate = frame_rate
+        self._setup(seed, candidates, lookahead, noise, jitter)
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self.last_pose: PushTPose | None = None
+        self.pose: PushTPose | None = None
+
+    def __call__(self, observation: Any = None) -> np.ndarray:
+        from worldsim.agents.pusht_pixels import read_pusht_pose
+
+        self.last_pose, self.pose = self.pose, read_pusht_pose(np.asarray(observation))
+        if self.pose is None and not self.plan:
+            held = self.last_pose.agent if self.last_pose is not None else np.array([256.0, 256.0])
+            return np.clip(held, *TABLE).astype(np.float32)
+        return super().__call__(observation)
+
+    def state_of(self, observation: Any) -> _State:
+        pose = self.pose
+        assert pose is not None  # __call__ plans only from a readable frame
+        c, s = math.cos(pose.block_angle), math.sin(pose.block_angle)
+        origin = pose.block_cog - np.array([[c, -s], [s, c]]) @ np.array(COG_LOCAL)
+        moved = pose.agent - self.last_pose.agent if self.last_pose is not None else np.zeros(2)
+        return _State(pose.agent, moved * self.frame_rate, origin, wrap_angle(pose.block_angle), np.zeros(2), 0.0)

@@ -62,6 +62,13 @@ class SourceWorld:
     key_map: dict[str, Any] = field(default_factory=dict)
     """Keys -> action that worlds trained on this env's data play with (``WorldConfig.key_map``: pygame key names,
     ``+`` for chords); empty: the env/viewer defaults for the action space."""
+    success_reward: float | None = None
+    """The reward of one world step that means the task is done (PushT: 1.0, its reward clip(coverage / 0.95, 0, 1)
+    reaching 1 at 95% coverage); ``worldsim predict`` and ``rank`` report success rates and the mean of each
+    episode's highest reward with it. None: the env has no notion of success."""
+    success_terminates: bool = False
+    """The env terminates exactly when it succeeds (PushT), so an episode succeeded when it terminated, in the real
+    env and in a dream, where the world's termination head is then a success detector (``predict.episode_success``)."""
 
     def covers(self, env_id: str) -> bool:
         return any(env_id.startswith(i) if i.endswith("/") else env_id == i for i in self.ids)
@@ -91,6 +98,8 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         "gym-pusht",
         {"obs_type": "pixels"},
         captioner=f"{CAPTIONS}:PushTCaptioner",
+        success_reward=1.0,  # gym_pusht: reward clip(coverage / 0.95, 0, 1); terminated = success = coverage > 0.95
+        success_terminates=True,
     ),
     SourceWorld(("ALE/",), "ale_py", "ale-py", captioner=f"{CAPTIONS}:AtariCaptioner"),
     SourceWorld(("worldsim/Crafter-v0",), "crafter", "crafter", captioner=f"{CAPTIONS}:CrafterCaptioner"),

@@ -2,7 +2,8 @@
 
 Contracts: shapes, seeded determinism, batching that changes no dream, one policy instance per episode, both factory
 shapes, one-line errors that name the policy, step and episode (before any work), the CLI's table, JSON and video;
-and with ``--real`` a real CarRacing-v3 run beside the dream.
+with ``--real`` a real CarRacing-v3 run beside the dream; on a tiny PushT world (Box(2) in [0, 512]^2) success from
+the termination head, Box actions clipped with one warning per policy, NaN and inf refused, and the real PushT env.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from helpers import write_dataset
+from helpers import save_pusht_world, write_dataset
 from test_env import save_world
 from test_vector_env import close
 
@@ -24,7 +25,9 @@ import worldsim
 from worldsim import ActionSpec, PredictResult, WorldModel
 from worldsim.cli import main
 from worldsim.engine import resize_frames
-from worldsim.errors import InputError
+from worldsim.envs.sources import SourceWorld, source_world
+from worldsim.errors import ActionClippedWarning, InputError
+from worldsim.predict import episode_success, format_predict_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,6 +36,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def ckpt(tmp_path_factory) -> str:
     """32x32, Discrete(5), 12 fps, 3 shipped 2-frame starts, no source env."""
     return save_world(tmp_path_factory.mktemp("world") / "w")
+
+
+@pytest.fixture(scope="module")
+def pusht_world(tmp_path_factory) -> str:
+    """A tiny 32x32 random world of gym_pusht/PushT-v0: Box(2) in [0, 512]^2, 10 fps, 3 shipped starts."""
+    return save_pusht_world(tmp_path_factory.mktemp("world") / "pusht")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +82,17 @@ def test_shapes_summary_and_determinism(ckpt):
     assert r.real_return is None and r.real_terminated is None and r.real_frames is None
     s = r.summary()
     assert s["episodes"] == 3 and s["dream_return_mean"] == pytest.approx(r.dream_return.mean())
-    assert set(s) == {"episodes", "dream_return_mean", "dream_return_std", "dream_termination_rate"}
+    # No source env, so no notion of success: returns (with a bootstrap interval) and terminations only.
+    assert set(s) == {
+        "episodes",
+        "dream_return_mean",
+        "dream_return_std",
+        "dream_return_ci95",
+        "dream_termination_rate",
+    }
+    low, high = s["dream_return_ci95"]
+    assert low <= s["dream_return_mean"] <= high
+    assert r.dream_max_reward.shape == (3,) and r.dream_success is None and r.success_reward is None
     # Episode i starts from shipped start (seed + i) mod 3: the context's last frame comes first.
     starts = WorldModel.from_pretrained(ckpt).starts["frames"]
     assert all(np.array_equal(r.dream_frames[i, 0], starts[i % 3, -1].numpy()) for i in range(3))
@@ -178,6 +197,10 @@ class _LateBadAction:
         (_returns([1, 2]), r"returned \[1, 2\] at step 0 of episode 0 \(dream\): actions have shape \(2,\)"),
         (_LateBadAction, r"returned 9 at step 2 of episode 1 \(dream\)"),
         (lambda space, seed: lambda frame: 1 / 0, r"failed at step 0 of episode 0 \(dream\): ZeroDivisionError"),
+        (
+            lambda space, seed: lambda obs: obs["agent_pos"],  # wants PushT's state, gets a frame
+            r"failed at step 0 of episode 0 \(dream\): IndexError: .* sees only frames, uint8 \(32, 32, 3\)",
+        ),
         (lambda space, seed: 3, "the factory returned int, not a callable"),
     ],
 )
@@ -231,7 +254,9 @@ def test_real_carracing_beside_the_dream(carracing_world):
     assert grass[:, :, :48].mean() > 0.3 and f[:, :, 58:].mean() < 40
     s = r.summary()
     assert s["return_mae"] == pytest.approx(np.abs(r.dream_return - r.real_return).mean())
-    assert {"real_return_mean", "real_return_std", "real_termination_rate", "return_bias"} <= set(s)
+    assert {"real_return_mean", "real_return_std", "real_return_ci95", "real_termination_rate", "return_bias"} <= set(s)
+    # CarRacing has no notion of success: no success or highest-reward numbers.
+    assert r.dream_success is None and r.real_success is None and not any("success" in k for k in s)
 
 
 class Watcher:
@@ -259,6 +284,104 @@ def test_real_fork_puts_both_policies_in_the_same_state(carracing_world):
     assert not np.array_equal(dream.frames[-1], real.frames[-1])
 
 
+# ---------------------------------------------------------------------------------------------- success, Box actions
+def test_episode_success_is_one_rule_from_the_source_adapter():
+    pusht = source_world("gym_pusht/PushT-v0")
+    assert pusht.success_reward == 1.0 and pusht.success_terminates
+    # PushT terminates exactly when it succeeds: the termination decides, whatever the highest reward.
+    assert episode_success(np.array([1.0, 0.5]), np.array([False, True]), pusht).tolist() == [False, True]
+    by_reward = SourceWorld(("Reach-v0",), "", "", success_reward=1.0)  # success is a reward, not a termination
+    got = episode_success(np.array([1.0, 0.9995, 0.99]), np.array([False, False, True]), by_reward)
+    assert got.tolist() == [True, True, False]
+    assert episode_success(np.ones(2), np.ones(2, bool), source_world("CarRacing-v3")) is None
+
+
+def test_a_pusht_dream_succeeds_when_its_termination_head_fires(pusht_world):
+    """Dream 0's head fires at step 1 (reward 0.5): a success. Dream 1's reward reaches 1.0 but its head never fires:
+    no success, its highest reward 1.0. After the termination, dream 0's rewards no longer count."""
+    wm = WorldModel.from_pretrained(pusht_world)
+    step, t = wm.step, [0]
+    rewards = np.array([[0.3, 0.5, 0.9, 0.9], [0.2, 0.4, 1.0, 0.7]], np.float32)
+
+    def heads(actions):
+        out = step(actions)
+        out.reward[:] = rewards[:, t[0]]
+        out.terminated[:] = [t[0] == 1, False]
+        t[0] += 1
+        return out
+
+    wm.step = heads
+    r = worldsim.predict(wm, "random", episodes=2, horizon=4)
+    assert r.success_reward == 1.0 and r.dream_success.tolist() == [True, False]
+    assert r.dream_max_reward.tolist() == pytest.approx([0.5, 1.0]) and r.dream_return == pytest.approx([0.8, 2.3])
+    s = r.summary()
+    assert s["dream_success_rate"] == 0.5 and s["dream_max_reward_mean"] == pytest.approx(0.75)
+    assert s["dream_success_ci95"] == [0.0, 1.0] and s["dream_max_reward_ci95"] == pytest.approx([0.5, 1.0])
+    assert [row["dream_success"] for row in r.per_episode()] == [True, False]
+    assert r.to_dict()["success_reward"] == 1.0
+    table = format_predict_table(r)
+    assert "| max reward | success |" in table and "success: dream 50% [0%, 100%]" in table
+
+
+class _LateNaN:
+    """Targets on the table, but NaN in episode 1 (seed 1; its first step: the tiny world's head may end a dream at
+    once)."""
+
+    def __init__(self, space, seed):
+        self.seed, self.t = seed, 0
+
+    def __call__(self, frame):
+        self.t += 1
+        return [float("nan"), 3.0] if (self.seed, self.t) == (1, 1) else [256.0, 256.0]
+
+
+def test_box_actions_outside_the_bounds_are_clipped_with_one_warning(pusht_world):
+    with pytest.warns(ActionClippedWarning) as caught:
+        far = worldsim.predict(pusht_world, _returns([600.0, -5.0]), episodes=2, horizon=3)
+    clipped = [w for w in caught if issubclass(w.category, ActionClippedWarning)]
+    assert len(clipped) == 1  # once per policy, not once per step or episode
+    assert str(clipped[0].message).startswith(
+        "policy 'test_predict:_returns.<locals>.<lambda>' returned [600.0, -5.0] at step 0 of episode 0 (dream), "
+        "outside Box(0.0, 512.0, (2,), float32): clipped into it"
+    )
+    edge = worldsim.predict(pusht_world, _returns([512.0, 0.0]), episodes=2, horizon=3)
+    assert np.array_equal(far.dream_return, edge.dream_return)  # the dream got the clipped action
+
+
+@pytest.mark.parametrize(
+    "policy, message",
+    [
+        (
+            _returns([float("nan"), 1.0]),
+            r"returned \[nan, 1.0\] at step 0 of episode 0 \(dream\): .*not a number \(NaN",
+        ),
+        (_returns([np.inf, 600.0]), r"returned \[inf, 600.0\] at step 0 of episode 0 \(dream\): .*\(NaN or inf\)"),
+        (_LateNaN, r"_LateNaN' returned \[nan, 3.0\] at step 0 of episode 1 \(dream\)"),
+        (_returns([1.0, 2.0, 3.0]), r"actions have shape \(3,\)"),
+    ],
+)
+def test_nan_and_inf_actions_are_refused_naming_policy_step_and_episode(pusht_world, policy, message):
+    with pytest.raises(InputError, match=message) as e:
+        worldsim.predict(pusht_world, policy, episodes=2, horizon=3)
+    assert "\n" not in str(e.value)
+
+
+def test_real_pusht_beside_the_dream(pusht_world):
+    r = worldsim.predict(pusht_world, "random", episodes=2, horizon=3, real=True, keep_frames=True)
+    assert r.real_frames.shape == r.dream_frames.shape == (2, 4, 32, 32, 3)
+    assert r.real_max_reward.shape == (2,) and ((r.real_max_reward >= 0) & (r.real_max_reward <= 1)).all()
+    assert np.array_equal(r.real_success, r.real_terminated)  # PushT: terminated = success
+    s = r.summary()
+    for side in ("dream", "real"):
+        assert {
+            f"{side}_success_rate",
+            f"{side}_success_ci95",
+            f"{side}_max_reward_mean",
+            f"{side}_max_reward_ci95",
+        } <= set(s)
+    assert "success (dream / real)" in format_predict_table(r)
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_table_json_and_video(ckpt, tmp_path, capsys):
     out, video = tmp_path / "out" / "r.json", tmp_path / "grid.mp4"
@@ -275,6 +398,19 @@ def test_cli_table_json_and_video(ckpt, tmp_path, capsys):
     frames = iio.imread(video)
     assert frames.shape[0] == 4 and frames.shape[1] % 2 == 0 and frames.shape[2] % 2 == 0
     assert not list(tmp_path.glob(".*"))  # written atomically: no temp files left
+
+
+def test_cli_warns_of_clipped_actions_in_one_line(pusht_world, capsys, monkeypatch):
+    user = types.ModuleType("user_pusht_policies")
+    user.far = _returns([600.0, -5.0])
+    monkeypatch.setitem(sys.modules, "user_pusht_policies", user)
+    code = main(["predict", "--world", pusht_world, "--policy", "user_pusht_policies:far", "--episodes", "2",
+                 "--horizon", "2", "--precision", "fp32"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0 and "success: dream" in captured.out
+    assert captured.err.count("\n") == 1 and captured.err.startswith(
+        "worldsim predict: warning: policy 'user_pusht_policies:far' returned [600.0, -5.0] at step 0 of episode 0"
+    ), captured.err
 
 
 @pytest.mark.parametrize(

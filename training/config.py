@@ -125,6 +125,22 @@ class TextToVideoTrainConfig(TrainConfig):
     """Continue from this text-to-video checkpoint's weights (a new run, e.g. on more data)."""
 
 
+@dataclass
+class BCTrainConfig(TrainConfig):
+    """Behaviour cloning: a small CNN policy that maps frames to Box actions (``worldsim.agents.bc``)."""
+
+    frame_size: str = "64x64"
+    """Frame size HxW the policy sees (the world's frames, so it can drive a dream)."""
+    history: int = 2
+    """Frames the policy sees at once (the current one and those before it)."""
+    styles: str = ""
+    """Clone only episodes whose recorded ``style`` is one of these (comma-separated, e.g. expert,good); empty: all."""
+    max_episodes: int = 0
+    """Clone at most this many training episodes (the first ones, after --styles): a smaller-data policy; 0: all."""
+    successes_only: bool = False
+    """Clone only episodes that ended in success (terminated)."""
+
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "autoencoder": {
         "tiny": dict(steps=30, batch_size=8, warmup_steps=5, widths="8,16", latent_channels=4, log_every=5),
@@ -135,6 +151,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": dict(steps=30, batch_size=4, warmup_steps=5, model_size="XS", clip_frames=4, patch=2, log_every=5),
         "default": dict(steps=20000, batch_size=16, lr=3e-4, warmup_steps=500),
         "gpu": dict(steps=60000, batch_size=128, lr=3e-4, warmup_steps=1000, workers=8),
+    },
+    "bc": {
+        "tiny": dict(steps=20, batch_size=8, warmup_steps=5, log_every=5),
+        "default": dict(steps=4000, batch_size=64, lr=1e-3, warmup_steps=200, ema_decay=0.995),
+        "gpu": dict(steps=10000, batch_size=256, lr=1e-3, warmup_steps=500, ema_decay=0.995, workers=8),
     },
     "t2v": {
         "tiny": dict(steps=20, batch_size=4, warmup_steps=5, model_size="XS", clip_frames=4, patch=2, log_every=5),

@@ -10,17 +10,20 @@ from worldsim.config import ActionSpec, AutoencoderConfig, DiTConfig, SamplerCon
 from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import WorldsimError
 from worldsim.predict import PredictResult, predict
+from worldsim.rank import RankResult, rank
 
 __all__ = [
     "ActionSpec",
     "AutoencoderConfig",
     "DiTConfig",
     "PredictResult",
+    "RankResult",
     "SamplerConfig",
     "StepOutput",
     "WorldConfig",
     "WorldModel",
     "WorldsimError",
     "predict",
+    "rank",
 ]
 __version__ = "0.1.0"

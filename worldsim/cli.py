@@ -10,6 +10,7 @@ Examples::
     worldsim bench --json          # ... as one JSON object on stdout
     worldsim play --checkpoint runs/carracing/world --record play.mp4   # drive the world with the arrow keys
     worldsim play --headless --steps 200 --policy random --record out.mp4
+    worldsim rank --world runs/pusht --policies random,idle,mypkg.pusht:make --episodes 50 --real --json rank.json
 
 A command's flags are its config dataclass, through tyro: one ``--field-name`` per field, the field's docstring
 as its help. argparse only picks the command (and reads the global ``--threads`` and ``--version``), so that a
@@ -25,13 +26,14 @@ import io
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 import tyro
 
-from worldsim.errors import ConfigError, WorldsimError
+from worldsim.errors import ConfigError, WorldsimError, WorldsimWarning
 
 C = TypeVar("C")
 Flat = Annotated[C, tyro.conf.arg(name="")]
@@ -189,8 +191,9 @@ def cmd_predict(argv: list[str]) -> int:
     The policy sees only frames (road, random, or module:factory). It drives --episodes dreams of --horizon steps
     from the world's start contexts or --data episodes; with --real each dream starts from the real env's first
     frames after its intro, and the real env goes on beside it under the same policy. Prints each episode's
-    predicted (and real) return and termination and the means; --json FILE writes every number, --video FILE a
-    grid of the episodes (real | dream).
+    predicted (and real) return and termination (and success, where the world's env knows it: PushT) and the means
+    with 95% bootstrap intervals; --json FILE writes every number, --video FILE a grid of the episodes (real |
+    dream). Box actions outside the bounds are clipped (one warning per policy); NaN actions are refused.
     """
     from worldsim.predict import PredictConfig, format_predict_table, predict, write_predict_json, write_predict_video
 
@@ -213,6 +216,38 @@ def cmd_predict(argv: list[str]) -> int:
     if cfg.video:
         write_predict_video(result, cfg.video)
     print(format_predict_table(result))
+    return 0
+
+
+def cmd_rank(argv: list[str]) -> int:
+    """Rank policies by their predicted success in a world, beside their real success with --real.
+
+    Every policy's --episodes dreams run in one batch (episode i of each from the same start, seed + i). Prints a
+    table of the policies sorted by predicted success rate (by predicted return where the world's env has no notion
+    of success) with 95% bootstrap intervals; with --real each policy also plays the real env, and the table adds
+    real success, Pearson, Spearman and MMRV across policies, and the time of each side. --json FILE writes every
+    number, --video-dir DIR a real | dream grid per policy.
+    """
+    from worldsim.rank import RankConfig, format_rank_table, policy_list, rank, write_rank_json, write_rank_videos
+
+    cfg = parse(RankConfig, argv, "rank", cmd_rank.__doc__)
+    result = rank(
+        cfg.world,
+        policy_list(cfg.policies),
+        episodes=cfg.episodes,
+        horizon=cfg.horizon,
+        real=cfg.real,
+        seed=cfg.seed,
+        context=cfg.context,
+        keep_frames=cfg.video_episodes if cfg.video_dir else 0,
+        progress=sys.stderr.isatty(),
+        precision=cfg.precision,
+    )
+    if cfg.json:
+        write_rank_json(result, cfg.json)
+    if cfg.video_dir:
+        write_rank_videos(result, cfg.video_dir)
+    print(format_rank_table(result))
     return 0
 
 
@@ -283,15 +318,17 @@ def cmd_data_card(argv: list[str]) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    """Train an autoencoder, a world model, or its text-to-video backbone.
+    """Train an autoencoder, a world model, its text-to-video backbone, or a cloned policy.
 
     Stage 1 `autoencoder`, then stage 2 `world`; `t2v` pretrains the world's DiT on captioned clips (worldsim
-    record --captions) and `world --init RUN` starts a world from it. Runs under torchrun for data parallelism
+    record --captions) and `world --init RUN` starts a world from it; `bc` clones a frames-to-action policy from
+    recorded episodes (the learned policies a world ranks). Runs under torchrun for data parallelism
     (torchrun --nproc_per_node N -m worldsim train ...). Ctrl-C saves a checkpoint; --resume continues.
     """
     from worldsim.training.config import (
         PRESETS,
         AutoencoderTrainConfig,
+        BCTrainConfig,
         TextToVideoTrainConfig,
         WorldTrainConfig,
         with_preset,
@@ -313,7 +350,8 @@ def cmd_train(argv: list[str]) -> int:
     t2v = subcommand(
         "t2v", TextToVideoTrainConfig, "Pretrain the same DiT as text-to-video on captioned clips (no actions)."
     )
-    run = parse(autoencoder | world | t2v, argv, "train", cmd_train.__doc__)
+    bc = subcommand("bc", BCTrainConfig, "Clone a frames-to-action policy (a small CNN) from recorded episodes.")
+    run = parse(autoencoder | world | t2v | bc, argv, "train", cmd_train.__doc__)
     cfg = run.config
     require_tensorboard()
     d = init_distributed(run.device)
@@ -321,6 +359,10 @@ def cmd_train(argv: list[str]) -> int:
         from worldsim.training.autoencoder import AutoencoderStage
 
         stage = AutoencoderStage(cfg)
+    elif isinstance(cfg, BCTrainConfig):
+        from worldsim.training.bc import BCStage
+
+        stage = BCStage(cfg)
     elif isinstance(cfg, TextToVideoTrainConfig):
         from worldsim.training.t2v import TextToVideoStage
 
@@ -372,6 +414,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "play": cmd_play,
     "eval": cmd_eval,
     "predict": cmd_predict,
+    "rank": cmd_rank,
     "generate": cmd_generate,
     "eval-text": cmd_eval_text,
     "bench": cmd_bench,
@@ -398,6 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str, show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints a worldsim warning as one line, as errors are (others go to ``show``)."""
+
+    def one_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, WorldsimWarning):
+            print(f"worldsim {command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return one_line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -409,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        return COMMANDS[args.command](args.flags)
+        with warnings.catch_warnings():  # the previous showwarning comes back on exit
+            warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+            return COMMANDS[args.command](args.flags)
     except WorldsimError as e:
         print(f"worldsim {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""User-facing errors. The CLI prints these as one line and exits with code 2; no traceback."""
+"""User-facing errors and warnings. The CLI prints an error as one line and exits with code 2 (no traceback), a
+warning as one line and goes on."""
 
 
 class WorldsimError(Exception):
@@ -15,3 +16,11 @@ class CheckpointError(WorldsimError):
 
 class InputError(WorldsimError):
     """Frames, actions or text passed to the engine have the wrong shape, type or range."""
+
+
+class WorldsimWarning(UserWarning):
+    """Something worldsim did in place of what was asked, said once; the CLI prints it as one line on stderr."""
+
+
+class ActionClippedWarning(WorldsimWarning):
+    """A policy's Box action was outside the bounds and was clipped into them (``worldsim.predict``)."""

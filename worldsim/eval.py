@@ -51,6 +51,7 @@ from worldsim.engine import WorldModel, resize_frames
 from worldsim.envs.sources import SourceWorld, frame_of, make_source_env, source_world
 from worldsim.errors import InputError, WorldsimError
 from worldsim.precision import Precision, model_dtype
+from worldsim.stats import pearson, spearman
 from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
 PARTS = ("teacher", "open_loop", "stability", "policy_shift")
@@ -172,29 +173,6 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def pixel_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame mean absolute difference of uint8 frames (..., H, W, 3), in 0-255 units."""
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=(-3, -2, -1))
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of two 1-D samples; 0 where either is constant (no linear relation to measure)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.std() == 0 or y.std() == 0:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of a 1-D sample; tied values share the mean of the ranks they span."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    _, group, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return np.bincount(group, weights=ranks)[group] / counts[group]
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation: Pearson's of the average ranks (so ties are handled as in scipy's spearmanr)."""
-    return pearson(average_ranks(x), average_ranks(y))
 
 
 def context_is_still(frames: np.ndarray, speed: np.ndarray | None = None) -> bool:

@@ -5,10 +5,11 @@ Examples::
     worldsim predict --policy road --episodes 8 --horizon 200          # dreams from the world's start contexts
     worldsim predict --policy road --real --json out.json --video grid.mp4   # the real env beside each dream
     worldsim predict --policy mypkg.drivers:make --data data/heldout.h5 --horizon 100
+    worldsim predict --world runs/pusht --policy mypkg.pusht:make --episodes 50 --horizon 300 --real   # success rates
 
     import worldsim
     result = worldsim.predict("carracing", "road", episodes=4, horizon=100, real=True)
-    result.summary()   # {'dream_return_mean': ..., 'real_return_mean': ..., 'return_mae': ...}
+    result.summary()   # {'dream_return_mean': ..., 'dream_return_ci95': [low, high], 'return_mae': ...}
 
 The policy sees only frames (``policy(frame uint8 H×W×3) -> action``, built by a factory ``(action_space, seed)``
 or ``(env, seed)``; see ``worldsim.agents.policy.make_seeing_policy``). It drives all the dreams together, one
@@ -19,17 +20,36 @@ another instance of the same policy, which has been shown the frames the real on
 same state. The dream's return is what its reward head predicts; an episode ends where its termination fires (the
 head's in the dream, the env's in reality), as an env episode would.
 
+**Success.** Where the world's source env has a notion of success (``SourceWorld.success_reward``: PushT's reward
+reaches 1.0 at 95% coverage), each episode also reports its highest per-step reward and whether it succeeded, by
+one rule for both sides (``episode_success``): an env that terminates exactly when it succeeds
+(``SourceWorld.success_terminates``, PushT) succeeded when the episode terminated, so in the dream when the world's
+termination head fired. That head is a classifier trained on exactly the success event and it is what ends the
+dream, as success ends the real episode; the reward head is a regression whose target reaches 1.0 only on that same
+last frame, so a threshold on it would need a tolerance to tune. Other envs succeed when the reward reaches
+``success_reward`` (less ``SUCCESS_TOLERANCE``). ``summary()`` gives success rates, mean highest reward and mean
+return, each with a 95% bootstrap interval over episodes.
+
+**Actions.** A Box action outside the bounds (PushT's targets outside [0, 512]^2) is clipped into them, the same
+clipped action going to the dream and the real env, with one ``ActionClippedWarning`` per policy naming it, the step
+and the episode (``warnings.simplefilter("error", ActionClippedWarning)`` refuses instead). A NaN or infinite action,
+a Discrete action out of range (no nearest choice means the same), or one of the wrong shape is refused: a one-line
+InputError naming the policy, the step and the episode.
+
 Episode i has its own seed, ``seed + i``: the noise of its dream, its policy's seed, its real env's seed and its
 start context (start ``(seed + i) mod S`` of the world's S, or recorded episode ``(seed + i) mod E``), so a result
-does not depend on how many episodes run together.
+does not depend on how many episodes run together, nor on which other policies dream beside it
+(``worldsim.rank`` dreams several policies in one batch through ``run_policies``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,13 +60,19 @@ from worldsim.agents.policy import Policy, make_seeing_policy, policy_name
 from worldsim.checkpoint import atomic_path, check_output_path, load_config
 from worldsim.config import ActionSpec, WorldConfig
 from worldsim.engine import WorldModel, check_actions, resize_frames
-from worldsim.errors import ConfigError, InputError, WorldsimError
+from worldsim.errors import ActionClippedWarning, ConfigError, InputError, WorldsimError
 from worldsim.precision import Precision, model_dtype
+from worldsim.stats import bootstrap_ci
 from worldsim.video import VideoWriter, check_video_path
 from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
 if TYPE_CHECKING:
     from worldsim.data.reader import TrajectoryReader  # h5py: imported only where data is read
+    from worldsim.envs.sources import SourceWorld
+
+SUCCESS_TOLERANCE = 1e-3
+"""How far below ``success_reward`` a step's reward may fall and still count as reaching it (float rounding), for
+envs whose success is a reward, not a termination."""
 
 
 @dataclass
@@ -96,16 +122,20 @@ class PredictResult:
     """(N,) float: the reward head summed over the dreamed steps, up to its termination."""
     dream_terminated: np.ndarray
     """(N,) bool: the termination head fired within the horizon."""
+    dream_max_reward: np.ndarray
+    """(N,) float: the reward head's highest per-step reward over the dreamed steps, up to its termination."""
     real_return: np.ndarray | None
     """(N,) float: the real env's reward over the same steps after the fork (with real=True)."""
     real_terminated: np.ndarray | None
     """(N,) bool: the real env terminated within the horizon (with real=True)."""
+    real_max_reward: np.ndarray | None
+    """(N,) float: the real env's highest reward of one world step after the fork (with real=True)."""
     dream_frames: np.ndarray | None
-    """uint8 (N, H+1, h, w, 3) with keep_frames: the context's last frame, then the dream; after a termination
-    the last frame repeats."""
+    """uint8 (K, H+1, h, w, 3) of the first K episodes (all of them with keep_frames): the context's last frame,
+    then the dream; after a termination the last frame repeats."""
     real_frames: np.ndarray | None
-    """uint8 (N, H+1, h, w, 3) at the world's frame size, with real=True and keep_frames: the fork's frame, then
-    the real env; after the episode ends the last frame repeats."""
+    """uint8 (K, H+1, h, w, 3) at the world's frame size, with real=True, of the episodes in dream_frames: the
+    fork's frame, then the real env; after the episode ends the last frame repeats."""
     seeds: list[int]
     """Each episode's seed: its real env's seed and its dream's noise seed."""
     world: str = ""
@@ -116,29 +146,32 @@ class PredictResult:
     """Steps per episode after the context."""
     frame_rate: int = 0
     """The world's frames per second."""
+    success_reward: float | None = None
+    """The world's source env's success reward (``SourceWorld.success_reward``); None: no notion of success, and
+    no success or highest-reward numbers in the summary."""
+    dream_success: np.ndarray | None = None
+    """(N,) bool where the env has a notion of success: the dream succeeded (``episode_success``)."""
+    real_success: np.ndarray | None = None
+    """(N,) bool with real=True where the env has a notion of success: the real episode succeeded."""
 
     def summary(self) -> dict[str, Any]:
-        """Means and (population) standard deviations of the returns, termination rates, and with the real env the
-        dream's return error: ``return_mae`` = mean |dream - real|, ``return_bias`` = mean (dream - real)."""
-        out: dict[str, Any] = {
-            "episodes": len(self.seeds),
-            "dream_return_mean": float(np.mean(self.dream_return)),
-            "dream_return_std": float(np.std(self.dream_return)),
-            "dream_termination_rate": float(np.mean(self.dream_terminated)),
-        }
-        if self.real_return is not None and self.real_terminated is not None:
+        """Means, (population) standard deviations and 95% bootstrap intervals over episodes (``*_ci95``: [low,
+        high]) of the returns; termination rates; where the env knows success, success rates and the mean highest
+        per-step reward, each with its interval; with the real env the dream's return error: ``return_mae`` = mean
+        |dream - real|, ``return_bias`` = mean (dream - real)."""
+        out: dict[str, Any] = {"episodes": len(self.seeds)}
+        out.update(_side_summary("dream", self.dream_return, self.dream_terminated, self.dream_max_reward,
+                                 self.dream_success))  # fmt: skip
+        if self.real_return is not None and self.real_terminated is not None and self.real_max_reward is not None:
+            out.update(_side_summary("real", self.real_return, self.real_terminated, self.real_max_reward,
+                                     self.real_success))  # fmt: skip
             error = self.dream_return - self.real_return
-            out.update(
-                real_return_mean=float(np.mean(self.real_return)),
-                real_return_std=float(np.std(self.real_return)),
-                real_termination_rate=float(np.mean(self.real_terminated)),
-                return_mae=float(np.mean(np.abs(error))),
-                return_bias=float(np.mean(error)),
-            )
+            out.update(return_mae=float(np.mean(np.abs(error))), return_bias=float(np.mean(error)))
         return out
 
     def per_episode(self) -> list[dict[str, Any]]:
-        """One dict per episode: seed, dream return and termination (and the real ones)."""
+        """One dict per episode: seed, dream return and termination (and the real ones); where the env knows
+        success, also each side's highest per-step reward and success."""
         rows = []
         for i, seed in enumerate(self.seeds):
             row: dict[str, Any] = {
@@ -147,15 +180,56 @@ class PredictResult:
                 "dream_return": float(self.dream_return[i]),
                 "dream_terminated": bool(self.dream_terminated[i]),
             }
+            if self.dream_success is not None:
+                row.update(dream_max_reward=float(self.dream_max_reward[i]), dream_success=bool(self.dream_success[i]))
             if self.real_return is not None and self.real_terminated is not None:
                 row.update(real_return=float(self.real_return[i]), real_terminated=bool(self.real_terminated[i]))
+                if self.real_success is not None and self.real_max_reward is not None:
+                    row.update(real_max_reward=float(self.real_max_reward[i]), real_success=bool(self.real_success[i]))
             rows.append(row)
         return rows
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the frames, JSON-ready: what ``worldsim predict --json`` writes."""
-        head = {"world": self.world, "policy": self.policy, "horizon": self.horizon, "frame_rate": self.frame_rate}
+        head: dict[str, Any] = {"world": self.world, "policy": self.policy, "horizon": self.horizon,
+                                "frame_rate": self.frame_rate}  # fmt: skip
+        if self.success_reward is not None:
+            head["success_reward"] = self.success_reward
         return {**head, **self.summary(), "per_episode": self.per_episode()}
+
+
+def _side_summary(
+    side: str, returns: np.ndarray, terminated: np.ndarray, max_reward: np.ndarray, success: np.ndarray | None
+) -> dict[str, Any]:
+    """One side's (``dream`` or ``real``) aggregate: ``{side}_return_mean`` ... ``{side}_max_reward_ci95``."""
+    out: dict[str, Any] = {
+        f"{side}_return_mean": float(np.mean(returns)),
+        f"{side}_return_std": float(np.std(returns)),
+        f"{side}_return_ci95": list(bootstrap_ci(returns)),
+        f"{side}_termination_rate": float(np.mean(terminated)),
+    }
+    if success is not None:
+        out.update(
+            {
+                f"{side}_success_rate": float(np.mean(success)),
+                f"{side}_success_ci95": list(bootstrap_ci(success)),
+                f"{side}_max_reward_mean": float(np.mean(max_reward)),
+                f"{side}_max_reward_ci95": list(bootstrap_ci(max_reward)),
+            }
+        )
+    return out
+
+
+def episode_success(max_reward: np.ndarray, terminated: np.ndarray, source: SourceWorld) -> np.ndarray | None:
+    """Which episodes succeeded, (N,) bool; None where the env has no notion of success. The one rule for the real
+    env and the dream: where the env terminates exactly when it succeeds (PushT), an episode that terminated (in a
+    dream: whose termination head fired; see the module docstring for why not the reward head); elsewhere one whose
+    highest per-step reward reached ``success_reward``."""
+    if source.success_reward is None:
+        return None
+    if source.success_terminates:
+        return np.array(terminated, bool)
+    return np.asarray(max_reward) >= source.success_reward - SUCCESS_TOLERANCE
 
 
 # ----------------------------------------------------------------------------- acting
@@ -165,6 +239,8 @@ class _Actor:
 
     name: str
     spec: ActionSpec
+    warned: bool = False
+    """Whether this policy has been told its actions are clipped into the Box (once per policy)."""
 
     def __call__(self, policy: Policy, frame: np.ndarray, step: int, episode: int, where: str) -> torch.Tensor:
         """The action ``policy`` takes on ``frame``, validated; a one-line InputError says who, when and where."""
@@ -172,11 +248,40 @@ class _Actor:
         try:
             action = policy(frame)
         except Exception as e:  # user code: its failure is an input error that names the policy
-            raise InputError(f"policy {self.name!r} failed {at}: {type(e).__name__}: {e}") from e
+            raise InputError(
+                f"policy {self.name!r} failed {at}: {type(e).__name__}: {e} (a policy that drives a dream sees only "
+                f"frames, uint8 {frame.shape}, not the env's state)"
+            ) from e
+        if self.spec.kind == "box":
+            action = self._into_box(action, at)
         try:
             return check_actions(self.spec, action, ())
         except InputError as e:
             raise InputError(f"policy {self.name!r} returned {action!r} {at}: {e}") from None
+
+    def _into_box(self, action: Any, at: str) -> Any:
+        """A finite Box action outside the bounds, clipped into them (warned the first time); anything else as it
+        came, for ``check_actions`` to pass or refuse (NaN, inf, a wrong shape, not a number)."""
+        try:
+            a = np.asarray(action)
+        except (TypeError, ValueError):
+            return action
+        low = np.reshape(self.spec.low, self.spec.shape)
+        high = np.reshape(self.spec.high, self.spec.shape)
+        if a.dtype.kind not in "biuf" or a.shape != low.shape or not np.isfinite(a).all():
+            return action
+        if ((a >= low) & (a <= high)).all():
+            return action
+        if not self.warned:
+            self.warned = True
+            warnings.warn(
+                ActionClippedWarning(
+                    f"policy {self.name!r} returned {a.tolist()} {at}, outside {self.spec.to_gym()}: clipped into it "
+                    "(said once per policy; its later actions outside the bounds are clipped too)"
+                ),
+                stacklevel=3,
+            )
+        return np.clip(a.astype(np.float64), low, high)
 
 
 def _env_action(action: torch.Tensor, space: Any) -> Any:
@@ -204,15 +309,38 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not progress)
 
 
+@dataclass
+class _PolicyEpisodes:
+    """One policy's instances, one per episode for the dream and one per real episode, and its action check."""
+
+    act: _Actor
+    dream: list[Policy]
+    real: list[Policy]
+
+
+def _make_policies(
+    policy: str | Callable[..., Any], config: WorldConfig, seeds: list[int], real: bool
+) -> _PolicyEpisodes:
+    """Instance i of each side built and reset with seed ``seeds[i]``; a bad policy fails here, before any work."""
+    space = config.action.to_gym()
+    dream = [make_seeing_policy(policy, space, s) for s in seeds]
+    twins = [make_seeing_policy(policy, space, s) for s in seeds] if real else []
+    for p, s in zip(dream + twins, seeds + seeds):
+        p.reset(s)
+    return _PolicyEpisodes(_Actor(policy_name(policy), config.action), dream, twins)
+
+
 # ----------------------------------------------------------------------------- starts
 @dataclass
 class _RealEpisode:
     """One real episode after the fork."""
 
-    frames: np.ndarray
-    """uint8 (H+1, h, w, 3): the fork's frame first; after the end the last frame repeats."""
+    frames: np.ndarray | None
+    """uint8 (H+1, h, w, 3) when kept: the fork's frame first; after the end the last frame repeats."""
     ret: float
     terminated: bool
+    max_reward: float
+    """The highest reward of one world step (the env's rewards summed over the action repeat) after the fork."""
 
 
 @dataclass
@@ -279,27 +407,29 @@ def real_repeat(env: Any, config: WorldConfig) -> int:
 def _real_starts(
     env: Any,
     config: WorldConfig,
-    policies: list[Policy],
-    act: _Actor,
+    policies: _PolicyEpisodes,
     seeds: list[int],
     context: int,
     horizon: int,
+    keep: int,
     progress: bool,
 ) -> _Starts:
-    """Run each real episode under its policy: the intro, the context, then ``horizon`` steps past the fork."""
+    """Run each real episode under its policy: the intro, the context, then ``horizon`` steps past the fork; the
+    frames after the fork are kept for the first ``keep`` episodes."""
     from worldsim.envs.sources import frame_of
 
     size = _frame_size(config)
     repeat = real_repeat(env, config)
     intro = _intro_frames(config)
     fork = intro + context - 1  # world steps before the fork: the fork's frame is the context's last
+    act = policies.act
     contexts, actions, seen, real = [], [], [], []
-    with _bar(len(seeds) * (fork + horizon), "real env", progress) as bar:
-        for i, (seed, policy) in enumerate(zip(seeds, policies)):
+    with _bar(len(seeds) * (fork + horizon), f"real env: {act.name}", progress) as bar:
+        for i, (seed, policy) in enumerate(zip(seeds, policies.real)):
             obs, _ = env.reset(seed=seed)
             frames = [_to_world(frame_of(env, obs), size)]
             taken: list[torch.Tensor] = []
-            ret, terminated, ended = 0.0, False, False
+            ret, best, terminated, ended = 0.0, -math.inf, False, False
             for t in range(fork + horizon):
                 action = act(policy, frames[-1], t, i, "real env")
                 reward = 0.0
@@ -313,6 +443,7 @@ def _real_starts(
                 taken.append(action)
                 if t >= fork:
                     ret += reward
+                    best = max(best, reward)
                 if ended and t < fork:
                     raise InputError(
                         f"episode {i} of {config.source_env} (seed {seed}) ended after {t + 1} steps, before the "
@@ -326,42 +457,214 @@ def _real_starts(
             actions.append(torch.stack(taken[intro:fork]).cpu().numpy() if context > 1 else None)
             seen.append(frames[:fork])
             after = frames[fork:] + [frames[-1]] * (horizon + 1 - len(frames[fork:]))
-            real.append(_RealEpisode(np.stack(after), ret, bool(terminated)))
+            real.append(_RealEpisode(np.stack(after) if i < keep else None, ret, bool(terminated), best))
     return _Starts(np.stack(contexts), np.stack(actions) if context > 1 else None, seen, real)
 
 
 # ----------------------------------------------------------------------------- the dream
-def _dream(
-    wm: WorldModel, starts: _Starts, policies: list[Policy], act: _Actor, seeds: list[int], horizon: int,
-    keep_frames: bool, progress: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
-    """All dreams together, one ``step`` per time step; returns returns (N,), terminations (N,), frames or None."""
-    N = len(seeds)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    frames = wm.reset(starts.frames, actions=starts.actions, generator=generators)  # (N, h, w, 3)
-    for i, seen in enumerate(starts.seen or []):  # bring each dream's policy to its real twin's state at the fork
-        for t, frame in enumerate(seen):
-            act(policies[i], frame, t, i, "real env, shown to the dream's policy")
-    returns, terminated = np.zeros(N), np.zeros(N, bool)
+@dataclass
+class DreamRow:
+    """One dream of a batched rollout: the policy instance that drives it, its seed and where it starts."""
+
+    policy: Policy
+    """The instance that acts in this dream (and only in it)."""
+    act: _Actor
+    """Its policy's action check (and name, for messages)."""
+    episode: int
+    """Its episode index within its policy's episodes, for messages."""
+    seed: int
+    """The seed of its dream's noise."""
+    context: np.ndarray
+    """uint8 (T, h, w, 3): the frames it starts from (T the same for every row of a rollout)."""
+    actions: np.ndarray | None
+    """(T-1, ...) actions between the context frames, or None (null actions)."""
+    seen: list[np.ndarray] = field(default_factory=list)
+    """Frames its policy is shown before the dream starts (what its real twin acted on before the fork)."""
+    keep_frames: bool = False
+    """Return this dream's frames."""
+
+
+@dataclass
+class DreamOutcome:
+    """What the reward and termination heads said of each row of a rollout, and the kept frames."""
+
+    returns: np.ndarray
+    """(N,) float: rewards summed up to the termination."""
+    terminated: np.ndarray
+    """(N,) bool: the termination head fired within the horizon."""
+    max_reward: np.ndarray
+    """(N,) float: the highest per-step reward up to the termination."""
+    frames: list[np.ndarray | None]
+    """Per row, uint8 (H+1, h, w, 3) where it keeps frames: the context's last frame, then the dream."""
+
+
+def dream_rows(wm: WorldModel, rows: Sequence[DreamRow], horizon: int, progress: bool = False) -> DreamOutcome:
+    """All rows' dreams together, one ``step`` per time step; row i's dream depends only on row i (its own noise
+    generator, start and policy instance), not on the rows beside it."""
+    N = len(rows)
+    generators = [torch.Generator().manual_seed(row.seed) for row in rows]
+    contexts = np.stack([row.context for row in rows])  # (N, T, h, w, 3)
+    actions = None if rows[0].actions is None else np.stack([row.actions for row in rows])  # (N, T-1, ...)
+    frames = wm.reset(contexts, actions=actions, generator=generators)  # (N, h, w, 3)
+    for row in rows:  # bring each dream's policy to its real twin's state at the fork
+        for t, frame in enumerate(row.seen):
+            row.act(row.policy, frame, t, row.episode, "real env, shown to the dream's policy")
+    returns, terminated, best = np.zeros(N), np.zeros(N, bool), np.full(N, -np.inf)
     active = np.ones(N, bool)
+    keep = np.array([row.keep_frames for row in rows])
     last: list[torch.Tensor] = [torch.zeros(0)] * N
-    kept = [frames] if keep_frames else []
-    with _bar(horizon, "dream", progress) as bar:
+    kept = [frames[keep]]
+    with _bar(horizon, f"dream ({N} worlds)", progress) as bar:
         for t in range(horizon):
             # An ended dream still steps with the batch (its action repeated) but its policy and outcome rest.
-            last = [act(policies[i], frames[i], t, i, "dream") if active[i] else last[i] for i in range(N)]
+            last = [row.act(row.policy, frames[i], t, row.episode, "dream") if active[i] else last[i]
+                    for i, row in enumerate(rows)]  # fmt: skip
             out = wm.step(torch.stack(last))
             returns += np.where(active, out.reward, 0.0)
+            best = np.where(active, np.maximum(best, out.reward), best)
             terminated |= active & out.terminated
             frames = np.where(active[:, None, None, None], out.frames, frames)
             active &= ~out.terminated
-            if keep_frames:
-                kept.append(frames)
+            if keep.any():
+                kept.append(frames[keep])
             bar.update(1)
-    return returns, terminated, np.stack(kept, 1) if keep_frames else None
+    stacked = np.stack(kept, 1)  # (K, H+1, h, w, 3)
+    where = np.cumsum(keep) - 1
+    return DreamOutcome(returns, terminated, best, [stacked[where[i]] if keep[i] else None for i in range(N)])
 
 
 # ----------------------------------------------------------------------------- the whole run
+@dataclass
+class PolicyRuns:
+    """Several policies' episodes, dreamed in one rollout (and run in the real env), and what each side cost."""
+
+    results: list[PredictResult]
+    """One per policy, in the order given."""
+    dream_seconds: float
+    """Wall time of the one batched dream rollout (all policies)."""
+    real_seconds: float
+    """Wall time of every real episode (all policies, one after another); 0 without the real env."""
+
+
+def run_policies(
+    world: WorldModel | str,
+    policies: Sequence[str | Callable[..., Any]],
+    episodes: int = 8,
+    horizon: int = 200,
+    real: bool = False,
+    data: str | None = None,
+    seed: int = 0,
+    context: int = 4,
+    keep: int = 0,
+    progress: bool = False,
+    *,
+    device: str = "cpu",
+    precision: Precision = "fp32",
+) -> PolicyRuns:
+    """``episodes`` episodes of each policy, all dreamed in one batch of P x N worlds; episode i of every policy
+    uses seed + i (the same start, dream noise, policy seed and real env seed: a paired comparison), so a policy's
+    result equals ``predict`` of it alone. ``keep``: return the frames of each policy's first ``keep`` episodes.
+    Inputs (every policy included) are checked before anything is loaded or run. See ``predict`` for the rest."""
+    if episodes < 1 or horizon < 1 or context < 1:
+        raise InputError(f"episodes ({episodes}), horizon ({horizon}) and context ({context}) must be >= 1")
+    if seed < 0:
+        raise InputError(f"seed must be >= 0 (episode i uses seed + i), got {seed}")
+    if real and data:
+        raise InputError("real and data both give the dreams their start: pick one")
+    if isinstance(world, WorldModel):
+        label, config = world.config.name, world.config
+    else:
+        path = resolve_world(world)
+        label, config = world, load_config(path)
+    visible = config.sampler.sinks + config.sampler.window
+    if context > visible:
+        raise InputError(f"context {context}: world {label!r} takes 1 to {visible} context frames (sinks + window)")
+    seeds = [seed + i for i in range(episodes)]
+    made = [_make_policies(p, config, seeds, real) for p in policies]
+
+    env, reader = None, None
+    if real:
+        env = _source_env(config, label)
+    elif data:
+        from worldsim.data.compat import check_data_matches_world
+        from worldsim.data.reader import TrajectoryReader
+
+        reader = TrajectoryReader(data)
+        check_data_matches_world(reader, config, label, "start dreams of")
+    real_seconds = 0.0
+    try:
+        dtype = model_dtype(precision, device)
+        wm = world if isinstance(world, WorldModel) else WorldModel.from_pretrained(path, device=device, dtype=dtype)
+        if env is not None:
+            began = time.perf_counter()
+            starts = [_real_starts(env, config, m, seeds, context, horizon, keep, progress) for m in made]
+            real_seconds = time.perf_counter() - began
+        elif reader is not None:
+            starts = [_data_starts(reader, config, seeds, context, _intro_frames(config))] * len(made)
+        else:
+            starts = [_shipped_starts(config, wm.starts, seeds, context)] * len(made)
+    finally:
+        if env is not None:
+            env.close()
+    rows = [
+        DreamRow(
+            m.dream[i],
+            m.act,
+            episode=i,
+            seed=s,
+            context=start.frames[i],
+            actions=None if start.actions is None else start.actions[i],
+            seen=start.seen[i] if start.seen else [],
+            keep_frames=i < keep,
+        )
+        for m, start in zip(made, starts)
+        for i, s in enumerate(seeds)
+    ]
+    began = time.perf_counter()
+    outcome = dream_rows(wm, rows, horizon, progress)
+    dream_seconds = time.perf_counter() - began
+    from worldsim.envs.sources import source_world
+
+    source = source_world(config.source_env)
+    results = []
+    for k, (m, start) in enumerate(zip(made, starts)):
+        mine = slice(k * episodes, (k + 1) * episodes)  # policy k's rows
+        dream = DreamOutcome(outcome.returns[mine], outcome.terminated[mine], outcome.max_reward[mine],
+                             outcome.frames[mine])  # fmt: skip
+        results.append(
+            PredictResult(**_outcomes(dream, start.real, source), seeds=seeds, world=label, policy=m.act.name,
+                          horizon=horizon, frame_rate=config.frame_rate, success_reward=source.success_reward)
+        )  # fmt: skip
+    return PolicyRuns(results, dream_seconds, real_seconds)
+
+
+def _outcomes(dream: DreamOutcome, real: list[_RealEpisode] | None, source: SourceWorld) -> dict[str, Any]:
+    """One policy's dreams and real episodes: the per-episode fields of its ``PredictResult``."""
+    kept = [f for f in dream.frames if f is not None]
+    out: dict[str, Any] = {
+        "dream_return": dream.returns,
+        "dream_terminated": dream.terminated,
+        "dream_max_reward": dream.max_reward,
+        "dream_frames": np.stack(kept) if kept else None,
+        "dream_success": episode_success(dream.max_reward, dream.terminated, source),
+        "real_return": None,
+        "real_terminated": None,
+        "real_max_reward": None,
+        "real_frames": None,
+        "real_success": None,
+    }
+    if real:
+        terminated, best = np.array([r.terminated for r in real]), np.array([r.max_reward for r in real])
+        out.update(
+            real_return=np.array([r.ret for r in real]),
+            real_terminated=terminated,
+            real_max_reward=best,
+            real_frames=np.stack([r.frames for r in real[: len(kept)]]) if kept else None,
+            real_success=episode_success(best, terminated, source),
+        )
+    return out
+
+
 def predict(
     world: WorldModel | str,
     policy: str | Callable[..., Any],
@@ -388,69 +691,13 @@ def predict(
     context: frames each dream starts from.
     keep_frames: also return the frames (``dream_frames``, and ``real_frames`` with ``real``).
 
-    Inputs are checked before anything is loaded or run: one-line InputError / ConfigError.
+    Box actions outside the bounds are clipped with one ``ActionClippedWarning`` per policy; NaN or infinite actions
+    are refused (see the module docstring). Inputs are checked before anything is loaded or run: one-line
+    InputError / ConfigError.
     """
-    if episodes < 1 or horizon < 1 or context < 1:
-        raise InputError(f"episodes ({episodes}), horizon ({horizon}) and context ({context}) must be >= 1")
-    if seed < 0:
-        raise InputError(f"seed must be >= 0 (episode i uses seed + i), got {seed}")
-    if real and data:
-        raise InputError("real and data both give the dreams their start: pick one")
-    if isinstance(world, WorldModel):
-        label, config = world.config.name, world.config
-    else:
-        path = resolve_world(world)
-        label, config = world, load_config(path)
-    visible = config.sampler.sinks + config.sampler.window
-    if context > visible:
-        raise InputError(f"context {context}: world {label!r} takes 1 to {visible} context frames (sinks + window)")
-    seeds = [seed + i for i in range(episodes)]
-    space = config.action.to_gym()
-    name = policy_name(policy)
-    dream_policies = [make_seeing_policy(policy, space, s) for s in seeds]
-    real_policies = [make_seeing_policy(policy, space, s) for s in seeds] if real else []
-    for p, s in zip(dream_policies + real_policies, seeds + seeds):
-        p.reset(s)
-    act = _Actor(name, config.action)
-
-    env, reader = None, None
-    if real:
-        env = _source_env(config, label)
-    elif data:
-        from worldsim.data.compat import check_data_matches_world
-        from worldsim.data.reader import TrajectoryReader
-
-        reader = TrajectoryReader(data)
-        check_data_matches_world(reader, config, label, "start dreams of")
-    try:
-        dtype = model_dtype(precision, device)
-        wm = world if isinstance(world, WorldModel) else WorldModel.from_pretrained(path, device=device, dtype=dtype)
-        if env is not None:
-            starts = _real_starts(env, config, real_policies, act, seeds, context, horizon, progress)
-        elif reader is not None:
-            starts = _data_starts(reader, config, seeds, context, _intro_frames(config))
-        else:
-            starts = _shipped_starts(config, wm.starts, seeds, context)
-    finally:
-        if env is not None:
-            env.close()
-    dream_return, dream_terminated, dream_frames = _dream(
-        wm, starts, dream_policies, act, seeds, horizon, keep_frames, progress
-    )
-    real_runs = starts.real
-    return PredictResult(
-        dream_return=dream_return,
-        dream_terminated=dream_terminated,
-        real_return=np.array([r.ret for r in real_runs]) if real_runs else None,
-        real_terminated=np.array([r.terminated for r in real_runs]) if real_runs else None,
-        dream_frames=dream_frames,
-        real_frames=np.stack([r.frames for r in real_runs]) if real_runs and keep_frames else None,
-        seeds=seeds,
-        world=label,
-        policy=name,
-        horizon=horizon,
-        frame_rate=config.frame_rate,
-    )
+    runs = run_policies(world, [policy], episodes, horizon, real, data, seed, context,
+                        episodes if keep_frames else 0, progress, device=device, precision=precision)  # fmt: skip
+    return runs.results[0]
 
 
 def _source_env(config: WorldConfig, label: str) -> Any:
@@ -480,16 +727,24 @@ def _source_env(config: WorldConfig, label: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- reporting
+def format_ci(ci: Sequence[float], fmt: str = ".2f") -> str:
+    """A 95% interval as ``[low, high]``."""
+    return f"[{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
 def format_predict_table(result: PredictResult) -> str:
     """The markdown report ``worldsim predict`` prints: one row per episode, then the aggregate."""
     s = result.summary()
     real = result.real_return is not None
+    success = result.dream_success is not None
     seconds = f" ({result.horizon / result.frame_rate:.1f} s at {result.frame_rate} fps)" if result.frame_rate else ""
     lines = [f"{result.policy} in {result.world}: {s['episodes']} episodes of {result.horizon} steps{seconds}", ""]
     if real:
-        lines += ["| episode | seed | dream return | real return | terminated (dream / real) |", "|" + "---|" * 5]
+        head = ["episode", "seed", "dream return", "real return", "terminated (dream / real)"]
+        head += ["max reward (dream / real)", "success (dream / real)"] if success else []
     else:
-        lines += ["| episode | seed | dream return | terminated |", "|" + "---|" * 4]
+        head = ["episode", "seed", "dream return", "terminated"] + (["max reward", "success"] if success else [])
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def yes(flag: bool) -> str:
         return "yes" if flag else "no"
@@ -498,21 +753,43 @@ def format_predict_table(result: PredictResult) -> str:
         cells = [str(row["episode"]), str(row["seed"]), f"{row['dream_return']:.2f}"]
         if real:
             cells += [f"{row['real_return']:.2f}", f"{yes(row['dream_terminated'])} / {yes(row['real_terminated'])}"]
+            if success:
+                cells += [f"{row['dream_max_reward']:.3f} / {row['real_max_reward']:.3f}",
+                          f"{yes(row['dream_success'])} / {yes(row['real_success'])}"]  # fmt: skip
         else:
             cells.append(yes(row["dream_terminated"]))
+            if success:
+                cells += [f"{row['dream_max_reward']:.3f}", yes(row["dream_success"])]
         lines.append("| " + " | ".join(cells) + " |")
     n = s["episodes"]
     dream_ended = round(s["dream_termination_rate"] * n)
-    line = f"mean return: dream {s['dream_return_mean']:.2f} ± {s['dream_return_std']:.2f}"
+    line = f"mean return: dream {s['dream_return_mean']:.2f} ± {s['dream_return_std']:.2f} "
+    line += format_ci(s["dream_return_ci95"])
     if real:
         line += (
-            f", real {s['real_return_mean']:.2f} ± {s['real_return_std']:.2f}; MAE {s['return_mae']:.2f} "
-            f"(bias {s['return_bias']:+.2f}); terminated: dream {dream_ended}/{n}, "
+            f", real {s['real_return_mean']:.2f} ± {s['real_return_std']:.2f} {format_ci(s['real_return_ci95'])}; "
+            f"MAE {s['return_mae']:.2f} (bias {s['return_bias']:+.2f}); terminated: dream {dream_ended}/{n}, "
             f"real {round(s['real_termination_rate'] * n)}/{n}"
         )
     else:
         line += f"; terminated: {dream_ended}/{n}"
-    return "\n".join([*lines, "", line])
+    lines += ["", line]
+    if success:
+        sides = ["dream", "real"] if real else ["dream"]
+        lines.append(
+            "success: "
+            + ", ".join(
+                f"{side} {s[f'{side}_success_rate']:.0%} {format_ci(s[f'{side}_success_ci95'], '.0%')}"
+                for side in sides
+            )  # fmt: skip
+            + "; mean max reward: "
+            + ", ".join(
+                f"{side} {s[f'{side}_max_reward_mean']:.3f} {format_ci(s[f'{side}_max_reward_ci95'], '.3f')}"
+                for side in sides
+            )  # fmt: skip
+        )
+    lines.append("[low, high]: 95% bootstrap interval over episodes")
+    return "\n".join(lines)
 
 
 def write_predict_json(result: PredictResult, path: str | Path) -> None:
