@@ -115,19 +115,27 @@ class BCPolicy:
     """A cloned policy: ``policy(frame) -> action`` from the last ``history`` frames, with optional Gaussian
     ``noise`` (std in normalised action units, [-1, 1] spans the Box) drawn from the episode's seed."""
 
-    def __init__(self, net: BCNet, seed: int | None = None, noise: float = 0.0) -> None:
+    def __init__(self, net: BCNet, seed: int | None = None, noise: float = 0.0, name: str = "bc") -> None:
         if noise < 0:
             raise InputError(f"noise must be >= 0, got {noise}")
-        self.net, self.noise = net, noise
+        self.net, self.noise, self.name = net, noise, name
         self.reset(seed)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, action_space: Any, seed: int | None = None, noise: float = 0.0):
+    def from_pretrained(
+        cls, path: str | Path, action_space: Any, seed: int | None = None, noise: float = 0.0
+    ) -> BCPolicy:
         net = load_bc(path)
         space = getattr(action_space, "action_space", action_space)
         if ActionSpec.from_gym(space) != net.cfg.action:
             raise InputError(f"the cloned policy in {path} acts in {net.cfg.action}, not in {space}")
-        return cls(net, seed, noise)
+        name = Path(path).name + (f"_noise{noise:g}" if noise else "")
+        return cls(net, seed, noise, name)
+
+    @property
+    def episode_attrs(self) -> dict[str, str]:
+        """What ``worldsim record`` stores with each episode: the policy's name as its style."""
+        return {"style": self.name}
 
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)

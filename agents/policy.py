@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium
 
 from worldsim.agents.family import ROAD_FAMILY
+from worldsim.agents.pusht_family import PUSHT_FAMILY
 from worldsim.errors import InputError
 
 
@@ -133,9 +134,10 @@ POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
     "pusht_pixels": _pusht_pixels,
     "pusht_planner": _pusht_planner,
     "pusht_mix": _pusht_mix,
+    **PUSHT_FAMILY,  # frame-only PushT policies from pixel planners to cloned CNNs: worldsim.agents.pusht_family
 }
 """Named policies; each entry is a factory ``(env, seed) -> Policy``, the same shape as a ``module:callable``."""
-SEEING_POLICIES = ("random", "idle", "road", *ROAD_FAMILY, "pusht_pixels")
+SEEING_POLICIES = ("random", "idle", "road", *ROAD_FAMILY, "pusht_pixels", *PUSHT_FAMILY)
 """Named policies that need nothing but the observation (and the action space): they can drive a dream."""
 
 

@@ -139,3 +139,44 @@ def test_the_data_card_describes_box_actions_and_outcomes(pusht_file):
     assert sum(o["episodes"] for s, o in numbers["outcomes"].items() if s) == 4
     card = format_card(numbers, str(pusht_file))
     assert "| action dimension |" in card and "| episodes of |" in card
+
+
+def test_the_pixel_planner_pushes_from_64px_frames_alone(pusht):
+    """Built from the action space alone, the pixel planner reads the pose off 64x64 frames (the world's size) and
+    brings the T close to its goal; given anything but PushT's action space it says so in one line."""
+    import torch
+
+    from worldsim.agents.pusht_planner import PixelPlanner
+    from worldsim.engine import resize_frames
+    from worldsim.envs.sources import frame_of
+    from worldsim.errors import InputError
+
+    planner = PixelPlanner(pusht.action_space, seed=1)
+    obs, _ = pusht.reset(seed=1)
+    best = 0.0
+    for _ in range(300):
+        frame = resize_frames(torch.from_numpy(frame_of(pusht, obs))[None], (64, 64))[0].numpy()
+        obs, _, terminated, _, info = pusht.step(planner(frame))
+        best = max(best, info["coverage"])
+        if terminated:
+            break
+    assert best > 0.9, best
+    with pytest.raises(InputError, match="Box"):
+        PixelPlanner(gymnasium.spaces.Discrete(5))
+
+
+def test_the_pusht_family_sees_only_frames():
+    """Every member is a seeing policy; the learned ones say where their weights should be when none ship."""
+    from worldsim.agents.policy import SEEING_POLICIES
+    from worldsim.agents.pusht_family import POLICY_DIR, PUSHT_FAMILY
+
+    assert set(PUSHT_FAMILY) <= set(SEEING_POLICIES)
+    space = gymnasium.spaces.Box(0, 512, (2,), np.float32)
+    for name, make in PUSHT_FAMILY.items():
+        if "bc" in name and not (POLICY_DIR / name.replace("_noisy", "")).is_dir():
+            with pytest.raises(Exception, match="train bc"):
+                make(space, 0)
+            continue
+        policy = make(space, 0)
+        action = policy(np.full((64, 64, 3), 255, np.uint8))
+        assert np.asarray(action).shape == (2,)
