@@ -288,3 +288,31 @@ def test_record_interrupted_keeps_finished_episodes(tmp_path, monkeypatch):
     assert result["interrupted"] and result["episodes"] == 2
     assert TrajectoryReader(tmp_path / "c.h5").episode_frames == [5, 5]
     assert not (tmp_path / "c.h5.partial").exists()
+
+
+def test_data_merge_keeps_every_episode_in_order_and_refuses_mismatches(tmp_path, capsys):
+    from helpers import write_dataset
+
+    from worldsim.cli import main
+    from worldsim.data.reader import TrajectoryReader
+
+    a, b, out = tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "ab.h5"
+    first = write_dataset(a, lengths=(6, 4), captions=True)
+    second = write_dataset(b, lengths=(5,), captions=True)
+    assert main(["data-merge", "--data", f"{a},{b}", "--out", str(out)]) == 0
+    merged = TrajectoryReader(str(out))
+    assert len(merged) == 3 and merged.total_steps == 15
+    for e, ep in enumerate(first + second):
+        np.testing.assert_array_equal(merged.frames(e), ep["observations"])
+        np.testing.assert_array_equal(merged.steps(e)["actions"], ep["actions"])
+    assert merged.seed(2) == 40 and merged.caption(2) == "episode 0"  # b's first episode, its seed and caption
+    capsys.readouterr()
+    other = tmp_path / "other.h5"
+    write_dataset(other, lengths=(5,), size=8)
+    bad = tmp_path / "bad.h5"
+    for argv in (["--data", f"{a},{other}", "--out", str(bad)], ["--data", str(a), "--out", str(bad)],
+                 ["--data", f"{a},{b}", "--out", str(a)]):  # fmt: skip
+        assert main(["data-merge", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not bad.exists()

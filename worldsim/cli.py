@@ -317,6 +317,21 @@ def cmd_data_card(argv: list[str]) -> int:
     return 0
 
 
+def cmd_data_merge(argv: list[str]) -> int:
+    """Join trajectory files of one env into one, episodes in the order given (seeds, styles, infos, captions kept).
+
+    A world trains on one file and holds out its last --holdout episodes: list the file to hold out from last.
+    """
+    from worldsim.checkpoint import check_output_path
+    from worldsim.data.merge import DataMergeConfig, merge
+
+    cfg = parse(DataMergeConfig, argv, "data-merge", cmd_data_merge.__doc__)
+    check_output_path(cfg.out)
+    episodes, steps = merge([f.strip() for f in cfg.data.split(",") if f.strip()], cfg.out, cfg.overwrite)
+    print(f"{episodes} episodes, {steps} steps -> {cfg.out}")
+    return 0
+
+
 def cmd_train(argv: list[str]) -> int:
     """Train an autoencoder, a world model, its text-to-video backbone, or a cloned policy.
 
@@ -410,6 +425,7 @@ def _presets_text(presets: dict[str, dict[str, Any]], chosen: str) -> str:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "record": cmd_record,
     "data-card": cmd_data_card,
+    "data-merge": cmd_data_merge,
     "train": cmd_train,
     "play": cmd_play,
     "eval": cmd_eval,
