@@ -3,8 +3,11 @@
 A cloned policy sees only frames, so it can drive a dream as well as the real env: the learned members of the
 PushT policy family (``worldsim train bc`` trains one on recorded episodes with the shared training loop). The
 net sees the current frame and the one before it (stacked on channels: enough to tell which way the pusher moves)
-and regresses the action normalised to [-1, 1] by the action space's bounds (Diffusion Policy's PushT baselines
-do the same with an MSE head, Chi et al. 2023, their "LSTM-GMM"/"IBC" comparisons aside).
+and either regresses the action normalised to [-1, 1] by the action space's bounds (an MSE head), or, with
+``bins``, classifies it into a grid of cells over the Box and acts at the most likely cell's centre. A demonstrator
+that plans (PushT's) often has several good actions for one frame; regression averages them into a bad one, a
+categorical head picks one (the reason Diffusion Policy, Chi et al. 2023, models the action distribution; a grid is
+the cheapest such model, as in RT-1's binned actions).
 
     policy = BCPolicy.from_pretrained("assets/pusht/policies/bc_full", action_space, seed=0)
     action = policy(frame)       # frame: uint8 (H, W, 3) at the size the net was trained on
@@ -40,6 +43,8 @@ class BCNetConfig:
     """Channels of the stride-2 convolutions."""
     action: ActionSpec = field(default_factory=lambda: ActionSpec(kind="box", shape=[2], low=[0, 0], high=[1, 1]))
     """The Box action space the net outputs (normalised to [-1, 1] by its bounds)."""
+    bins: int = 0
+    """Cells per action dimension of a categorical head over the Box (bins ** dims classes); 0: an MSE head."""
 
     def __post_init__(self) -> None:
         if isinstance(self.action, dict):
@@ -48,10 +53,18 @@ class BCNetConfig:
             raise InputError(f"behaviour cloning here regresses Box actions, not {self.action.kind}")
         if self.history < 1 or not self.widths:
             raise InputError(f"need history >= 1 and some widths, got {self.history} and {self.widths}")
+        if self.bins < 0 or self.bins**self.action.flat_size > 4096:
+            raise InputError(
+                f"bins {self.bins}: need 0 (regression) or bins ** {self.action.flat_size} <= 4096 classes"
+            )
+
+    @property
+    def outputs(self) -> int:
+        return self.bins**self.action.flat_size if self.bins else self.action.flat_size
 
 
 class BCNet(nn.Module):
-    """(B, history, H, W, 3) uint8 frames -> (B, action size) actions in [-1, 1]."""
+    """(B, history, H, W, 3) uint8 frames -> (B, outputs): the action in [-1, 1] before a tanh, or cell logits."""
 
     def __init__(self, cfg: BCNetConfig) -> None:
         super().__init__()
@@ -66,13 +79,46 @@ class BCNet(nn.Module):
         cells = (h // 2 ** len(cfg.widths)) * (w // 2 ** len(cfg.widths))
         # Flatten, not pool: where things are is the whole point for a pushing policy.
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels * cells, 256), nn.SiLU(), nn.Linear(256, cfg.action.flat_size)
+            nn.Flatten(), nn.Linear(channels * cells, 256), nn.SiLU(), nn.Linear(256, cfg.outputs)
         )
 
     def forward(self, frames: Tensor) -> Tensor:
         B, T, H, W, C = frames.shape
         x = frames.permute(0, 1, 4, 2, 3).reshape(B, T * C, H, W).float() / 127.5 - 1.0
-        return torch.tanh(self.head(self.features(x)))
+        return self.head(self.features(x))
+
+    def loss(self, frames: Tensor, actions: Tensor) -> Tensor:
+        """MSE of the normalised action, or cross-entropy of its cell."""
+        out = self(frames).float()
+        if not self.cfg.bins:
+            return (torch.tanh(out) - self.normalise(actions)).pow(2).mean()
+        return nn.functional.cross_entropy(out, self.cell_of(self.normalise(actions)))
+
+    def act(self, frames: Tensor) -> Tensor:
+        """(B, history, H, W, 3) -> (B, action size) in [-1, 1]: the regressed action or the likeliest cell's centre."""
+        out = self(frames)
+        if not self.cfg.bins:
+            return torch.tanh(out)
+        return self.cell_centre(out.argmax(-1))
+
+    def cell_of(self, unit: Tensor) -> Tensor:
+        """(B, D) in [-1, 1] -> (B,) joint cell index, dimension 0 slowest."""
+        bins = self.cfg.bins
+        per_dim = ((unit.clamp(-1, 1) + 1) / 2 * bins).long().clamp(0, bins - 1)
+        index = torch.zeros(len(unit), dtype=torch.long, device=unit.device)
+        for d in range(per_dim.shape[1]):
+            index = index * bins + per_dim[:, d]
+        return index
+
+    def cell_centre(self, index: Tensor) -> Tensor:
+        """(B,) joint cell index -> (B, D) the cell's centre in [-1, 1]."""
+        bins, dims = self.cfg.bins, self.cfg.action.flat_size
+        per_dim = []
+        for _ in range(dims):
+            per_dim.append(index % bins)
+            index = index // bins
+        cells = torch.stack(per_dim[::-1], -1).float()
+        return (cells + 0.5) / bins * 2 - 1
 
     # ---------------------------------------------------------------- actions <-> [-1, 1]
     def normalise(self, actions: Tensor) -> Tensor:
@@ -148,7 +194,7 @@ class BCPolicy:
         now = resize_frames(torch.from_numpy(np.ascontiguousarray(frame))[None], tuple(self.net.cfg.frame_size))[0]
         history = self.net.cfg.history
         self.frames = (self.frames or [now] * history)[1 - history :] + [now] if history > 1 else [now]
-        unit = self.net(torch.stack(self.frames)[None])[0]
+        unit = self.net.act(torch.stack(self.frames)[None])[0]
         if self.noise:
             unit = unit + torch.from_numpy(self.rng.normal(0.0, self.noise, unit.shape).astype(np.float32))
         return self.net.denormalise(unit).numpy().astype(np.float32)

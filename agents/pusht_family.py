@@ -7,9 +7,12 @@ world's training data is in the world's model card (``assets/pusht/README.md``).
 ==================== ===============================================================================================
 ``pusht_planner_px`` ``PixelPlanner``: the pose read off the frame, each push planned in PushT's own physics
                      (48 candidates, lookahead of the best 4): the strongest member
-``pusht_planner_px_greedy``  the same, 16 candidates, greedy: near misses
-``pusht_planner_px_weak``    8 candidates, greedy, a random push in 30% of the decisions: mostly failures
-``pusht_bc``         a CNN cloned from the recorded expert and good planners' episodes (``worldsim train bc``)
+``pusht_planner_px_good``   the same, 24 candidates, lookahead of the best 2
+``pusht_planner_px_shaky``  the strongest with every target shaken by 12 units (std)
+``pusht_planner_px_greedy`` 16 candidates, greedy: near misses
+``pusht_planner_px_weak``   8 candidates, greedy, a random push in 30% of the decisions: mostly failures
+``pusht_bc``         a CNN cloned from the recorded expert and good planners' episodes (``worldsim train bc``,
+                     a categorical head over a 32x32 grid of targets, 3,000 steps)
 ``pusht_bc_early``   the same run after 300 of its steps
 ``pusht_bc_small``   cloned from 15 expert episodes only
 ``pusht_bc_noisy``   ``pusht_bc`` with Gaussian noise of 0.1 (a twentieth of the table) on every action
@@ -52,6 +55,8 @@ def _planner(**kwargs: Any) -> Callable[[Any, int | None], Any]:
 
 PUSHT_FAMILY: dict[str, Callable[[Any, int | None], Any]] = {
     "pusht_planner_px": _planner(candidates=48, lookahead=4),
+    "pusht_planner_px_good": _planner(candidates=24, lookahead=2),
+    "pusht_planner_px_shaky": _planner(candidates=48, lookahead=4, jitter=12.0),
     "pusht_planner_px_greedy": _planner(candidates=16, lookahead=0),
     "pusht_planner_px_weak": _planner(candidates=8, lookahead=0, noise=0.3),
     "pusht_bc": partial(shipped_bc, "pusht_bc"),

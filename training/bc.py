@@ -3,9 +3,10 @@
     worldsim train bc --data data/pusht_mix.h5 --styles expert,good --out runs/bc_full
     worldsim train bc --data data/pusht_mix.h5 --styles expert --max-episodes 20 --out runs/bc_small
 
-Each sample is ``history`` consecutive frames and the action taken on the last of them; the loss is the MSE of
-the action normalised to [-1, 1]. The exported policy (``policy/``, EMA weights) loads with
-``BCPolicy.from_pretrained``; the held-out episodes' action error is logged with every export.
+Each sample is ``history`` consecutive frames and the action taken on the last of them; the loss is the
+cross-entropy of the action's cell in a grid over the Box (``--bins``), or with ``--bins 0`` the MSE of the action
+normalised to [-1, 1]. The exported policy (``policy/``, EMA weights) loads with ``BCPolicy.from_pretrained``;
+the held-out episodes' action error is logged with every export.
 """
 
 from __future__ import annotations
@@ -72,17 +73,15 @@ class BCStage:
         heldout = list(range(len(episodes), len(self.reader)))
         self.heldout = ClipDataset(self.reader, cfg.history + 1, frame_size, episodes=heldout) if heldout else None
         torch.manual_seed(cfg.seed)
-        self.model = BCNet(BCNetConfig(frame_size=list(frame_size), history=cfg.history, action=spec))
+        self.model = BCNet(BCNetConfig(frame_size=list(frame_size), history=cfg.history, action=spec, bins=cfg.bins))
         self.tokens_per_sample = 1
 
     def loss(
         self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator, rows: slice, global_batch: int
     ) -> tuple[Tensor, dict[str, float]]:
         device = next(model.parameters()).device
-        frames = batch["frames"][:, :-1].to(device)
-        target = self.model.normalise(batch["actions"][:, -1].to(device))
-        mse = (model(frames).float() - target).pow(2).mean()
-        return mse, {"loss": mse.item()}
+        loss = self.model.loss(batch["frames"][:, :-1].to(device), batch["actions"][:, -1].to(device))
+        return loss, {"loss": loss.item()}
 
     @torch.no_grad()
     def heldout_error(self, net: BCNet) -> dict[str, float]:
@@ -94,7 +93,7 @@ class BCStage:
         frames = torch.stack([it["frames"][:-1] for it in items])
         actions = torch.stack([it["actions"][-1] for it in items]).float()
         device = next(net.parameters()).device
-        predicted = torch.cat([net.denormalise(net(chunk.to(device))).cpu() for chunk in frames.split(256)])
+        predicted = torch.cat([net.denormalise(net.act(chunk.to(device))).cpu() for chunk in frames.split(256)])
         return {"heldout_action_mae": float((predicted - actions).abs().mean()), "samples": len(items)}
 
     def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:

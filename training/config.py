@@ -139,6 +139,9 @@ class BCTrainConfig(TrainConfig):
     """Clone at most this many training episodes (the first ones, after --styles): a smaller-data policy; 0: all."""
     successes_only: bool = False
     """Clone only episodes that ended in success (terminated)."""
+    bins: int = 32
+    """Cells per action dimension of a categorical head (it picks one of several good actions where an MSE head
+    averages them); 0: regress the action with an MSE head."""
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
