@@ -112,6 +112,12 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         H, W = self.world.frame_size
         self.observation_space = spaces.Box(0, 255, (H, W, 3), np.uint8)
         self.action_space = config.action.to_gym()
+        from worldsim.envs.sources import source_world
+
+        # Where the world's source env terminates exactly when it succeeds (PushT), a dream's termination is its
+        # success, reported as the source env does: info["is_success"] (worldsim.predict.episode_success).
+        source = source_world(config.source_env) if config.source_env else None
+        self._reports_success = bool(source and source.success_reward is not None and source.success_terminates)
         self._frame: np.ndarray | None = None
         self._steps = 0
         self._window: Any = None
@@ -161,7 +167,9 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         if self.render_mode == "human":
             self.render()
-        info = {"frame_index": self.world.frame_index}
+        info: dict[str, Any] = {"frame_index": self.world.frame_index}
+        if self._reports_success:
+            info["is_success"] = bool(out.terminated[0])
         return self._frame.copy(), float(out.reward[0]), bool(out.terminated[0]), truncated, info
 
     def render(self) -> np.ndarray | None:

@@ -194,3 +194,18 @@ def test_a_categorical_head_acts_at_its_cells_centre():
     assert torch.equal(net.cell_of(centre), cells)
     assert (centre - unit).abs().max() <= 1 / 8 + 1e-6  # half a cell of [-1, 1] split in 8
     assert net(torch.zeros(3, 2, 16, 16, 3, dtype=torch.uint8)).shape == (3, 64)
+
+
+def test_a_pusht_world_env_reports_success_as_the_real_env_does(tmp_path):
+    """gym_pusht says info["is_success"]; a PushT world's env says the same, from its termination head."""
+    from helpers import save_pusht_world
+
+    path = save_pusht_world(tmp_path / "pusht")
+    env = gymnasium.make("worldsim/WorldModel-v0", checkpoint=path)
+    env.reset(seed=0)
+    for _ in range(3):
+        _, _, terminated, _, info = env.step(np.array([256.0, 256.0], np.float32))
+        assert info["is_success"] == terminated
+    car = gymnasium.make("worldsim/WorldModel-v0", checkpoint="carracing")
+    car.reset(seed=0)
+    assert "is_success" not in car.step(0)[-1]  # CarRacing has no notion of success
