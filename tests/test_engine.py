@@ -206,6 +206,39 @@ def test_reset_worlds_restarts_one_world_while_the_others_go_on(sinks, context):
     torch.testing.assert_close(batched[1, 6:], run(range(6, 16))[0], atol=1e-4, rtol=0, msg="restarted world differs")
 
 
+@pytest.mark.parametrize("sinks", [0, 1])
+def test_worlds_dropped_from_the_batch_leave_the_others_as_they_were(sinks):
+    """keep_worlds: after worlds 1 and 3 leave (and 2 and 0 swap places), the kept worlds produce what they would
+    have in the full batch; bad indices are one-line errors."""
+    wm = tiny_world(seed=4, sinks=sinks, window=4)
+    latents: list[torch.Tensor] = []
+    decode = wm.autoencoder.decode
+    wm.autoencoder.decode = lambda z: (latents.append(z.clone()), decode(z))[1]
+    rng = np.random.default_rng(1)
+    H, W = wm.frame_size
+    ctx = rng.integers(0, 256, (4, 2, H, W, 3), dtype=np.uint8)
+    actions = rng.integers(0, 3, (10, 4))
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (11, 12, 13, 14)]  # noqa: E731
+
+    wm.reset(frames=ctx, generator=gens())
+    for t in range(10):
+        wm.step(actions[t])
+    full = torch.cat(latents, 1)  # (4, 10, C, h, w)
+    latents.clear()
+    wm.reset(frames=ctx, generator=gens())
+    for t in range(4):
+        wm.step(actions[t])
+    wm.keep_worlds([2, 0])
+    assert wm.batch_size == 2
+    for t in range(4, 10):
+        wm.step(actions[t, [2, 0]])
+    after = torch.cat(latents[4:], 1)  # (2, 6, ...)
+    torch.testing.assert_close(after, full[[2, 0], 4:], atol=1e-4, rtol=0)
+    for bad in ([], [0, 0], [2]):
+        with pytest.raises(InputError, match="keep_worlds"):
+            wm.keep_worlds(bad)
+
+
 def test_reference_frame_index_counts_context_frames():
     """The full-recompute reference counts frames, not writes: a 3-frame context is 3 frames, as in the cache."""
     ctx = np.random.default_rng(4).integers(0, 255, (1, 3, 32, 32, 3), dtype=np.uint8)

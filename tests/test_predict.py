@@ -298,20 +298,26 @@ def test_episode_success_is_one_rule_from_the_source_adapter():
 
 def test_a_pusht_dream_succeeds_when_its_termination_head_fires(pusht_world):
     """Dream 0's head fires at step 1 (reward 0.5): a success. Dream 1's reward reaches 1.0 but its head never fires:
-    no success, its highest reward 1.0. After the termination, dream 0's rewards no longer count."""
+    no success, its highest reward 1.0. After the termination dream 0 leaves the batch and its rewards no longer
+    count."""
     wm = WorldModel.from_pretrained(pusht_world)
-    step, t = wm.step, [0]
+    step, keep, t, live = wm.step, wm.keep_worlds, [0], [0, 1]
     rewards = np.array([[0.3, 0.5, 0.9, 0.9], [0.2, 0.4, 1.0, 0.7]], np.float32)
 
     def heads(actions):
         out = step(actions)
-        out.reward[:] = rewards[:, t[0]]
-        out.terminated[:] = [t[0] == 1, False]
+        out.reward[:] = rewards[live, t[0]]
+        out.terminated[:] = [t[0] == 1 and i == 0 for i in live]
         t[0] += 1
         return out
 
-    wm.step = heads
+    def keep_worlds(rows):
+        live[:] = [live[r] for r in rows]
+        keep(rows)
+
+    wm.step, wm.keep_worlds = heads, keep_worlds
     r = worldsim.predict(wm, "random", episodes=2, horizon=4)
+    assert live == [1]  # the ended dream left the batch
     assert r.success_reward == 1.0 and r.dream_success.tolist() == [True, False]
     assert r.dream_max_reward.tolist() == pytest.approx([0.5, 1.0]) and r.dream_return == pytest.approx([0.8, 2.3])
     s = r.summary()

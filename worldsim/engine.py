@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -316,6 +317,18 @@ class WorldModel:
         with torch.inference_mode():
             rollout.reset_rows(list(rows), latents, cond, generators)
         return ctx[:, -1].cpu().numpy().copy()
+
+    def keep_worlds(self, rows: Sequence[int]) -> None:
+        """Go on with only these worlds of the batch (indices, in the order given); the others end here. Each kept
+        world goes on as it would have (its memory and noise stream move with it), and the batch gets cheaper:
+        ``worldsim rank`` drops a dream the step it terminates. Needs a batch reset with one generator per world."""
+        rollout = self._require_rollout()
+        rows = [int(r) for r in rows]
+        if not rows or len(set(rows)) != len(rows) or not all(0 <= r < rollout.batch for r in rows):
+            raise InputError(f"keep_worlds takes distinct indices in 0..{rollout.batch - 1}, at least one")
+        if not isinstance(rollout.generator, list):
+            raise WorldsimError("keep_worlds needs a batch reset with one generator per world")
+        rollout.keep_rows(rows)
 
     def _context(
         self, frames: Any, actions: Any, batch: int, generator: torch.Generator | list[torch.Generator]

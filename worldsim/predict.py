@@ -510,24 +510,28 @@ def dream_rows(wm: WorldModel, rows: Sequence[DreamRow], horizon: int, progress:
         for t, frame in enumerate(row.seen):
             row.act(row.policy, frame, t, row.episode, "real env, shown to the dream's policy")
     returns, terminated, best = np.zeros(N), np.zeros(N, bool), np.full(N, -np.inf)
-    active = np.ones(N, bool)
+    live = np.arange(N)  # the rows still dreaming, in the engine's batch order
     keep = np.array([row.keep_frames for row in rows])
-    last: list[torch.Tensor] = [torch.zeros(0)] * N
     kept = [frames[keep]]
     with _bar(horizon, f"dream ({N} worlds)", progress) as bar:
         for t in range(horizon):
-            # An ended dream still steps with the batch (its action repeated) but its policy and outcome rest.
-            last = [row.act(row.policy, frames[i], t, row.episode, "dream") if active[i] else last[i]
-                    for i, row in enumerate(rows)]  # fmt: skip
-            out = wm.step(torch.stack(last))
-            returns += np.where(active, out.reward, 0.0)
-            best = np.where(active, np.maximum(best, out.reward), best)
-            terminated |= active & out.terminated
-            frames = np.where(active[:, None, None, None], out.frames, frames)
-            active &= ~out.terminated
+            actions = [rows[i].act(rows[i].policy, frames[i], t, rows[i].episode, "dream") for i in live]
+            out = wm.step(torch.stack(actions))
+            returns[live] += out.reward
+            best[live] = np.maximum(best[live], out.reward)
+            terminated[live] |= out.terminated
+            frames[live] = out.frames  # an ended dream's last frame stays
             if keep.any():
                 kept.append(frames[keep])
             bar.update(1)
+            if out.terminated.any():  # an ended dream leaves the batch: the rest step cheaper
+                going = np.flatnonzero(~out.terminated)
+                if len(going) == 0:
+                    kept += [frames[keep]] * (horizon - 1 - t) if keep.any() else []
+                    bar.update(horizon - 1 - t)
+                    break
+                wm.keep_worlds(going.tolist())
+                live = live[going]
     stacked = np.stack(kept, 1)  # (K, H+1, h, w, 3)
     where = np.cumsum(keep) - 1
     return DreamOutcome(returns, terminated, best, [stacked[where[i]] if keep[i] else None for i in range(N)])

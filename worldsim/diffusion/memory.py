@@ -206,6 +206,14 @@ class KVCache:
             cos, sin = self.rope.time_shift_table(delta, self.k.dtype, self.k.device)
             self.k[:, rows, :, : self.sinks * N] = apply_rope(self.sink_k[:, rows], cos, sin)
 
+    def keep_rows(self, rows: Tensor) -> None:
+        """Go on with only ``rows`` of the batch, in that order (the others' keys and values are dropped). Every
+        kept row's slots, clock and episode origin move with it, so it attends to exactly what it did."""
+        self.k, self.v, self.sink_k = (t[:, rows].contiguous() for t in (self.k, self.v, self.sink_k))
+        self.slot_frame, self.origin = self.slot_frame[rows], self.origin[rows]
+        self._mask_key = self._mask = None
+        self._version += 1
+
     def transplant(self, rows: list[int], other: KVCache) -> None:
         """Make ``rows`` start over as the rows of ``other`` (a fresh cache that holds their new context).
 

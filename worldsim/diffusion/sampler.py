@@ -145,6 +145,20 @@ class Rollout:
             self.generator[r] = g
         return out
 
+    def keep_rows(self, rows: list[int]) -> None:
+        """Go on with only ``rows`` of the batch, in that order: each kept row's memory, noise stream and prompt move
+        with it, so it goes on as it would have (up to float rounding of a smaller batch)."""
+        if not isinstance(self.memory, KVCache) or not isinstance(self.generator, list):
+            raise ValueError("dropping rows needs the KV cache and one generator per row")
+        idx = torch.tensor(rows, dtype=torch.long)
+        self.memory.keep_rows(idx)
+        self.generator = [self.generator[r] for r in rows]
+        if self.text is not None:
+            self.text = TextContext(self.text.tokens[idx], self.text.mask[idx])
+        if self.null_text is not None:
+            self.null_text = self.dit.null_text(len(rows), self.device)
+        self.batch = len(rows)
+
     def generate(
         self, cond: FrameConditioning, frames: int, observed: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
