@@ -62,6 +62,9 @@ class SourceWorld:
     key_map: dict[str, Any] = field(default_factory=dict)
     """Keys -> action that worlds trained on this env's data play with (``WorldConfig.key_map``: pygame key names,
     ``+`` for chords); empty: the env/viewer defaults for the action space."""
+    action_point: bool = False
+    """The env's Box(2) action is a point on the frame (PushT: the pusher's absolute target on the table, drawn
+    1:1): worlds trained on its data embed it per token (``DiTConfig.action_point``)."""
     success_reward: float | None = None
     """The reward of one world step that means the task is done (PushT: 1.0, its reward clip(coverage / 0.95, 0, 1)
     reaching 1 at 95% coverage); ``worldsim predict`` and ``rank`` report success rates and the mean of each
@@ -98,6 +101,7 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         "gym-pusht",
         {"obs_type": "pixels"},
         captioner=f"{CAPTIONS}:PushTCaptioner",
+        action_point=True,
         success_reward=1.0,  # gym_pusht: reward clip(coverage / 0.95, 0, 1); terminated = success = coverage > 0.95
         success_terminates=True,
     ),

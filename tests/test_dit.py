@@ -152,3 +152,31 @@ def test_any_frame_size_and_aspect(frame_size):
     dit = randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels))
     x, levels, actions, null = make_inputs(cfg, T=3)
     assert dit(x, levels, actions, null, torch.arange(3)).velocity.shape == x.shape
+
+
+def test_a_point_action_is_embedded_per_token_and_starts_as_nothing():
+    """A Box(2) action read as a point: zero at initialisation (the world does what it did without it), nothing on
+    a frame without an action, and only for a Box of two values."""
+    import gymnasium
+
+    from worldsim.config import ActionSpec, dit_config
+    from worldsim.models.conditioning import ActionPoint
+    from worldsim.models.dit import DiT
+
+    spec = ActionSpec.from_gym(gymnasium.spaces.Box(0, 512, (2,)))
+    cfg = dit_config("XS", patch=1, action_point=True)
+    torch.manual_seed(0)
+    dit = DiT(cfg, spec, 4)
+    plain = DiT(dit_config("XS", patch=1), spec, 4)
+    plain.load_state_dict({k: v for k, v in dit.state_dict().items() if ".point." not in k})
+    x, levels = torch.randn(1, 2, 4, 8, 8), torch.rand(1, 2)
+    actions, null, t = torch.tensor([[[100.0, 400.0], [300.0, 50.0]]]), torch.tensor([[True, False]]), torch.arange(2)
+    with torch.no_grad():
+        with_point = dit(x, levels, actions, null, t).velocity
+        torch.testing.assert_close(with_point, plain(x, levels, actions, null, t).velocity)
+    point = ActionPoint(spec, 16)
+    with torch.no_grad():
+        emb = point(actions, null, (8, 8))
+    assert emb.shape == (1, 2, 64, 16) and emb[0, 0].abs().max() == 0  # the null frame gets nothing
+    with pytest.raises(Exception, match="Box of 2"):
+        ActionPoint(ActionSpec(kind="discrete", n=3), 16)

@@ -14,9 +14,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_config, load_state, strip_prefix
-from worldsim.config import AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
+from worldsim.config import ActionSpec, AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
 from worldsim.data.clips import ClipDataset
 from worldsim.data.compat import check_data_matches_world, data_action_spec
+from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel
 from worldsim.envs.sources import source_world
 from worldsim.errors import CheckpointError, ConfigError, InputError
@@ -100,6 +101,7 @@ class WorldStage:
                     max_frames=cfg.clip_frames,
                     text_dim=text_dim,
                     patch=cfg.patch or max(1, PIXELS_PER_TOKEN // ae_config.factor),
+                    action_point=init_world.dit.action_point if init_world else _action_point(self.reader, action),
                 ),
                 sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - sinks)),
                 # A fine-tuned world keeps the name (its Gymnasium id) and keys of the world it starts from.
@@ -269,6 +271,11 @@ class TextOnly(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.clips[index]
         return {"latents": item["latents"], "caption": item["caption"], "text_only": True}
+
+
+def _action_point(reader: TrajectoryReader, action: ActionSpec) -> bool:
+    """Whether the data's source env says its Box(2) action is a point on the frame (``SourceWorld.action_point``)."""
+    return source_world(reader.env_id).action_point and action.kind == "box" and action.flat_size == 2
 
 
 def _world_name(env_id: str) -> str:

@@ -140,6 +140,10 @@ class DiTConfig:
     """RoPE base for the time axis."""
     rope_theta_space: float = 100.0
     """RoPE base for the y and x axes."""
+    action_point: bool = False
+    """The Box(2) action is a point on the frame (a pointer; PushT's pusher target): every token also gets an
+    embedding of its offset from it (``worldsim.models.conditioning.ActionPoint``). Set from the source env's
+    adapter (``SourceWorld.action_point``)."""
 
     def __post_init__(self) -> None:
         _check(self.width % self.heads == 0, "width must be divisible by heads")

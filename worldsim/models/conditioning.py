@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from worldsim.config import ActionSpec
-from worldsim.errors import InputError
+from worldsim.errors import ConfigError, InputError
 
 
 class LevelEmbedder(nn.Module):
@@ -39,9 +39,10 @@ class ActionEncoder(nn.Module):
     normalised to [-1, 1] by the space bounds and go through an MLP, with a learned null vector.
     """
 
-    def __init__(self, spec: ActionSpec, width: int) -> None:
+    def __init__(self, spec: ActionSpec, width: int, point: bool = False) -> None:
         super().__init__()
         self.spec = spec
+        self.point = ActionPoint(spec, width) if point else None
         if spec.kind == "discrete":
             self.tables = nn.ModuleList([nn.Embedding(spec.n + 1, width)])
         elif spec.kind == "multi_discrete":
@@ -73,6 +74,41 @@ class ActionEncoder(nn.Module):
             # Null frames use the extra row n.
             out = out + table(torch.where(null, n, idx[..., i]))
         return out
+
+
+class ActionPoint(nn.Module):
+    """A Box(2) action read as a point on the frame (its bounds span the frame: dimension 0 left to right, 1 top to
+    bottom — a pointer, or a pusher's target as in PushT), embedded per token from the token's offset to it.
+
+    A frame's global conditioning vector (adaLN) can say *that* the pusher goes somewhere, but drawing it *there* then
+    has to be learned as a map from a vector to a place; an embedding of each token's offset from the point (Fourier
+    features, as NeRF encodes positions) makes "the thing is here" local, where attention works. The last layer
+    starts at zero (``DiT.initialize_weights``), so a world gains it without changing what it does at first.
+    """
+
+    FREQUENCIES = 6
+    """Octaves of the Fourier features: the finest resolves 1/32 of the frame."""
+
+    def __init__(self, spec: ActionSpec, width: int) -> None:
+        super().__init__()
+        if spec.kind != "box" or spec.flat_size != 2:
+            raise ConfigError(f"an action read as a point needs a Box of 2 values, not {spec.kind} {spec.shape}")
+        self.register_buffer("low", torch.tensor(spec.low, dtype=torch.float32))
+        self.register_buffer("high", torch.tensor(spec.high, dtype=torch.float32))
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(self.FREQUENCIES, dtype=torch.float32))
+        self.mlp = nn.Sequential(nn.Linear(4 * self.FREQUENCIES, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, actions: Tensor, null: Tensor, grid: tuple[int, int]) -> Tensor:
+        """actions (B, F, 2) in the Box, null (B, F), grid (gh, gw) -> (B, F, gh * gw, width); zero on null frames."""
+        gh, gw = grid
+        a = 2.0 * (actions.reshape(*null.shape, 2).float() - self.low) / (self.high - self.low).clamp_min(1e-8) - 1.0
+        ys = (torch.arange(gh, device=a.device, dtype=torch.float32) + 0.5) / gh * 2 - 1
+        xs = (torch.arange(gw, device=a.device, dtype=torch.float32) + 0.5) / gw * 2 - 1
+        centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(gh * gw, 2)  # (N, 2) as (x, y)
+        offset = a[:, :, None, :] - centres  # (B, F, N, 2)
+        angles = (offset[..., None] * self.freqs).flatten(-2)  # (B, F, N, 2 * FREQUENCIES)
+        emb = self.mlp(torch.cat([angles.sin(), angles.cos()], -1).to(self.mlp[0].weight.dtype))
+        return emb * (~null)[..., None, None].to(emb.dtype)
 
 
 @dataclass

@@ -181,7 +181,7 @@ class DiT(nn.Module):
         token_dim = latent_channels * p * p
         self.patch_in = nn.Linear(token_dim, d)
         self.level_embed = LevelEmbedder(d)
-        self.action_embed = ActionEncoder(action, d)
+        self.action_embed = ActionEncoder(action, d, point=cfg.action_point)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         # adaLN-single (PixArt-alpha): one modulation from the frame's conditioning, shared by all
         # blocks, plus a learned per-block offset. Per-block Linear(d, 6d) layers would hold 3x more
@@ -224,6 +224,9 @@ class DiT(nn.Module):
                 nn.init.zeros_(block.cross.proj.bias)
         nn.init.zeros_(self.heads[-1].weight)
         nn.init.zeros_(self.heads[-1].bias)
+        if self.action_embed.point is not None:  # a world gains the point embedding without changing at first
+            nn.init.zeros_(self.action_embed.point.mlp[-1].weight)
+            nn.init.zeros_(self.action_embed.point.mlp[-1].bias)
 
     def null_text(self, batch: int, device: torch.device) -> TextContext:
         """The learned "no prompt" context (one token)."""
@@ -255,6 +258,8 @@ class DiT(nn.Module):
         gh, gw = h // p, w // p
         x = rearrange(latents, "b f c (gh p1) (gw p2) -> b f (gh gw) (c p1 p2)", p1=p, p2=p)
         x = self.patch_in(x.to(self.patch_in.weight.dtype))  # (B, F, N, d)
+        if self.action_embed.point is not None and actions is not None:
+            x = x + self.action_embed.point(actions, action_null, (gh, gw)).to(x.dtype)
 
         cond = self.level_embed(levels) + self.action_embed(actions, action_null)  # (B, F, d)
         mod = rearrange(self.modulation(cond), "b f (six d) -> b f six d", six=6)
