@@ -16,11 +16,18 @@ seen in training (RoPE is relative, so rotating keys by ``delta`` is the same as
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+class KVSlots(NamedTuple):
+    """Where a memory keeps one layer's keys and values of the frames in flight: (B, heads, F*N, head_dim) views."""
+
+    keys: Tensor
+    values: Tensor
 
 
 class AttentionMemory(Protocol):
@@ -28,6 +35,11 @@ class AttentionMemory(Protocol):
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q, k, v: (B, heads, F*N, head_dim) for the frames of this pass -> (B, heads, F*N, head_dim)."""
+        ...
+
+    def kv_slots(self, layer: int, batch: int, length: int) -> KVSlots | None:
+        """Where ``attend`` will put k and v of ``length`` tokens at ``layer``, for a kernel to write them there
+        directly (``worldsim.kernels.split_heads_rope``); None when they are not kept in place."""
         ...
 
 
@@ -143,6 +155,9 @@ class BlockCausal:
     def keys_of(self, frame: int, frames: int) -> Tensor:
         """Bool (frames,): which frames of the block frame ``frame`` attends to."""
         return frame_visibility(torch.tensor([frame]), torch.arange(frames), self.window, self.sinks)[0]
+
+    def kv_slots(self, layer: int, batch: int, length: int) -> None:
+        return None  # keys and values live only for this call
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         N = self.tokens

@@ -16,7 +16,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from worldsim.config import ActionSpec, DiTConfig
-from worldsim.models.attention import AttentionMemory, BlockCausal, Rope3D, apply_rope
+from worldsim.kernels import modulate, norm_modulate, split_heads_rope
+from worldsim.models.attention import AttentionMemory, BlockCausal, Rope3D
 from worldsim.models.conditioning import ActionEncoder, LevelEmbedder, TextContext
 
 
@@ -37,10 +38,6 @@ def _version(t: Tensor) -> int:
         return -1
 
 
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return x * (1 + scale) + shift
-
-
 class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
@@ -50,9 +47,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], memory: AttentionMemory, layer: int) -> Tensor:
         B, F_, N, _ = x.shape
-        qkv = rearrange(self.qkv(x), "b f n (three h d) -> three b h (f n) d", three=3, h=self.heads)
-        qk = apply_rope(qkv[:2], *rope)  # rotate q and k in one go
-        out = memory.attend(layer, qk[0], qk[1], qkv[2])
+        q, k, v = split_heads_rope(self.qkv(x), self.heads, *rope, memory, layer)  # (B, heads, F*N, head_dim)
+        out = memory.attend(layer, q, k, v)
         return self.proj(rearrange(out, "b h (f n) d -> b f n (h d)", f=F_))
 
 
@@ -164,10 +160,10 @@ class Block(nn.Module):
     ) -> Tensor:
         # x: (B, F, N, d); mod: (B, F, 6, d) -> six (B, F, 1, d) tensors
         shift1, scale1, gate1, shift2, scale2, gate2 = mod[:, :, :, None].unbind(2)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope, memory, layer)
+        x = x + gate1 * self.attn(norm_modulate(self.norm1, x, shift1, scale1), rope, memory, layer)
         if self.cross is not None:
             x = x + (self.cross(x, text) if text is not None else self.cross.null_output(null_token, x.dtype))
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return x + gate2 * self.mlp(norm_modulate(self.norm2, x, shift2, scale2))
 
 
 class DiT(nn.Module):
