@@ -290,7 +290,7 @@ class WorldModel:
         """Change the prompt mid-episode (None: no prompt); frames from now on follow it while the actions keep
         driving. The frames already made, and the memory of them, stay as they were."""
         rollout = self._require_rollout()
-        rollout.text = None if text is None else self._encode_text(text, rollout.batch)
+        rollout.set_text(None if text is None else self._encode_text(text, rollout.batch))
 
     def dream(self, frames: int) -> StepOutput:
         """``frames`` more frames per world with the null action: what the world does on its own (for a

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worldsim.models.attention import BlockCausal, apply_rope, frame_visibility
+from worldsim.models.attention import BlockCausal, KVSlots, apply_rope, frame_visibility
 from worldsim.models.conditioning import FrameConditioning, TextContext
 from worldsim.models.dit import DiT, DiTOutput
 
@@ -47,6 +47,11 @@ class KVCache:
     their global index. ``slot_frame`` (B, slots) records which global frame each slot holds per row,
     and visibility is worked out from it; in the steady state every slot is visible to every row and
     single-frame passes need no mask at all.
+
+    Sink keys sit just before the oldest frame of the querying frame's window, so two frames of one pass would want
+    them in two places. A ``write_then_denoise`` pass (a finished frame, then the next one) reads the sinks in place
+    for the first and a look-ahead copy, rotated one frame further, for the second: the copy lives in front of the
+    slots (``ahead`` tokens), so attention still reads one contiguous slice.
     """
 
     def __init__(
@@ -61,9 +66,12 @@ class KVCache:
         # The frames of the pass in flight write their keys/values right after the used slots
         # (the next ring slots, or a spare region once the ring is full), so attention reads one
         # contiguous slice and nothing is concatenated on the hot path.
+        self.ahead = sinks * tokens
+        """Tokens of the look-ahead copy of the sinks, in front of the slots."""
         shape = (cfg.depth, batch, cfg.heads, (self.slots + scratch_frames) * tokens, cfg.width // cfg.heads)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self._k = torch.zeros((*shape[:3], self.ahead + shape[3], shape[4]), dtype=dtype, device=device)
+        self._v = torch.zeros_like(self._k)
+        self._slot_views()
         # Sink keys as written (rotated at their own global frame); re-rotated into ``k`` as the window rolls.
         self.sink_k = torch.zeros((*shape[:3], sinks * tokens, shape[-1]), dtype=dtype, device=device)
         self.slot_frame = torch.full((batch, self.slots), EMPTY, dtype=torch.long)
@@ -73,9 +81,14 @@ class KVCache:
         """Slots [0, used) may hold something for some row: attention reads this prefix."""
         self.next_frame = 0
         """Global index of the first frame of the next block."""
-        self._mask_key: tuple[int, int] | None = None
+        self._mask_key: tuple[int, int, bool] | None = None
         self._mask: Tensor | None = None
         self._version = 0
+        self._ahead_version = -1
+
+    def _slot_views(self) -> None:
+        """``k`` / ``v``: the slots and scratch, views behind the look-ahead region of the buffers."""
+        self.k, self.v = self._k[..., self.ahead :, :], self._v[..., self.ahead :, :]
 
     @property
     def batch(self) -> int:
@@ -94,6 +107,21 @@ class KVCache:
         self.append(step.written())
         return out
 
+    def write_then_denoise(
+        self, done: WrittenBlock, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None
+    ) -> DiTOutput:
+        """``write(done)`` and then ``denoise(x)`` in one pass over both blocks: the finished frames come first in
+        time, attend only to the cache and themselves (as their own write pass would), and are remembered after it;
+        the new block attends to them too. Returns the output for ``x``'s frames."""
+        done_frames = done.latents.shape[1]
+        if done_frames != 1 or x.shape[1] != 1 or x.shape[0] != self.batch:
+            raise ValueError("write_then_denoise takes one finished frame and one new frame per row, unguided")
+        self._look_ahead()
+        step = CachePass(self, keep=True, ahead=True)
+        out = self._pass(*_joined(self.dit, done, x, levels, cond), text, step)
+        self.append(step.written(tokens=done_frames * self.tokens))
+        return DiTOutput(*(o[:, done_frames:] for o in out))
+
     def _pass(self, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None, step: CachePass):
         positions = torch.arange(self.next_frame, self.next_frame + x.shape[1])
         return self.dit(x, levels, cond.actions, cond.null, positions, text, memory=step)
@@ -109,17 +137,26 @@ class KVCache:
         local[self.slot_frame[:, : self.used] == EMPTY] = EMPTY
         return local
 
-    def visibility(self, frames: int) -> Tensor:
-        """(B, frames, used + frames) bool: may frame f of the block in flight see used slot j (then the block)?"""
+    def visibility(self, frames: int, ahead: bool = False) -> Tensor:
+        """(B, frames, used + frames) bool: may frame f of the block in flight see used slot j (then the block)?
+        With ``ahead`` (a two-frame ``write_then_denoise`` pass): (B, 2, sinks + used + 2), the second frame seeing
+        the look-ahead sinks in front instead of those in place."""
         local_q = self.next_frame - self.origin[:, None] + torch.arange(frames)[None, :]  # (B, F)
         local_k = torch.cat([self._slot_local_frames(), local_q], 1)  # (B, used + F)
-        return frame_visibility(local_q, local_k, self.window, self.sinks)
+        vis = frame_visibility(local_q, local_k, self.window, self.sinks)
+        if not ahead:
+            return vis
+        front = torch.zeros(vis.shape[0], frames, self.sinks, dtype=torch.bool)
+        placed = min(self.sinks, self.used)
+        front[:, 1, :placed] = vis[:, 1, :placed]
+        vis[:, 1, :placed] = False
+        return torch.cat([front, vis], 2)
 
-    def _block_mask(self, frames: int, device) -> Tensor | None:
+    def _block_mask(self, frames: int, device, ahead: bool = False) -> Tensor | None:
         """(B, 1, frames*N, keys*N) token mask of ``visibility``, or None when everything is visible."""
-        key = (self._version, frames)  # the version changes with every write and restart
+        key = (self._version, frames, ahead)  # the version changes with every write and restart
         if self._mask_key != key:
-            vis = self.visibility(frames)
+            vis = self.visibility(frames, ahead)
             if vis.all():
                 self._mask = None
             else:
@@ -128,21 +165,34 @@ class KVCache:
             self._mask_key = key
         return self._mask
 
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attention of the block in flight (q, k, v: (B', heads, F*N, head_dim)) over the cache and itself."""
+    def kv_slots(self, layer: int, batch: int, length: int) -> KVSlots | None:
+        """Where ``attend`` puts the block in flight: right after the used slots, when the block fits the scratch room;
+        None for a guidance batch (B' > B) or a longer block, which ``attend`` concatenates instead."""
+        if batch != self.batch or length // self.tokens > self.scratch:
+            return None
+        n = self.used * self.tokens
+        return KVSlots(self.k[layer, :, :, n : n + length], self.v[layer, :, :, n : n + length])
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, ahead: bool = False) -> Tensor:
+        """Attention of the block in flight (q, k, v: (B', heads, F*N, head_dim)) over the cache and itself (and
+        with ``ahead`` the look-ahead sinks: a ``write_then_denoise`` pass)."""
         n = self.used * self.tokens
         m = k.shape[-2]
         frames = m // self.tokens
-        mask = self._block_mask(frames, q.device)
+        mask = self._block_mask(frames, q.device, ahead)
         reps = q.shape[0] // self.batch
         if mask is not None and reps > 1:  # guidance passes stack cond/uncond along the batch
             mask = mask.repeat(reps, 1, 1, 1)
-        if reps == 1 and frames <= self.scratch:
-            self.k[layer, :, :, n : n + m] = k
-            self.v[layer, :, :, n : n + m] = v
+        slots = self.kv_slots(layer, q.shape[0], m)
+        if slots is not None:
+            # Nothing to copy when a fused kernel wrote k and v there already: copy_ skips a view onto itself.
+            slots.keys.copy_(k)
+            slots.values.copy_(v)
+            start, end = (0 if ahead else self.ahead), self.ahead + n + m
             return F.scaled_dot_product_attention(
-                q, self.k[layer, :, :, : n + m], self.v[layer, :, :, : n + m], attn_mask=mask
+                q, self._k[layer, :, :, start:end], self._v[layer, :, :, start:end], attn_mask=mask
             )
+        assert not ahead, "a write_then_denoise pass fits the scratch and is never guided"
         ck, cv = self.k[layer, :, :, :n], self.v[layer, :, :, :n]
         if reps > 1:
             ck, cv = ck.repeat(reps, 1, 1, 1), cv.repeat(reps, 1, 1, 1)
@@ -192,6 +242,19 @@ class KVCache:
         self._rotate_sinks()
         self._version += 1
 
+    def _look_ahead(self) -> None:
+        """Fill the look-ahead sinks: each row's sinks as the frame after ``next_frame`` sees them."""
+        if not self.sinks or self._ahead_version == self._version:
+            return
+        first = self.next_frame + 1 - self.window + 1  # oldest frame of that frame's window
+        shift = (first - self.sinks - self.origin).clamp_min(0)
+        for delta in shift.unique().tolist():
+            rows = (shift == delta).nonzero().flatten()
+            cos, sin = self.rope.time_shift_table(delta, self.k.dtype, self.k.device)
+            self._k[:, rows, :, : self.ahead] = apply_rope(self.sink_k[:, rows], cos, sin)
+        self._v[..., : self.ahead, :] = self.v[..., : self.ahead, :]
+        self._ahead_version = self._version
+
     def _rotate_sinks(self) -> None:
         """Once a row's window has rolled past its sinks, move them to just before the window's oldest frame."""
         if not self.sinks:
@@ -209,7 +272,8 @@ class KVCache:
     def keep_rows(self, rows: Tensor) -> None:
         """Go on with only ``rows`` of the batch, in that order (the others' keys and values are dropped). Every
         kept row's slots, clock and episode origin move with it, so it attends to exactly what it did."""
-        self.k, self.v, self.sink_k = (t[:, rows].contiguous() for t in (self.k, self.v, self.sink_k))
+        self._k, self._v, self.sink_k = (t[:, rows].contiguous() for t in (self._k, self._v, self.sink_k))
+        self._slot_views()
         self.slot_frame, self.origin = self.slot_frame[rows], self.origin[rows]
         self._mask_key = self._mask = None
         self._version += 1
@@ -242,23 +306,31 @@ class CachePass:
     """The attention memory of one DiT pass over new frames: attends through the cache, and when ``keep`` holds
     on to the block's keys/values (one per layer) for ``KVCache.append``."""
 
-    def __init__(self, cache: KVCache, keep: bool) -> None:
+    def __init__(self, cache: KVCache, keep: bool, ahead: bool = False) -> None:
         self.cache = cache
         self.keep = keep
+        self.ahead = ahead
         self._layers: list[tuple[Tensor, Tensor]] = []
+
+    def kv_slots(self, layer: int, batch: int, length: int) -> KVSlots | None:
+        return self.cache.kv_slots(layer, batch, length)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.keep:
             self._layers.append((k, v))
-        return self.cache.attend(layer, q, k, v)
+        return self.cache.attend(layer, q, k, v, self.ahead)
 
-    def written(self) -> KeysValues:
-        return KeysValues(torch.stack([k for k, _ in self._layers]), torch.stack([v for _, v in self._layers]))
+    def written(self, tokens: int | None = None) -> KeysValues:
+        """The block's keys/values at every layer; the first ``tokens`` of them when given (the finished frames of a
+        ``write_then_denoise`` pass)."""
+        keys, values = torch.stack([k for k, _ in self._layers]), torch.stack([v for _, v in self._layers])
+        return KeysValues(keys[..., :tokens, :], values[..., :tokens, :])
 
 
 @dataclass
 class WrittenBlock:
-    """A block of finished frames as the reference remembers it: exactly what its write pass saw."""
+    """A block of finished frames as a write pass sees them: what the reference remembers, and what the sampler holds
+    back to write in the next frame's first pass (``KVCache.write_then_denoise``)."""
 
     latents: Tensor
     """(B, F, C, h, w) at the context noise level."""
@@ -298,3 +370,22 @@ class Recompute:
         out = self.denoise(x, levels, cond, text)
         self.history.append(WrittenBlock(x, levels, cond))
         return out
+
+    def write_then_denoise(
+        self, done: WrittenBlock, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None
+    ) -> DiTOutput:
+        out = self.denoise(*_joined(self.dit, done, x, levels, cond), text)
+        self.history.append(done)
+        return DiTOutput(*(o[:, done.latents.shape[1] :] for o in out))
+
+
+def _joined(
+    dit: DiT, done: WrittenBlock, x: Tensor, levels: Tensor, cond: FrameConditioning
+) -> tuple[Tensor, Tensor, FrameConditioning]:
+    """A block of finished frames followed by a block of new ones, as one block (latents, levels, conditioning)."""
+    spec = dit.action_embed.spec
+    return (
+        torch.cat([done.latents, x], 1),
+        torch.cat([done.levels, levels], 1),
+        FrameConditioning.concat([done.cond.dense(spec), cond.dense(spec)]),
+    )

@@ -3,8 +3,12 @@
 One frame (``Rollout.generate``):
   1. the new frame starts as noise and takes K Euler steps, each a DiT pass over its N tokens that
      attends to the memory of earlier frames (with the KV cache, the context is never recomputed);
-  2. one more pass of the finished frame at the context noise level writes it into the memory and
-     yields the reward / termination heads.
+  2. the finished frame, noised to the context level, is written into the memory by a pass of its own.
+     It is the same pass whether the frame goes alone or first in a longer block (a frame never attends to
+     later ones), so without guidance it rides along with the *next* frame's first Euler pass
+     (``write_then_denoise``): K passes a frame instead of K + 1. The reward / termination heads of a frame
+     are then read from its last Euler pass (trained at every noise level, weighted by 1 - level), so a step
+     still returns them; with guidance the write pass runs on its own and the heads come from it.
 
 The memory (``worldsim.diffusion.memory``) is the KV cache, or with ``reference=True`` a full recompute of
 the whole history on every pass, with the same visibility rule and the same random draws; tests hold the two
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from worldsim.config import SamplerConfig
-from worldsim.diffusion.memory import KVCache, Recompute
+from worldsim.diffusion.memory import KVCache, Recompute, WrittenBlock
 from worldsim.diffusion.schedule import add_noise, euler_step, pyramid_levels
 from worldsim.models.conditioning import FrameConditioning, TextContext
 from worldsim.models.dit import DiT, DiTOutput
@@ -102,14 +106,19 @@ class Rollout:
         s = settings
         self.memory: KVCache | Recompute = (
             Recompute(dit, batch, self.tokens, s.sinks, s.window)
-            if reference
-            else KVCache(dit, batch, self.tokens, s.sinks, s.window, param.dtype, self.device)
+            if reference  # room in the cache's scratch for a one-frame block after a held-back frame
+            else KVCache(dit, batch, self.tokens, s.sinks, s.window, param.dtype, self.device, scratch_frames=2)
         )
+        self.merge_writes = True
+        """Write each finished frame in the next frame's first pass (module doc); False: in a pass of its own."""
+        self.pending: WrittenBlock | None = None
+        """Finished frames (noised to the context level) whose write rides along with the next pass."""
 
     @property
     def frame_index(self) -> int:
         """Index of the next frame to be generated (context frames included)."""
-        return self.memory.next_frame
+        held = self.pending.latents.shape[1] if self.pending is not None else 0
+        return self.memory.next_frame + held
 
     def _noise(self, frames: int) -> Tensor:
         if isinstance(self.generator, list):  # one stream per row: row b draws what a batch of one would
@@ -122,10 +131,28 @@ class Rollout:
 
     def write(self, clean: Tensor, cond: FrameConditioning) -> tuple[Tensor, Tensor]:
         """Write finished frames (B, F, C, h, w) at the context level; returns (reward, termination logit), (B, F)."""
+        self.flush()
+        block = self._at_context_level(clean, cond)
+        out = self.memory.write(block.latents, block.levels, block.cond, self.text)
+        return out.reward, out.termination_logit
+
+    def _at_context_level(self, clean: Tensor, cond: FrameConditioning) -> WrittenBlock:
         B, F_ = clean.shape[:2]
         levels = torch.full((B, F_), self.settings.context_noise, device=self.device)
-        out = self.memory.write(add_noise(clean, self._noise(F_), levels), levels, cond, self.text)
-        return out.reward, out.termination_logit
+        return WrittenBlock(add_noise(clean, self._noise(F_), levels), levels, cond)
+
+    def flush(self) -> None:
+        """Write the held-back frame now, in a pass of its own: before anything that changes what its write pass
+        would see (the prompt, the rows of the batch)."""
+        if self.pending is not None:
+            p, self.pending = self.pending, None
+            with torch.inference_mode():
+                self.memory.write(p.latents, p.levels, p.cond, self.text)
+
+    def set_text(self, text: TextContext | None) -> None:
+        """Change the prompt from the next frame on (the frames already made are written under the old one)."""
+        self.flush()
+        self.text = text
 
     def reset_rows(
         self, rows: list[int], clean: Tensor, cond: FrameConditioning, generators: list[torch.Generator]
@@ -137,6 +164,7 @@ class Rollout:
         """
         if not isinstance(self.memory, KVCache) or not isinstance(self.generator, list):
             raise ValueError("per-row resets need the KV cache and one generator per row")
+        self.flush()
         text = None if self.text is None else TextContext(self.text.tokens[rows], self.text.mask[rows])
         fresh = Rollout(self.dit, self.settings, len(rows), self.latent_shape, generators, text)
         out = fresh.write(clean, cond)
@@ -150,6 +178,7 @@ class Rollout:
         with it, so it goes on as it would have (up to float rounding of a smaller batch)."""
         if not isinstance(self.memory, KVCache) or not isinstance(self.generator, list):
             raise ValueError("dropping rows needs the KV cache and one generator per row")
+        self.flush()
         idx = torch.tensor(rows, dtype=torch.long)
         self.memory.keep_rows(idx)
         self.generator = [self.generator[r] for r in rows]
@@ -162,7 +191,8 @@ class Rollout:
     def generate(
         self, cond: FrameConditioning, frames: int, observed: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Denoise ``frames`` new frames (pyramid schedule when > 1), then write them.
+        """Denoise ``frames`` new frames (pyramid schedule when > 1), then write them (a single unguided frame is
+        held back and written in the next frame's first pass, ``pending``).
 
         ``observed`` (B, F, C, h, w): the real latents of those frames, when known; they are written
         instead of the prediction (teacher forcing), so the memory follows reality.
@@ -171,14 +201,34 @@ class Rollout:
         s = self.settings
         schedule = pyramid_levels(frames, s.steps, s.pyramid_delay).to(self.device)
         x = self._noise(frames)
+        guided = s.action_cfg != 1.0 or (s.text_cfg != 1.0 and self.text is not None)
+        # A merged pass is one finished frame then one new frame (the cache's look-ahead sinks serve one frame on).
+        merge = self.merge_writes and not guided and frames == 1
         with torch.inference_mode():
+            if not merge:
+                self.flush()
+            out = None
             for i in range(schedule.shape[0] - 1):
                 level, next_level = schedule[i], schedule[i + 1]
+                levels = level.expand(self.batch, frames)
                 # Frames not in flight this iteration have level == next_level: the step leaves them.
-                v = guided_velocity(
-                    self.memory.denoise, x, level.expand(self.batch, frames), cond, self.text, self.null_text,
-                    s.action_cfg, s.text_cfg,
-                )  # fmt: skip
+                if guided:
+                    v = guided_velocity(
+                        self.memory.denoise, x, levels, cond, self.text, self.null_text, s.action_cfg, s.text_cfg
+                    )
+                else:
+                    if self.pending is not None:
+                        done, self.pending = self.pending, None
+                        out = self.memory.write_then_denoise(done, x, levels, cond, self.text)
+                    else:
+                        out = self.memory.denoise(x, levels, cond, self.text)
+                    v = out.velocity
                 x = euler_step(x, v, level[None], next_level[None])
-            reward, term = self.write(x if observed is None else observed, cond)
+            finished = x if observed is None else observed
+            if not merge:
+                reward, term = self.write(finished, cond)
+            else:
+                assert out is not None  # at least one Euler step ran
+                self.pending = self._at_context_level(finished, cond)
+                reward, term = out.reward, out.termination_logit
         return x, reward, term
