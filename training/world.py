@@ -116,8 +116,10 @@ class WorldStage:
         self.model = DiT(self.config.dit, action, ae_config.latent_channels)
         if init_state is not None:
             dit_state = strip_prefix(init_state, "dit.")
-            if init_config is not None and init_config.autoencoder != ae_config:
-                dit_state = self._transfer_to_new_latents(dit_state, init_config.autoencoder, ae_config)
+            if init_config is not None and (
+                init_config.autoencoder != ae_config or init_config.dit.patch != self.config.dit.patch
+            ):
+                dit_state = self._transfer_to_new_latents(dit_state, init_config)
             if init_config is not None and init_config.text_to_video:
                 dit_state = self._fresh_actions(dit_state)
             load_state(self.model, dit_state, cfg.init)
@@ -152,19 +154,20 @@ class WorldStage:
             parts.append(TextOnly(clips))
         return BucketedClips(parts, share_weights(parts, [False] + [True] * (len(parts) - 1), cfg.text_share))
 
-    def _transfer_to_new_latents(
-        self, dit_state: dict[str, Tensor], old: AutoencoderConfig, new: AutoencoderConfig
-    ) -> dict[str, Tensor]:
-        """Fine-tuning onto another autoencoder: the layers that read and write latents (patch embedding and output)
-        start fresh, everything else (blocks, conditioning, heads) carries over. The latent space is new, but what
-        the transformer learned about time, actions and rewards is a better start than noise; any other mismatch
-        (model size, clip length) is still an error from the strict load."""
+    def _transfer_to_new_latents(self, dit_state: dict[str, Tensor], init: WorldConfig) -> dict[str, Tensor]:
+        """Fine-tuning onto another autoencoder or another patch size: the layers that read and write latents (patch
+        embedding and output) start fresh, everything else (blocks, conditioning, heads) carries over. The tokens are
+        new, but what the transformer learned about time, actions and rewards is a better start than noise (rotary
+        positions are relative, so a finer grid of tokens reads them the same way); any other mismatch (model size,
+        clip length) is still an error from the strict load."""
+        old, new = init.autoencoder, self.config.autoencoder
         fresh = self.model.state_dict()
         state = {k: v for k, v in dit_state.items() if not k.startswith(LATENT_IO)}
         state.update({k: v for k, v in fresh.items() if k.startswith(LATENT_IO)})
         print(
-            f"--init {self.cfg.init}: another autoencoder ({old.latent_channels} -> {new.latent_channels} latent "
-            f"channels, factor {old.factor} -> {new.factor}): the patch embedding and output start fresh, the "
+            f"--init {self.cfg.init}: other tokens ({old.latent_channels} -> {new.latent_channels} latent channels, "
+            f"factor {old.factor} -> {new.factor}, patch {init.dit.patch} -> {self.config.dit.patch}): the patch "
+            "embedding and output start fresh, the "
             f"other {len(state) - sum(k.startswith(LATENT_IO) for k in state)} tensors carry over",
             file=sys.stderr,
         )
