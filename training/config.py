@@ -144,6 +144,20 @@ class BCTrainConfig(TrainConfig):
     averages them); 0: regress the action with an MSE head."""
 
 
+@dataclass
+class DistillTrainConfig(TrainConfig):
+    """Distil a world's K-step sampler into fewer steps (``worldsim.training.distill``)."""
+
+    world: str = ""
+    """The world to distil (teacher and the student's start): checkpoint dir, run directory or shipped name."""
+    student_steps: int = 2
+    """Euler steps a frame for the distilled world (must divide the world's own); stored as its ``sampler.steps``."""
+    clip_frames: int = 0
+    """Frames per training clip; 0: the world's training clip length."""
+    latent_cache: bool = True
+    """Encode the dataset once into <out>/latents.h5 instead of every step."""
+
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "autoencoder": {
         "tiny": dict(steps=30, batch_size=8, warmup_steps=5, widths="8,16", latent_channels=4, log_every=5),
@@ -154,6 +168,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": dict(steps=30, batch_size=4, warmup_steps=5, model_size="XS", clip_frames=4, patch=2, log_every=5),
         "default": dict(steps=20000, batch_size=16, lr=3e-4, warmup_steps=500),
         "gpu": dict(steps=60000, batch_size=128, lr=3e-4, warmup_steps=1000, workers=8),
+    },
+    "distill": {
+        "tiny": dict(steps=10, batch_size=2, warmup_steps=2, clip_frames=3, log_every=5),
+        "default": dict(steps=3000, batch_size=16, lr=1e-4, warmup_steps=100),
+        "gpu": dict(steps=10000, batch_size=128, lr=1e-4, warmup_steps=300, workers=8),
     },
     "bc": {
         "tiny": dict(steps=20, batch_size=8, warmup_steps=5, log_every=5),

@@ -245,20 +245,26 @@ class WorldStage:
 
     @torch.no_grad()
     def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
-        """Real episode beside an open-loop rollout from its first frames with the same actions."""
-        wm = self.world_model(ema)
-        e = self.clips.episodes[0]
-        n = min(self.reader.episode_frames[e], SAMPLE_FRAMES + 1)
-        real = torch.from_numpy(self.reader.frames(e, 0, n))
-        from worldsim.engine import resize_frames
+        log_open_loop(
+            tb, self.world_model(ema), self.reader, self.clips.episodes[0], step, self.text_encoder is not None
+        )
 
-        real = resize_frames(real, tuple(self.config.frame_size)).numpy()
-        actions = self.reader.steps(e)["actions"][: n - 1]
-        text = (self.reader.caption(e, 0, n) or None) if self.text_encoder is not None else None
-        wm.reset(frames=real[None, :1], seed=0, text=text)
-        dream = wm.predict(actions[None]).frames[0] if n > 1 else real[:0]
-        video = np.concatenate([real[1:n], dream], axis=2)  # side by side
-        add_rollout(tb, "world/real_vs_dream", video, step)
+
+def log_open_loop(
+    tb: Any, wm: WorldModel, reader: TrajectoryReader, episode: int, step: int, text: bool = False
+) -> None:
+    """TensorBoard: a real episode beside an open-loop rollout from its first frame with the same actions (and with
+    ``text`` its caption as the prompt)."""
+    n = min(reader.episode_frames[episode], SAMPLE_FRAMES + 1)
+    real = torch.from_numpy(reader.frames(episode, 0, n))
+    from worldsim.engine import resize_frames
+
+    real = resize_frames(real, tuple(wm.config.frame_size)).numpy()
+    actions = reader.steps(episode)["actions"][: n - 1]
+    prompt = (reader.caption(episode, 0, n) or None) if text else None
+    wm.reset(frames=real[None, :1], seed=0, text=prompt)
+    dream = wm.predict(actions[None]).frames[0] if n > 1 else real[:0]
+    add_rollout(tb, "world/real_vs_dream", np.concatenate([real[1:n], dream], axis=2), step)  # side by side
 
 
 class TextOnly(Dataset):

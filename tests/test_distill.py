@@ -1,0 +1,96 @@
+"""Sampler distillation: the teacher-forced layout is what a rollout sees, the student learns, the export is faster."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import randomize, tiny_config
+from test_training import autoencoder_dir, data, world_cfg  # noqa: F401  (fixtures)
+
+from worldsim.cli import main
+from worldsim.config import ActionSpec
+from worldsim.engine import WorldModel
+from worldsim.errors import InputError
+from worldsim.models.dit import DiT
+from worldsim.training.config import DistillTrainConfig, with_preset
+from worldsim.training.distill import DistillStage, TeacherForced
+from worldsim.training.loop import train
+from worldsim.training.world import WorldStage
+
+
+def test_teacher_forced_layout_gives_each_noisy_frame_what_a_rollout_would():
+    """In one pass over [context frames 0..T-1, noisy frames 1..T-1], noisy frame t gets exactly the output of a
+    plain causal pass over context frames 0..t-1 followed by it: the next frame of a rollout."""
+    cfg = tiny_config()
+    spec = ActionSpec(kind="discrete", n=3)
+    dit = randomize(DiT(cfg.dit, spec, cfg.autoencoder.latent_channels).eval(), seed=3)
+    B, T, shape = 2, 4, (cfg.autoencoder.latent_channels, *cfg.latent_size)
+    g = torch.Generator().manual_seed(0)
+    context, noisy = torch.randn(B, T, *shape, generator=g), torch.randn(B, T - 1, *shape, generator=g)
+    context_levels, noisy_levels = torch.full((B, T), 0.05), torch.rand(B, T - 1, generator=g)
+    actions = torch.randint(3, (B, T), generator=g)
+    null = torch.zeros(B, T, dtype=torch.bool)
+    null[:, 0] = True
+    h, w = cfg.latent_size
+    layout = TeacherForced(T, (h // cfg.dit.patch) * (w // cfg.dit.patch), torch.device("cpu"))
+    with torch.no_grad():
+        both = dit(
+            torch.cat([context, noisy], 1), torch.cat([context_levels, noisy_levels], 1),
+            torch.cat([actions, actions[:, 1:]], 1), torch.cat([null, null[:, 1:]], 1), layout.positions,
+            memory=layout,
+        )  # fmt: skip
+        for t in range(1, T):
+            alone = dit(
+                torch.cat([context[:, :t], noisy[:, t - 1 : t]], 1),
+                torch.cat([context_levels[:, :t], noisy_levels[:, t - 1 : t]], 1),
+                actions[:, : t + 1], null[:, : t + 1], torch.arange(t + 1),
+            )  # fmt: skip
+            torch.testing.assert_close(both.velocity[:, T + t - 1], alone.velocity[:, t], atol=1e-5, rtol=0)
+            torch.testing.assert_close(both.reward[:, T + t - 1], alone.reward[:, t], atol=1e-5, rtol=0)
+
+
+@pytest.fixture
+def teacher(tmp_path, data, autoencoder_dir):  # noqa: F811
+    cfg = world_cfg(data, autoencoder_dir, tmp_path / "teacher", steps=2)
+    train(WorldStage(cfg), cfg, progress=False)
+    world = WorldModel.from_pretrained(tmp_path / "teacher" / "world")
+    randomize(world.dit, seed=1)  # a teacher whose steps differ from one another
+    world.save_pretrained(tmp_path / "teacher" / "world")
+    return tmp_path / "teacher" / "world"
+
+
+def distill_cfg(data, world, out, **changes) -> DistillTrainConfig:
+    base = dict(data=str(data), world=str(world), out=str(out), workers=0, precision="fp32", save_minutes=1e6)
+    return with_preset(DistillTrainConfig, "distill", "tiny", {**base, **changes})
+
+
+def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(tmp_path, data, teacher):  # noqa: F811
+    cfg = distill_cfg(data, teacher, tmp_path / "student", steps=40, batch_size=4, lr=1e-3, warmup_steps=5)
+    stage = DistillStage(cfg)
+    stage.head_weight = 0.0  # the test data's rewards (up to 200) would swamp the flow in 40 steps of a tiny model
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.utils.data.default_collate([stage.dataset[i] for i in range(4)])
+    _, before = stage.loss(stage.model, batch, gen, slice(None), 4)
+    train(stage, cfg, progress=False)
+    _, after = stage.loss(stage.model, batch, torch.Generator().manual_seed(0), slice(None), 4)
+    assert before["flow"] > 0  # one step of the teacher is not two
+    assert after["flow"] < 0.5 * before["flow"], (before, after)
+    student = WorldModel.from_pretrained(tmp_path / "student" / "world")
+    assert student.config.sampler.steps == 2 and WorldModel.from_pretrained(teacher).config.sampler.steps == 4
+    student.reset(seed=0)
+    assert student.step([1]).frames.shape == (1, 16, 16, 3)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--student-steps", "3"], "must be below and divide"), (["--clip-frames", "99"], "--clip-frames 99")],
+)
+def test_bad_distill_flags_are_one_line_errors(tmp_path, capsys, data, teacher, flags, message):  # noqa: F811
+    out = tmp_path / "student"
+    args = ["train", "distill", "--preset", "tiny", "--data", str(data), "--world", str(teacher), "--out", str(out)]
+    assert main([*args, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+    assert not (out / "world").exists()
+    with pytest.raises(InputError, match="--world is required"):
+        DistillStage(distill_cfg(data, "", out))
