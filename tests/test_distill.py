@@ -59,8 +59,8 @@ def teacher(tmp_path, data, autoencoder_dir):  # noqa: F811
     return tmp_path / "teacher" / "world"
 
 
-def distill_cfg(data, world, out, **changes) -> DistillTrainConfig:
-    base = dict(data=str(data), world=str(world), out=str(out), workers=0, precision="fp32", save_minutes=1e6)
+def distill_cfg(data_file, world, out, **changes) -> DistillTrainConfig:
+    base = dict(data=str(data_file), world=str(world), out=str(out), workers=0, precision="fp32", save_minutes=1e6)
     return with_preset(DistillTrainConfig, "distill", "tiny", {**base, **changes})
 
 
