@@ -122,7 +122,8 @@ def diffusion_forcing_loss(
     flow = ((per_frame * target_frames).sum(1) / target_frames.sum(1).clamp_min(1.0)).mean()
     loss = flow
     metrics = {"flow": flow.item()}
-    # Heads matter on nearly clean frames (that is where they run at play time): weight by 1 - s.
+    # Heads are read from a frame's last Euler pass (level 1/K; ``worldsim.diffusion.sampler``), from a nearly
+    # clean frame at best: weight them by 1 - s.
     weight = 1.0 - levels
     if batch.rewards is not None:
         reward = (weight * (out.reward.float() - batch.rewards.float()) ** 2).mean()
