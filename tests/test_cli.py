@@ -119,7 +119,7 @@ def flat(text: str) -> str:
     "command, expected",
     [
         ("bench", "--precision {fp32,bf16,auto} fp32 or bf16 weights"),
-        ("bench-env", "--num-envs STR Comma-separated vector sizes to measure. (default: 1,8,32)"),
+        ("bench-env", "--num-envs STR Comma-separated vector sizes to measure. (default: 1,8,32,128)"),
         ("eval", "--json FILE Also write the results as JSON to this file. (default: None)"),
         ("play", "--headless, --no-headless Play without a display"),
         ("record", "--frame-skip INT Env steps per recorded step"),

@@ -26,7 +26,7 @@ class EnvBenchConfig:
 
     checkpoint: str | None = None
     """Checkpoint dir or world name; None: a randomly initialised size-S 64x64 world."""
-    num_envs: str = "1,8,32"
+    num_envs: str = "1,8,32,128"
     """Comma-separated vector sizes to measure."""
     source: str | None = None
     """Real env measured beside it (gymnasium SyncVectorEnv of N copies); default: the world's own source env (the
