@@ -90,7 +90,7 @@ def test_train_without_tensorboard_fails_before_any_work(tmp_path, capsys, monke
 
 def test_usage_errors_are_one_line(capsys):
     assert "'bogus'" in one_line_error(capsys, "train", "world", "--preset", "bogus")
-    assert "{autoencoder, world, t2v, bc}" in one_line_error(capsys, "train")
+    assert "{autoencoder, world, t2v, bc, distill}" in one_line_error(capsys, "train")
     assert "--steps" in one_line_error(capsys, "bench", "--steps", "many")
 
 
