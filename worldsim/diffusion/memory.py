@@ -246,12 +246,7 @@ class KVCache:
         """Fill the look-ahead sinks: each row's sinks as the frame after ``next_frame`` sees them."""
         if not self.sinks or self._ahead_version == self._version:
             return
-        first = self.next_frame + 1 - self.window + 1  # oldest frame of that frame's window
-        shift = (first - self.sinks - self.origin).clamp_min(0)
-        for delta in shift.unique().tolist():
-            rows = (shift == delta).nonzero().flatten()
-            cos, sin = self.rope.time_shift_table(delta, self.k.dtype, self.k.device)
-            self._k[:, rows, :, : self.ahead] = apply_rope(self.sink_k[:, rows], cos, sin)
+        self._place_sinks(self._sink_shift(self.next_frame + 1), self._k[..., : self.ahead, :])
         self._v[..., : self.ahead, :] = self.v[..., : self.ahead, :]
         self._ahead_version = self._version
 
@@ -259,15 +254,20 @@ class KVCache:
         """Once a row's window has rolled past its sinks, move them to just before the window's oldest frame."""
         if not self.sinks:
             return
-        start = self.next_frame - self.window + 1
-        shift = (start - self.sinks - self.origin).clamp_min(0)  # (B,) frames to move each row's sinks
-        if not shift.any():
-            return
-        N = self.tokens
+        shift = self._sink_shift(self.next_frame)
+        if shift.any():
+            self._place_sinks(shift, self.k[..., : self.ahead, :])
+
+    def _sink_shift(self, frame: int) -> Tensor:
+        """(B,) frames each row's sinks move so they sit just before the oldest frame of ``frame``'s window."""
+        return (frame - self.window + 1 - self.sinks - self.origin).clamp_min(0)
+
+    def _place_sinks(self, shift: Tensor, keys: Tensor) -> None:
+        """Write each row's sink keys as written, moved ``shift`` frames later, into ``keys`` (L, B, H, sinks*N, hd)."""
         for delta in shift.unique().tolist():
             rows = (shift == delta).nonzero().flatten()
             cos, sin = self.rope.time_shift_table(delta, self.k.dtype, self.k.device)
-            self.k[:, rows, :, : self.sinks * N] = apply_rope(self.sink_k[:, rows], cos, sin)
+            keys[:, rows] = apply_rope(self.sink_k[:, rows], cos, sin)
 
     def keep_rows(self, rows: Tensor) -> None:
         """Go on with only ``rows`` of the batch, in that order (the others' keys and values are dropped). Every
