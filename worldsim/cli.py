@@ -412,6 +412,43 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
+def cmd_rl(argv: list[str]) -> int:
+    """Train a pixel agent inside a world (PPO in the dream), and score it in the real env and the dream.
+
+    `train` steps only the world's native vector env (no real env unless --eval-real-every asks, and then
+    counted); `eval` gives the mean +- std return over real tracks and over dreams, side by side.
+    Ctrl-C saves a checkpoint; --resume continues.
+    """
+    from worldsim.rl_eval import RLEvalConfig, format_rl_eval, run_rl_eval, write_rl_eval_json
+    from worldsim.training.rl import RLTrainConfig
+
+    train = Annotated[
+        RLTrainConfig, tyro.conf.subcommand("train", default=RLTrainConfig(), description="PPO in the dream.")
+    ]
+    evaluate = Annotated[
+        WithJsonFile[RLEvalConfig],
+        tyro.conf.subcommand("eval", default=WithJsonFile(RLEvalConfig()), description="Real and dream returns."),
+    ]
+    cfg = parse(train | evaluate, argv, "rl", cmd_rl.__doc__)
+    if isinstance(cfg, RLTrainConfig):
+        from worldsim.training.loop import require_tensorboard
+        from worldsim.training.rl import train_agent
+
+        require_tensorboard()
+        result = train_agent(cfg, progress=sys.stderr.isatty())
+        ret = result["dream_return_last_100"]
+        summary = (
+            f"rl train: {result['env_steps']} dream steps, {result['real_steps']} real steps, "
+            f"{result['seconds'] / 60:.1f} min, dream return (last 100 episodes) "
+            f"{'n/a' if ret is None else f'{ret:.1f}'} -> {result['out']}"
+        )
+        return _report("rl", summary, result["interrupted"], "checkpoint saved, continue with --resume; ")
+    result = run_rl_eval(cfg.config, progress=sys.stderr.isatty())
+    write_rl_eval_json(result, cfg.json)
+    print(format_rl_eval(result))
+    return 0
+
+
 def _flag_value(argv: list[str], flag: str) -> str | None:
     """The value given to ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``), if any; tyro checks it later."""
     for i, arg in enumerate(argv):
@@ -444,6 +481,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "eval-text": cmd_eval_text,
     "bench": cmd_bench,
     "bench-env": cmd_bench_env,
+    "rl": cmd_rl,
 }
 
 

@@ -1,0 +1,167 @@
+"""RL in the dream: the PPO pieces by their properties, a tiny run that learns and resumes, agents on disk, the
+real and dream sides of ``worldsim rl eval``, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from test_env import save_world
+
+from worldsim.agents.ppo import ActorCritic, AgentConfig, AgentPolicy, FrameStack, load_agent, save_agent
+from worldsim.cli import main
+from worldsim.config import ActionSpec
+from worldsim.errors import CheckpointError, InputError
+from worldsim.training.rl import ReturnScale, RLTrainConfig, gae, ppo_update, train_agent
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SIZE = 40  # the Atari convolutions need at least 36x36
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> str:
+    return save_world(tmp_path_factory.mktemp("world") / "w", size=SIZE)
+
+
+def small_agent(seed: int = 0, n: int = 5) -> ActorCritic:
+    torch.manual_seed(seed)
+    return ActorCritic(AgentConfig(frame_size=[SIZE, SIZE], history=2, action=ActionSpec(kind="discrete", n=n)))
+
+
+def test_gae_is_the_discounted_sum_of_td_errors_and_stops_at_an_episode_end():
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [0.25], [1.0]])
+    last = torch.tensor([4.0])
+    no_end = gae(rewards, values, torch.zeros(3, 1), last, gamma=1.0, lam=1.0)
+    # lambda = gamma = 1: the advantage is the return to the end (with the last value) minus the value
+    assert torch.allclose(no_end[:, 0], torch.tensor([10.0, 9.0, 7.0]) - values[:, 0])
+    ended = gae(rewards, values, torch.tensor([[0.0], [1.0], [0.0]]), last, gamma=1.0, lam=1.0)
+    assert torch.allclose(ended[:, 0], torch.tensor([3.0 - 0.5, 2.0 - 0.25, 7.0 - 1.0]))
+
+
+def test_return_scale_makes_rewards_unit_free_and_forgets_at_episode_ends():
+    small, large = ReturnScale(8, gamma=0.9), ReturnScale(8, gamma=0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        reward, done = rng.normal(1.0, 2.0, 8), rng.random(8) < 0.05
+        a, b = small(reward, done), large(1000 * reward, done)
+    assert np.allclose(a, b, rtol=1e-3)  # points or thousandths of a point: PPO sees the same rewards
+    assert 0.05 < float(np.abs(a).mean()) < 2.0
+    small(np.ones(8), np.array([True] * 4 + [False] * 4))
+    assert (small.running[:4] == 0).all() and (small.running[4:] != 0).all()
+
+
+def test_frame_stack_starts_rows_with_their_first_frame_and_pushes_the_newest_last():
+    stack = FrameStack(2, 3, (8, 8))
+    first = np.stack([np.full((8, 8, 3), 10, np.uint8), np.full((8, 8, 3), 20, np.uint8)])
+    stack.start(first)
+    assert (stack.frames[0] == 10).all() and (stack.frames[1] == 20).all()
+    stack.push(first + 1)
+    assert stack.frames[0, -1].max() == 11 and stack.frames[0, 0].max() == 10
+    stack.start(first[1:] + 5, np.array([1]))
+    assert (stack.frames[1] == 25).all() and stack.frames[0, -1].max() == 11  # the other row is untouched
+    big = np.zeros((2, 16, 16, 3), np.uint8)
+    assert stack.push(big).shape == (2, 3, 8, 8, 3)  # other sizes are resized
+
+
+def test_a_ppo_update_makes_the_advantaged_action_likelier():
+    net = small_agent()
+    frames = torch.randint(0, 255, (64, 2, SIZE, SIZE, 3), dtype=torch.uint8)
+    actions = torch.randint(0, 5, (64,))
+    with torch.no_grad():
+        logits, value = net(frames)
+        logp = torch.log_softmax(logits, -1).gather(1, actions[:, None]).squeeze(1)
+    good = (actions == 2).float()
+    batch = {"frames": frames, "actions": actions, "logp": logp, "advantages": good * 2 - 1, "returns": value}
+    cfg = RLTrainConfig(epochs=4, minibatch=32, lr=1e-3, ent_coef=0.0)
+    ppo_update(net, torch.optim.Adam(net.parameters(), lr=1e-3), batch, cfg, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = torch.softmax(logits, -1)[:, 2].mean()
+        after = torch.softmax(net(frames)[0], -1)[:, 2].mean()
+    assert after > before + 0.02
+
+
+def test_agents_round_trip_through_safetensors_and_act_the_same(tmp_path):
+    net = small_agent(3)
+    save_agent(net, tmp_path / "a", card={"world_checkpoint": "w"}, half=False)
+    frames = np.random.default_rng(0).integers(0, 255, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    space = gymnasium.spaces.Discrete(5)
+    one, two = AgentPolicy(net.eval()), AgentPolicy.from_pretrained(tmp_path / "a", space)
+    assert [one(f) for f in frames] == [two(f) for f in frames]
+    sampled = [AgentPolicy.from_pretrained(tmp_path / "a", space, seed=s, sample=True) for s in (1, 1)]
+    assert [sampled[0](f) for f in frames] == [sampled[1](f) for f in frames]  # the seed decides the draws
+    with pytest.raises(InputError, match="acts in Discrete"):
+        AgentPolicy.from_pretrained(tmp_path / "a", gymnasium.spaces.Discrete(3))
+    (tmp_path / "a" / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError):
+        load_agent(tmp_path / "a")
+    with pytest.raises(CheckpointError, match="not an agent directory"):
+        load_agent(tmp_path / "missing")
+
+
+def test_a_tiny_dream_run_trains_exports_and_resumes(world, tmp_path):
+    cfg = RLTrainConfig(world=world, out=str(tmp_path / "run"), steps=64, num_envs=4, rollout=8, minibatch=16,
+                        epochs=1, history=2, episode_steps=6, precision="fp32")  # fmt: skip
+    first = train_agent(cfg, progress=False)
+    assert first["env_steps"] == 64 and first["real_steps"] == 0 and not first["interrupted"]
+    assert first["dream_return_last_100"] is not None  # episodes of 6 steps ended and restarted within rollouts
+    card = json.loads((tmp_path / "run" / "agent" / "config.json").read_text())["card"]
+    assert card["dream_steps"] == 64 and card["world_checkpoint"] == world
+    with pytest.raises(InputError, match="--resume"):
+        train_agent(cfg, progress=False)
+    cfg.resume, cfg.steps = True, 96
+    second = train_agent(cfg, progress=False)
+    assert second["env_steps"] == 96 and second["updates"] == 3
+
+
+def test_dream_side_of_eval_scores_every_episode(world, tmp_path):
+    from worldsim.rl_eval import run_dream
+
+    result = run_dream(small_agent(), world, [0, 1, 2], sample=False, precision="fp32", episode_steps=5, batch=2)
+    assert len(result.returns) == 3 and all(1 <= n <= 5 for n in result.steps)
+    again = run_dream(small_agent(), world, [0, 1, 2], sample=False, precision="fp32", episode_steps=5, batch=2)
+    assert result.returns == again.returns  # seeded dreams, argmax actions: the same episodes
+
+
+def test_real_side_plays_whole_episodes_of_the_source_env():
+    pytest.importorskip("Box2D")
+    from worldsim.config import WorldConfig
+    from worldsim.rl_eval import real_episode
+
+    config = WorldConfig(frame_size=[64, 64], action=ActionSpec(kind="discrete", n=5), frame_rate=25,
+                         source_env="CarRacing-v3")  # fmt: skip
+    env = gymnasium.make("CarRacing-v3", continuous=False, max_episode_steps=20)
+    net = ActorCritic(AgentConfig(frame_size=[64, 64], history=2))
+    taken: list[int] = []
+
+    class Recording(AgentPolicy):
+        def __call__(self, frame):
+            taken.append(super().__call__(frame))
+            return taken[-1]
+
+    ret, steps, frames = real_episode(env, Recording(net), config, seed=5, keep=True)
+    assert steps == 10 and len(frames) == 11 and frames[0].shape == (64, 64, 3)  # 20 env steps, 2 per world step
+    replay = gymnasium.make("CarRacing-v3", continuous=False, max_episode_steps=20)
+    replay.reset(seed=5)
+    expected = sum(float(replay.step(a)[1]) for a in np.repeat(taken, 2))  # each action held for 2 env steps
+    assert ret == pytest.approx(expected)
+    replay.close()
+    env.close()
+
+
+def test_cli_errors_are_one_line(world, tmp_path, capsys):
+    assert main(["rl", "eval", "--agent", str(tmp_path / "none"), "--dream"]) == 2
+    assert "not an agent directory" in capsys.readouterr().err
+    save_agent(small_agent(), tmp_path / "a", card={"world_checkpoint": world})
+    assert main(["rl", "eval", "--agent", str(tmp_path / "a"), "--real", "auto"]) == 2
+    assert "names no real env" in capsys.readouterr().err  # the test world has no source env
+    save_agent(small_agent(n=3), tmp_path / "b", card={"world_checkpoint": world})
+    assert main(["rl", "eval", "--agent", str(tmp_path / "b"), "--dream"]) == 2
+    assert "acts in Discrete(3)" in capsys.readouterr().err
+    assert main(["rl", "eval", "--agent", str(tmp_path / "a")]) == 2
+    assert "nothing to score" in capsys.readouterr().err
+    assert main(["rl", "train", "--world", world, "--minibatch", "4096", "--out", str(tmp_path / "r")]) == 2
+    assert "more than a batch" in capsys.readouterr().err

@@ -1,0 +1,380 @@
+"""PPO in the dream: a pixel policy trained entirely inside a world's native vector env (``worldsim rl train``).
+
+Why our own single-file PPO (cleanrl's recipe: Huang et al. 2022, "The 37 implementation details of PPO") and not
+Stable-Baselines3 through ``worldsim.envs.sb3``: the rollout is one batched engine call per step either way, but
+here the policy acts on a frame stack kept as one tensor (no per-env Python wrappers), the checkpoint is safetensors
++ JSON (SB3's zip pickles its optimizer and settings), and the run resumes exactly (rollout state, return
+normaliser, RNG). ``docs/rl.md`` has the measured side by side.
+
+What PPO sees: rewards from the world's reward head, episodes ended by its termination head or by the real env's
+time limit (``rl_eval.dream_episode_steps``), a truncated episode bootstrapped with the value of its last frame.
+Rewards are scaled by a running std of the discounted return (as SB3's VecNormalize and cleanrl do).
+
+Gap tools (``docs/rl.md`` measures each): ``--noise-levels`` draws each dream's context noise (how much the world
+distrusts its own past frames) per episode from a range, so the agent does not learn one sampler's quirks;
+``--eval-real-every`` scores the agent on real tracks now and then (those real steps are counted and reported).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from worldsim.agents.ppo import ActorCritic, AgentConfig, FrameStack, save_agent
+from worldsim.errors import InputError
+from worldsim.training.loop import _deferred_interrupt, load_state_file, save_state
+
+STATE_FILE, AGENT_DIR, CONFIG_FILE = "state.pt", "agent", "rl_config.json"
+STATE_VERSION = 1
+
+
+@dataclass
+class RLTrainConfig:
+    """``worldsim rl train``: PPO on a world's dreams."""
+
+    world: str = "carracing"
+    """The world to dream in: a shipped world's name, a checkpoint or run directory, or a Hub repo id."""
+    out: str = "runs/agent"
+    """Run directory: resumable state, TensorBoard logs (tb/), the exported agent (agent/)."""
+    algo: str = "ppo"
+    """The RL algorithm (ppo)."""
+    steps: int = 1_000_000
+    """Dream env steps in total (a resumed run continues up to this)."""
+    num_envs: int = 32
+    """Dreams stepped together (one engine call per step for all)."""
+    rollout: int = 64
+    """Steps per dream between updates (a batch is num_envs * rollout transitions)."""
+    epochs: int = 4
+    """Passes over each batch."""
+    minibatch: int = 512
+    """Transitions per gradient step."""
+    lr: float = 2.5e-4
+    """Adam learning rate, annealed linearly to 0 over --steps."""
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.1
+    """PPO's ratio clip."""
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    history: int = 3
+    """Frames the policy sees at once (stacked)."""
+    episode_steps: int = 0
+    """Steps of a dream episode; 0: a real episode's steps after the intro (CarRacing: 1000 / 2 - 50 = 450)."""
+    sampler_steps: int | None = None
+    """Euler steps per dreamed frame (default: the world's)."""
+    noise_levels: tuple[float, float] | None = None
+    """Gap tool: draw each update's context noise uniformly in [LOW, HIGH] instead of the world's fixed one."""
+    precision: str = "auto"
+    """The world's precision: fp32, bf16, or auto (bf16 where the CPU has it natively)."""
+    device: str = "cpu"
+    seed: int = 0
+    eval_real_every: int = 0
+    """Score on real tracks every this many updates (counted as real steps); 0: never, 0 real steps."""
+    eval_real_episodes: int = 4
+    save_minutes: float = 5.0
+    """Write a resumable checkpoint at least this often (and on Ctrl-C, at --max-minutes and at the end)."""
+    max_minutes: float = 0.0
+    """Stop (with a checkpoint) after this much wall time; 0 = run to --steps."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint."""
+
+    def check(self) -> None:
+        if self.algo != "ppo":
+            raise InputError(f"--algo {self.algo}: worldsim rl trains with ppo")
+        for name in ("steps", "num_envs", "rollout", "epochs", "minibatch", "history"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.num_envs * self.rollout < self.minibatch:
+            raise InputError(f"--minibatch {self.minibatch} is more than a batch ({self.num_envs} x {self.rollout})")
+        if self.noise_levels is not None and not 0 <= self.noise_levels[0] <= self.noise_levels[1] < 1:
+            raise InputError(f"--noise-levels needs 0 <= LOW <= HIGH < 1, got {self.noise_levels}")
+
+
+class ReturnScale:
+    """Running variance of the discounted return; rewards are divided by its std (Engstrom et al. 2020)."""
+
+    def __init__(self, num: int, gamma: float) -> None:
+        self.gamma, self.count, self.mean, self.var = gamma, 1e-4, 0.0, 1.0
+        self.running = np.zeros(num)
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        self.running = self.running * self.gamma + reward
+        batch_mean, batch_var, n = self.running.mean(), self.running.var(), len(self.running)
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+        self.running[done] = 0.0
+        return reward / math.sqrt(self.var + 1e-8)
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean, "var": self.var, "running": self.running.tolist()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.count, self.mean, self.var = state["count"], state["mean"], state["var"]
+        self.running = np.asarray(state["running"], dtype=np.float64)
+
+
+def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float, lam: float) -> Tensor:
+    """Generalised advantage estimates (R, N): ``dones[t]`` marks that the episode ended with step t."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(last_value)
+    for t in reversed(range(len(rewards))):
+        following = last_value if t == len(rewards) - 1 else values[t + 1]
+        alive = 1.0 - dones[t]
+        delta = rewards[t] + gamma * following * alive - values[t]
+        running = delta + gamma * lam * alive * running
+        advantages[t] = running
+    return advantages
+
+
+def ppo_update(
+    net: ActorCritic, optimizer: torch.optim.Optimizer, batch: dict[str, Tensor], cfg: RLTrainConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:  # fmt: skip
+    """``cfg.epochs`` passes of clipped-ratio policy loss + value loss - entropy bonus over shuffled minibatches."""
+    n = len(batch["actions"])
+    stats: dict[str, list[float]] = {
+        "policy_loss": [],
+        "value_loss": [],
+        "entropy": [],
+        "approx_kl": [],
+        "clip_frac": [],
+    }
+    net.train()
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=generator)
+        for first in range(0, n - cfg.minibatch + 1, cfg.minibatch):
+            idx = order[first : first + cfg.minibatch]
+            logits, value = net(batch["frames"][idx])
+            logp_all = F.log_softmax(logits, -1)
+            logp = logp_all.gather(1, batch["actions"][idx, None]).squeeze(1)
+            entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+            log_ratio = logp - batch["logp"][idx]
+            ratio = log_ratio.exp()
+            adv = batch["advantages"][idx]
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
+            value_loss = 0.5 * (value - batch["returns"][idx]).pow(2).mean()
+            loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                stats["policy_loss"].append(float(policy_loss))
+                stats["value_loss"].append(float(value_loss))
+                stats["entropy"].append(float(entropy))
+                stats["approx_kl"].append(float(((ratio - 1) - log_ratio).mean()))
+                stats["clip_frac"].append(float(((ratio - 1).abs() > cfg.clip).float().mean()))
+    net.eval()
+    return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+class DreamRollouts:
+    """The vector env, the frame stack over it and the episode bookkeeping; ``collect`` fills one batch."""
+
+    def __init__(self, cfg: RLTrainConfig) -> None:
+        from worldsim.envs.world_vector import WorldModelVectorEnv
+        from worldsim.rl_eval import dream_episode_steps
+
+        self.cfg = cfg
+        self.venv = WorldModelVectorEnv(
+            cfg.world, num_envs=cfg.num_envs, device=cfg.device, sampler_steps=cfg.sampler_steps,
+            precision=cfg.precision,
+        )  # fmt: skip
+        self.config = self.venv.world.config
+        self.episode_steps = cfg.episode_steps or dream_episode_steps(self.config)
+        self.venv.max_episode_steps = self.episode_steps
+        self.scale = ReturnScale(cfg.num_envs, cfg.gamma)
+        self.episode_return = np.zeros(cfg.num_envs)
+        self.finished: list[float] = []
+        self.stack: FrameStack | None = None
+
+    def start(self, seed: int) -> None:
+        obs, _ = self.venv.reset(seed=seed)
+        self.stack = FrameStack(self.cfg.num_envs, self.cfg.history, self.config.frame_size)
+        self.stack.start(obs)
+
+    def collect(self, net: ActorCritic, generator: torch.Generator) -> dict[str, Tensor]:
+        cfg, stack = self.cfg, self.stack
+        assert stack is not None
+        if cfg.noise_levels is not None:
+            low, high = cfg.noise_levels
+            level = low + (high - low) * float(torch.rand((), generator=generator))
+            self.venv.world.set_sampler(context_noise=level)
+        R, N = cfg.rollout, cfg.num_envs
+        frames = torch.zeros(R, *stack.frames.shape, dtype=torch.uint8)
+        actions = torch.zeros(R, N, dtype=torch.long)
+        logps, values, rewards, dones = (torch.zeros(R, N) for _ in range(4))
+        for t in range(R):
+            frames[t] = stack.frames
+            with torch.no_grad():
+                logits, value = net(stack.frames)
+            logp_all = F.log_softmax(logits, -1)
+            action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
+            obs, reward, terminated, truncated, _ = self.venv.step(action.numpy())
+            done = terminated | truncated
+            self.episode_return += reward
+            shaped = self.scale(reward, done)
+            after = stack.push(obs)
+            cut = np.flatnonzero(truncated & ~terminated)
+            if len(cut):  # a time limit is not the world's end: bootstrap from the value of where it stopped
+                with torch.no_grad():
+                    _, tail = net(after[torch.as_tensor(cut)])
+                shaped[cut] += cfg.gamma * tail.numpy()
+            if done.any():
+                self.finished += self.episode_return[done].tolist()
+                self.episode_return[done] = 0.0
+                restarted, _ = self.venv.reset(options={"reset_mask": done})
+                stack.start(restarted[done], np.flatnonzero(done))
+            actions[t], values[t] = action, value
+            logps[t] = logp_all.gather(1, action[:, None]).squeeze(1)
+            rewards[t] = torch.as_tensor(shaped, dtype=torch.float32)
+            dones[t] = torch.as_tensor(done, dtype=torch.float32)
+        with torch.no_grad():
+            _, last_value = net(stack.frames)
+        advantages = gae(rewards, values, dones, last_value, cfg.gamma, cfg.gae_lambda)
+        flat = {
+            "frames": frames.flatten(0, 1),
+            "actions": actions.flatten(),
+            "logp": logps.flatten(),
+            "advantages": advantages.flatten(),
+            "returns": (advantages + values).flatten(),
+        }
+        return flat
+
+    def close(self) -> None:
+        self.venv.close()
+
+
+def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) PPO in the dream; returns a summary. Ctrl-C saves a checkpoint and returns."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    cfg.check()
+    out = Path(cfg.out)
+    if not cfg.resume and (out / STATE_FILE).exists():
+        raise InputError(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    state = load_state_file(out / STATE_FILE) if cfg.resume else None  # a bad run dir fails before the world loads
+    if state is not None and state.get("kind") != "rl":
+        raise InputError(f"{out / STATE_FILE} is not a worldsim rl run")
+    dreams = DreamRollouts(cfg)
+    config = dreams.config
+    agent_cfg = AgentConfig(frame_size=list(config.frame_size), history=cfg.history, action=config.action,
+                            world=config.name)  # fmt: skip
+    net = ActorCritic(agent_cfg).eval()
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    counters = {"env_steps": 0, "updates": 0, "real_steps": 0, "seconds": 0.0, "real_evals": []}
+    if state is not None:
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        counters.update(json.loads(state["counters"]))
+        dreams.scale.load(json.loads(state["scale"]))
+    dreams.start(cfg.seed + counters["updates"] * cfg.num_envs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    tb = SummaryWriter(str(out / "tb"))
+    per_update = cfg.num_envs * cfg.rollout
+
+    def card() -> dict[str, Any]:
+        recent = dreams.finished[-100:]
+        return {
+            "algorithm": "ppo",
+            "world_checkpoint": cfg.world,
+            "dream_steps": counters["env_steps"],
+            "real_steps": counters["real_steps"],
+            "wall_seconds": round(counters["seconds"], 1),
+            "dream_return_last_100": float(np.mean(recent)) if recent else None,
+            "real_evals": counters["real_evals"],
+            "config": dataclasses.asdict(cfg),
+        }
+
+    def checkpoint() -> None:
+        save_state(out / STATE_FILE, {
+            "version": STATE_VERSION, "kind": "rl", "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(), "counters": json.dumps(counters),
+            "scale": json.dumps(dreams.scale.state()),
+        })  # fmt: skip
+        save_agent(net, out / AGENT_DIR, card(), half=False)
+
+    started = time.perf_counter()
+    seconds_before = counters["seconds"]
+    last_save = started
+    interrupted = False
+    bar = tqdm(total=cfg.steps, initial=min(counters["env_steps"], cfg.steps), desc="dream steps", unit="step",
+               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    with _deferred_interrupt() as stop:
+        while counters["env_steps"] < cfg.steps:
+            tick = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * max(0.0, 1.0 - counters["env_steps"] / cfg.steps)
+            batch = dreams.collect(net, generator)
+            collect_s = time.perf_counter() - tick
+            stats = ppo_update(net, optimizer, batch, cfg, generator)
+            counters["env_steps"] += per_update
+            counters["updates"] += 1
+            counters["seconds"] = seconds_before + time.perf_counter() - started
+            bar.update(per_update)
+            step = counters["env_steps"]
+            for k, v in stats.items():
+                tb.add_scalar(f"ppo/{k}", v, step)
+            tb.add_scalar("speed/dream_steps_per_s", per_update / collect_s, step)
+            tb.add_scalar("speed/steps_per_s", per_update / (time.perf_counter() - tick), step)
+            recent = dreams.finished[-cfg.num_envs :]
+            if recent:
+                tb.add_scalar("return/dream", float(np.mean(recent)), step)
+                bar.set_postfix(dream_return=f"{np.mean(recent):.0f}", refresh=False)
+            if cfg.eval_real_every and counters["updates"] % cfg.eval_real_every == 0:
+                real = _real_check(net, cfg, config, counters)
+                tb.add_scalar("return/real", real, step)
+            if stop.requested or (cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes):
+                interrupted = stop.requested
+                break
+            if time.perf_counter() - last_save > 60 * cfg.save_minutes:
+                checkpoint()
+                last_save = time.perf_counter()
+    bar.close()
+    counters["seconds"] = seconds_before + time.perf_counter() - started
+    checkpoint()
+    tb.close()
+    dreams.close()
+    recent = dreams.finished[-100:]
+    return {
+        "env_steps": counters["env_steps"],
+        "updates": counters["updates"],
+        "real_steps": counters["real_steps"],
+        "seconds": counters["seconds"],
+        "dream_return_last_100": float(np.mean(recent)) if recent else None,
+        "interrupted": interrupted,
+        "out": str(out / AGENT_DIR),
+    }
+
+
+def _real_check(net: ActorCritic, cfg: RLTrainConfig, config: Any, counters: dict[str, Any]) -> float:
+    """Mean return over a few real tracks (seeds never used by eval's default), its steps added to the count."""
+    import tempfile
+
+    from worldsim.rl_eval import run_real
+
+    seeds = [500_000 + counters["updates"] * 100 + i for i in range(cfg.eval_real_episodes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        save_agent(net, tmp, half=False)
+        side, _ = run_real(tmp, config, seeds, sample=False, keep=0, workers=1, progress=False)
+    counters["real_steps"] += int(sum(side.steps))
+    counters["real_evals"].append({"env_steps": counters["env_steps"], "mean_return": side.mean})
+    return side.mean

@@ -1,0 +1,331 @@
+"""Score an agent in the real environment and in the dream it was trained in, side by side (``worldsim rl eval``).
+
+The real side runs whole episodes of the world's source env, as its own benchmark counts them (CarRacing: 1000 env
+steps, the zoom-in included), with the action held for the world's frame skip and the frames resized to the world's
+size: the agent sees what it saw in the dream. The dream side runs the same agent in the world's native vector env
+from the world's shipped start contexts, for the steps of a real episode that follow the intro (the starts are
+frames after it). The gap between the two means is what a dream-trained agent's users need to know.
+
+    worldsim rl eval --agent runs/agent --episodes 50 --real CarRacing-v3 --dream --video real.mp4
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.agents.ppo import ActorCritic, AgentPolicy, FrameStack, check_agent_fits, load_agent
+from worldsim.config import WorldConfig
+from worldsim.errors import InputError
+
+REAL_SEED_BASE = 1_000_000
+"""Real tracks of ``worldsim rl eval`` are seeds ``REAL_SEED_BASE + i``: far from the seeds any recording or
+training run draws (``worldsim record`` numbers its episodes from 0), so no track is one the world or agent saw."""
+
+
+@dataclass
+class RLEvalConfig:
+    """What ``worldsim rl eval`` runs."""
+
+    agent: str = ""
+    """The agent: a run directory of ``worldsim rl train`` (its exported agent/) or an agent directory."""
+    episodes: int = 10
+    """Episodes on each side."""
+    real: str | None = None
+    """Score in this real env (the world's source env, e.g. CarRacing-v3); 'auto' takes the world's."""
+    dream: bool = False
+    """Also score in the world the agent was trained in (its run's --world) or --world."""
+    world: str | None = None
+    """The world for --dream (default: the one the agent was trained in)."""
+    seed: int = REAL_SEED_BASE
+    """Seed of the first episode; episode i uses seed + i on both sides."""
+    sample: bool = False
+    """Draw actions from the policy instead of taking the likeliest."""
+    video: str | None = None
+    """Write the first real episodes (up to 4, side by side) to this .mp4/.gif."""
+    workers: int = 2
+    """Processes for the real episodes (each runs its own env)."""
+    device: str = "cpu"
+    precision: str = "auto"
+    """The dream world's precision: fp32, bf16 or auto."""
+
+
+@dataclass
+class SideResult:
+    returns: list[float]
+    steps: list[int]
+    seconds: float
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns)) if self.returns else math.nan
+
+
+@dataclass
+class RLEvalResult:
+    agent: str
+    world: str
+    seeds: list[int]
+    real: SideResult | None = None
+    dream: SideResult | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float | None:
+        """|dream mean - real mean| / |real mean|: the issue's dream-to-real gap."""
+        if self.real is None or self.dream is None or self.real.mean == 0:
+            return None
+        return abs(self.dream.mean - self.real.mean) / abs(self.real.mean)
+
+
+# ----------------------------------------------------------------------------- agents on disk
+def agent_dir(path: str | Path) -> Path:
+    """A run directory -> its exported agent (``RUN/agent``); an agent directory as it is."""
+    path = Path(path)
+    if (path / "agent").is_dir():
+        return path / "agent"
+    return path
+
+
+# ----------------------------------------------------------------------------- the real side
+def real_env(config: WorldConfig, env_id: str | None, label: str) -> Any:
+    """The world's source env (``env_id`` must name it, or be 'auto'), checked against the world's actions."""
+    from worldsim.predict import _source_env
+
+    if not config.source_env:
+        raise InputError(f"world {label!r} names no real env (its config.source_env is empty): use --dream only")
+    if env_id not in (None, "auto", config.source_env):
+        raise InputError(f"--real {env_id}: world {label!r} was recorded in {config.source_env}; use --real auto")
+    return _source_env(config, label)
+
+
+def real_episode(env: Any, policy: AgentPolicy, config: WorldConfig, seed: int, keep: bool) -> tuple[float, int, list]:
+    """One whole real episode under ``policy``: (return, world steps, frames kept for a video)."""
+    from worldsim.envs.sources import frame_of
+    from worldsim.predict import _env_action, _to_world, real_repeat
+
+    repeat = real_repeat(env, config)
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed)
+    frame = _to_world(frame_of(env, obs), tuple(config.frame_size))
+    kept, ret, steps, ended = ([frame] if keep else []), 0.0, 0, False
+    while not ended:
+        action = policy(frame)
+        for _ in range(repeat):  # held for the world's one step, as the recorder does
+            obs, reward, terminated, truncated, _ = env.step(_env_action(torch.tensor(action), env.action_space))
+            ret += float(reward)
+            ended = bool(terminated or truncated)
+            if ended:
+                break
+        frame = _to_world(frame_of(env, obs), tuple(config.frame_size))
+        steps += 1
+        if keep:
+            kept.append(frame)
+    return ret, steps, kept
+
+
+def _real_worker(job: tuple[str, dict[str, Any], list[int], bool, int]) -> list[tuple[float, int, list]]:
+    path, config_dict, seeds, sample, keep = job
+    torch.set_num_threads(1)
+    config = WorldConfig.from_dict(config_dict)
+    env = real_env(config, None, config.name)
+    net = load_agent(path)
+    out = []
+    for i, seed in enumerate(seeds):
+        out.append(real_episode(env, AgentPolicy(net, seed, sample), config, seed, i < keep))
+    env.close()
+    return out
+
+
+def run_real(
+    path: str | Path, config: WorldConfig, seeds: list[int], sample: bool, keep: int, workers: int, progress: bool
+) -> tuple[SideResult, list[list[np.ndarray]]]:
+    """Real episodes with seeds ``seeds``, split over ``workers`` processes; the first ``keep`` episodes' frames."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    workers = max(1, min(workers, len(seeds)))
+    chunks = [seeds[i::workers] for i in range(workers)]  # round robin: episode i is in chunk i % workers
+    jobs = [(str(path), config.to_dict(), chunk, sample, math.ceil(keep / workers)) for chunk in chunks]
+    if workers == 1:
+        results = [_real_worker(jobs[0])]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(
+                tqdm(pool.map(_real_worker, jobs), total=workers, desc="real episodes", disable=not progress)
+            )
+    by_seed: dict[int, tuple[float, int, list]] = {}
+    for chunk, result in zip(chunks, results):
+        by_seed.update(zip(chunk, result))
+    ordered = [by_seed[s] for s in seeds]
+    frames = [r[2] for r in ordered[:keep] if r[2]]
+    return SideResult([r[0] for r in ordered], [r[1] for r in ordered], time.perf_counter() - start), frames
+
+
+# ----------------------------------------------------------------------------- the dream side
+def dream_episode_steps(config: WorldConfig) -> int:
+    """World steps of a dream episode: a real episode's steps after the intro (the shipped starts follow it), or
+    1000 for a world whose source env has no time limit on record."""
+    import gymnasium
+
+    from worldsim.envs.sources import source_world
+    from worldsim.predict import _intro_frames
+
+    if not config.source_env:
+        return 1000
+    try:
+        limit = gymnasium.spec(config.source_env).max_episode_steps
+    except Exception:  # noqa: BLE001 - an id gymnasium does not know until its package registers it
+        limit = None
+    if not limit:
+        return 1000
+    skip = source_world(config.source_env).frame_skip
+    return max(1, limit // skip - _intro_frames(config))
+
+
+def run_dream(
+    net: ActorCritic,
+    world: str,
+    seeds: list[int],
+    sample: bool,
+    device: str = "cpu",
+    precision: str = "auto",
+    episode_steps: int | None = None,
+    batch: int = 32,
+    progress: bool = False,
+) -> SideResult:
+    """One dream per seed in the world's vector env (``batch`` at a time), each to its end or ``episode_steps``."""
+    import time
+
+    from tqdm import tqdm
+
+    from worldsim.envs.world_vector import WorldModelVectorEnv
+
+    start = time.perf_counter()
+    returns, lengths = [], []
+    bar = tqdm(total=len(seeds), desc="dream episodes", disable=not progress)
+    for first in range(0, len(seeds), batch):
+        chunk = seeds[first : first + batch]
+        venv = WorldModelVectorEnv(world, num_envs=len(chunk), device=device, precision=precision)
+        check_agent_fits(net, venv.world.config.action, f"world {world!r}", "")
+        limit = episode_steps or dream_episode_steps(venv.world.config)
+        obs, _ = venv.reset(seed=chunk)
+        stack = FrameStack(len(chunk), net.cfg.history, net.cfg.frame_size)
+        frames = stack.start(obs)
+        generator = torch.Generator().manual_seed(chunk[0])
+        ret = np.zeros(len(chunk))
+        length = np.full(len(chunk), limit)
+        alive = np.ones(len(chunk), bool)
+        for t in range(limit):
+            actions = net.act(frames, sample, generator).numpy()
+            obs, reward, terminated, _, _ = venv.step(actions)
+            ret += np.where(alive, reward, 0.0)
+            ended = alive & terminated
+            length[ended] = t + 1
+            alive &= ~terminated
+            if not alive.any():
+                break
+            frames = stack.push(obs)
+        returns += ret.tolist()
+        lengths += length.tolist()
+        bar.update(len(chunk))
+        venv.close()
+    bar.close()
+    return SideResult(returns, [int(n) for n in lengths], time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- the command
+def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
+    """Check everything, then run the real side, the dream side, or both."""
+    from worldsim.agents.ppo import read_agent_card
+    from worldsim.checkpoint import load_config
+    from worldsim.video import check_video_path
+    from worldsim.worlds import resolve_world
+
+    if not cfg.agent:
+        raise InputError("--agent is required: a run directory of worldsim rl train or an agent directory")
+    if cfg.episodes < 1 or cfg.workers < 1:
+        raise InputError(f"--episodes and --workers must be >= 1, got {cfg.episodes} and {cfg.workers}")
+    if cfg.real is None and not cfg.dream:
+        raise InputError("nothing to score: pass --real ENV (or --real auto) and/or --dream")
+    if cfg.video:
+        check_video_path(cfg.video)
+    path = agent_dir(cfg.agent)
+    net = load_agent(path)
+    card = read_agent_card(path)
+    world = cfg.world or card.get("world_checkpoint") or ""
+    if not world:
+        raise InputError(f"agent {path} does not say which world it was trained in: pass --world")
+    config = load_config(resolve_world(world))
+    check_agent_fits(net, config.action, f"world {world!r}", str(path))
+    seeds = [cfg.seed + i for i in range(cfg.episodes)]
+    result = RLEvalResult(str(path), str(world), seeds, card=card)
+    if cfg.real is not None:
+        real_env(config, cfg.real, str(world)).close()  # a wrong env id fails before any episode runs
+        keep = 4 if cfg.video else 0
+        result.real, frames = run_real(path, config, seeds, cfg.sample, keep, cfg.workers, progress)
+        if cfg.video and frames:
+            write_side_by_side(frames, cfg.video, config.frame_rate)
+    if cfg.dream:
+        result.dream = run_dream(net, world, seeds, cfg.sample, cfg.device, cfg.precision, progress=progress)
+    return result
+
+
+def write_side_by_side(episodes: list[list[np.ndarray]], path: str | Path, fps: float) -> None:
+    """Episodes' frames in one row, each scaled up 4x; an ended episode holds its last frame."""
+    from worldsim.video import VideoWriter
+
+    longest = max(len(e) for e in episodes)
+    with VideoWriter(path, fps) as video:
+        for t in range(longest):
+            row = np.concatenate([e[min(t, len(e) - 1)] for e in episodes], axis=1)
+            video.append(row.repeat(4, 0).repeat(4, 1))
+
+
+def format_rl_eval(result: RLEvalResult) -> str:
+    lines = [f"agent {result.agent} (world {result.world}), {len(result.seeds)} episodes, seeds "
+             f"{result.seeds[0]}..{result.seeds[-1]}", "", "| side | mean return | std | mean steps | seconds |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for name, side in (("real", result.real), ("dream", result.dream)):
+        if side is not None:
+            lines.append(
+                f"| {name} | {side.mean:.1f} | {side.std:.1f} | {np.mean(side.steps):.0f} | {side.seconds:.0f} |"
+            )
+    if result.gap is not None:
+        lines.append(f"\ndream-to-real gap: {100 * result.gap:.1f}% of the real return")
+    return "\n".join(lines)
+
+
+def _side_json(side: SideResult | None) -> dict[str, Any] | None:
+    return None if side is None else {**asdict(side), "mean": side.mean, "std": side.std}
+
+
+def write_rl_eval_json(result: RLEvalResult, path: str | Path | None) -> dict[str, Any]:
+    data = {
+        "agent": result.agent,
+        "world": result.world,
+        "seeds": result.seeds,
+        "real": _side_json(result.real),
+        "dream": _side_json(result.dream),
+        "gap": result.gap,
+        "card": result.card,
+    }
+    if path is not None:
+        from worldsim.checkpoint import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2))
+    return data
