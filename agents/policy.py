@@ -156,8 +156,25 @@ def load_factory(spec: str) -> Callable[..., Any]:
     return factory
 
 
+AGENT_PREFIX = "agent:"
+"""``agent:PATH``: a trained agent (``worldsim rl train``'s run directory or an agent directory) as a policy."""
+
+
+def _agent(spec: str, action_space: gymnasium.Space, seed: int | None) -> Policy:
+    from worldsim.agents.ppo import AgentPolicy
+    from worldsim.rl_eval import agent_dir
+
+    path = spec[len(AGENT_PREFIX) :]
+    if not path:
+        raise InputError(f"policy {spec!r}: name the agent's directory, agent:PATH")
+    return AgentPolicy.from_pretrained(agent_dir(path), action_space, seed)
+
+
 def make_policy(name: str, env: gymnasium.Env, seed: int | None = None) -> Policy:
-    """A policy by name (see ``POLICIES``) or by ``module:callable`` factory ``(env, seed)``."""
+    """A policy by name (see ``POLICIES``), a trained agent (``agent:PATH``) or a ``module:callable`` factory
+    ``(env, seed)``."""
+    if name.startswith(AGENT_PREFIX):
+        return _agent(name, env.action_space, seed)
     if ":" in name:
         policy = load_factory(name)(env, seed)
         if not callable(policy):
@@ -188,11 +205,13 @@ def _seen_env(action_space: gymnasium.Space) -> gymnasium.Space:
 def make_seeing_policy(
     policy: str | Callable[..., Any], action_space: gymnasium.Space, seed: int | None = None
 ) -> Policy:
-    """A policy that acts on frames alone, so it can drive a dream: a name in ``SEEING_POLICIES``, a
-    ``module:factory`` or a factory callable, of the shape ``(action_space, seed)`` or ``(env, seed)`` (it gets an
+    """A policy that acts on frames alone, so it can drive a dream: a name in ``SEEING_POLICIES``, a trained agent
+    (``agent:PATH``), a ``module:factory`` or a factory callable, of the shape ``(action_space, seed)`` or ``(env, seed)`` (it gets an
     env that has nothing but ``action_space``). Every way this goes wrong is a one-line InputError naming the policy.
     """
     name = policy_name(policy)
+    if isinstance(policy, str) and policy.startswith(AGENT_PREFIX):
+        return _agent(policy, action_space, seed)
     if not isinstance(policy, str):
         factory = policy
     elif ":" in policy:

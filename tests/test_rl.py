@@ -95,6 +95,11 @@ def test_agents_round_trip_through_safetensors_and_act_the_same(tmp_path):
     assert [sampled[0](f) for f in frames] == [sampled[1](f) for f in frames]  # the seed decides the draws
     with pytest.raises(InputError, match="acts in Discrete"):
         AgentPolicy.from_pretrained(tmp_path / "a", gymnasium.spaces.Discrete(3))
+    from worldsim.agents.policy import make_seeing_policy
+
+    by_name = make_seeing_policy(f"agent:{tmp_path / 'a'}", space, seed=0)  # play --policy agent:PATH
+    fresh = AgentPolicy(net)
+    assert [by_name(f) for f in frames] == [fresh(f) for f in frames]
     (tmp_path / "a" / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(CheckpointError):
         load_agent(tmp_path / "a")
@@ -165,3 +170,21 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert "nothing to score" in capsys.readouterr().err
     assert main(["rl", "train", "--world", world, "--minibatch", "4096", "--out", str(tmp_path / "r")]) == 2
     assert "more than a batch" in capsys.readouterr().err
+
+
+def test_real_envs_step_like_the_dream_and_restart_marked_rows_on_new_tracks():
+    pytest.importorskip("Box2D")
+    from worldsim.config import WorldConfig
+    from worldsim.training.rl import RealEnvs
+
+    config = WorldConfig(frame_size=[64, 64], action=ActionSpec(kind="discrete", n=5), frame_rate=25,
+                         source_env="CarRacing-v3")  # fmt: skip
+    envs = RealEnvs(config, 2)
+    first, _ = envs.reset(seed=7)
+    assert first.shape == (2, 64, 64, 3) and not np.array_equal(first[0], first[1])  # tracks 7 and 8
+    for _ in range(3):
+        frames, reward, terminated, truncated, _ = envs.step(np.array([3, 0]))
+    assert frames.shape == (2, 64, 64, 3) and reward.shape == (2,) and terminated.dtype == bool
+    restarted, _ = envs.reset(options={"reset_mask": np.array([True, False])})
+    assert envs.next_seed == 10 and np.array_equal(restarted[1], frames[1])  # row 1 goes on; row 0 is track 9
+    envs.close()

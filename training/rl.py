@@ -70,7 +70,7 @@ class RLTrainConfig:
     history: int = 3
     """Frames the policy sees at once (stacked)."""
     episode_steps: int = 0
-    """Steps of a dream episode; 0: a real episode's steps after the intro (CarRacing: 1000 / 2 - 50 = 450)."""
+    """Steps of a dream episode; 0: what a real episode has left after the world's start context (CarRacing: 497)."""
     sampler_steps: int | None = None
     """Euler steps per dreamed frame (default: the world's)."""
     noise_levels: tuple[float, float] | None = None
@@ -79,6 +79,9 @@ class RLTrainConfig:
     """The world's precision: fp32, bf16, or auto (bf16 where the CPU has it natively)."""
     device: str = "cpu"
     seed: int = 0
+    real: bool = False
+    """Baseline: train in the world's source env instead of its dreams (every step is a real step; CarRacing runs
+    one env per core-second at ~80 world steps/s here, so use fewer --num-envs)."""
     eval_real_every: int = 0
     """Score on real tracks every this many updates (counted as real steps); 0: never, 0 real steps."""
     eval_real_episodes: int = 4
@@ -97,6 +100,8 @@ class RLTrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.num_envs * self.rollout < self.minibatch:
             raise InputError(f"--minibatch {self.minibatch} is more than a batch ({self.num_envs} x {self.rollout})")
+        if self.real and self.noise_levels is not None:
+            raise InputError("--noise-levels changes the dream's sampler; the real env (--real) has none")
         if self.noise_levels is not None and not 0 <= self.noise_levels[0] <= self.noise_levels[1] < 1:
             raise InputError(f"--noise-levels needs 0 <= LOW <= HIGH < 1, got {self.noise_levels}")
 
@@ -182,21 +187,62 @@ def ppo_update(
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
 
-class DreamRollouts:
-    """The vector env, the frame stack over it and the episode bookkeeping; ``collect`` fills one batch."""
+class RealEnvs:
+    """N copies of a world's source env stepped as the dream's vector env is (``WorldView`` frames, ended rows
+    restarted through ``reset(options={"reset_mask": ...})``): the real-env baseline, every step a real one. Episode
+    i of the run is track ``seed + i``."""
+
+    def __init__(self, config: Any, num_envs: int) -> None:
+        from worldsim.rl_eval import WorldView, real_env
+
+        self.envs = [WorldView(real_env(config, None, config.name), config) for _ in range(num_envs)]
+        self.frames = np.zeros((num_envs, *config.frame_size, 3), np.uint8)
+        self.next_seed = 0
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        mask = (options or {}).get("reset_mask")
+        if seed is not None:
+            self.next_seed = seed
+        for i in range(len(self.envs)) if mask is None else np.flatnonzero(mask):
+            self.frames[i] = self.envs[i].reset(seed=self.next_seed)[0]
+            self.next_seed += 1
+        return self.frames.copy(), {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        out = [env.step(int(a)) for env, a in zip(self.envs, actions)]
+        self.frames = np.stack([o[0] for o in out])
+        reward, terminated, truncated = (np.array([o[k] for o in out]) for k in (1, 2, 3))
+        return self.frames.copy(), reward.astype(np.float64), terminated.astype(bool), truncated.astype(bool), {}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+class Rollouts:
+    """The vector env (dreams, or the real env for the baseline), the frame stack over it and the episode
+    bookkeeping; ``collect`` fills one batch."""
 
     def __init__(self, cfg: RLTrainConfig) -> None:
         from worldsim.envs.world_vector import WorldModelVectorEnv
-        from worldsim.rl_eval import dream_episode_steps
+        from worldsim.rl_eval import dream_episode_steps, start_context
 
         self.cfg = cfg
-        self.venv = WorldModelVectorEnv(
-            cfg.world, num_envs=cfg.num_envs, device=cfg.device, sampler_steps=cfg.sampler_steps,
-            precision=cfg.precision,
-        )  # fmt: skip
-        self.config = self.venv.world.config
-        self.episode_steps = cfg.episode_steps or dream_episode_steps(self.config)
-        self.venv.max_episode_steps = self.episode_steps
+        self.venv: Any
+        if cfg.real:
+            from worldsim.checkpoint import load_config
+            from worldsim.worlds import resolve_world
+
+            self.config = load_config(resolve_world(cfg.world))
+            self.venv = RealEnvs(self.config, cfg.num_envs)  # the env's own time limit ends its episodes
+        else:
+            self.venv = WorldModelVectorEnv(
+                cfg.world, num_envs=cfg.num_envs, device=cfg.device, sampler_steps=cfg.sampler_steps,
+                precision=cfg.precision,
+            )  # fmt: skip
+            self.config = self.venv.world.config
+            context = start_context(self.venv.world)
+            self.venv.max_episode_steps = cfg.episode_steps or dream_episode_steps(self.config, context)
         self.scale = ReturnScale(cfg.num_envs, cfg.gamma)
         self.episode_return = np.zeros(cfg.num_envs)
         self.finished: list[float] = []
@@ -210,7 +256,7 @@ class DreamRollouts:
     def collect(self, net: ActorCritic, generator: torch.Generator) -> dict[str, Tensor]:
         cfg, stack = self.cfg, self.stack
         assert stack is not None
-        if cfg.noise_levels is not None:
+        if cfg.noise_levels is not None and not cfg.real:
             low, high = cfg.noise_levels
             level = low + (high - low) * float(torch.rand((), generator=generator))
             self.venv.world.set_sampler(context_noise=level)
@@ -271,7 +317,7 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
     state = load_state_file(out / STATE_FILE) if cfg.resume else None  # a bad run dir fails before the world loads
     if state is not None and state.get("kind") != "rl":
         raise InputError(f"{out / STATE_FILE} is not a worldsim rl run")
-    dreams = DreamRollouts(cfg)
+    dreams = Rollouts(cfg)
     config = dreams.config
     agent_cfg = AgentConfig(frame_size=list(config.frame_size), history=cfg.history, action=config.action,
                             world=config.name)  # fmt: skip
@@ -296,7 +342,7 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
         return {
             "algorithm": "ppo",
             "world_checkpoint": cfg.world,
-            "dream_steps": counters["env_steps"],
+            "dream_steps": 0 if cfg.real else counters["env_steps"],
             "real_steps": counters["real_steps"],
             "wall_seconds": round(counters["seconds"], 1),
             "dream_return_last_100": float(np.mean(recent)) if recent else None,
@@ -327,6 +373,7 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
             collect_s = time.perf_counter() - tick
             stats = ppo_update(net, optimizer, batch, cfg, generator)
             counters["env_steps"] += per_update
+            counters["real_steps"] += per_update if cfg.real else 0
             counters["updates"] += 1
             counters["seconds"] = seconds_before + time.perf_counter() - started
             bar.update(per_update)
@@ -356,6 +403,7 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
     recent = dreams.finished[-100:]
     return {
         "env_steps": counters["env_steps"],
+        "dream_steps": 0 if cfg.real else counters["env_steps"],
         "updates": counters["updates"],
         "real_steps": counters["real_steps"],
         "seconds": counters["seconds"],

@@ -438,8 +438,8 @@ def cmd_rl(argv: list[str]) -> int:
         result = train_agent(cfg, progress=sys.stderr.isatty())
         ret = result["dream_return_last_100"]
         summary = (
-            f"rl train: {result['env_steps']} dream steps, {result['real_steps']} real steps, "
-            f"{result['seconds'] / 60:.1f} min, dream return (last 100 episodes) "
+            f"rl train: {result['dream_steps']} dream steps, {result['real_steps']} real steps, "
+            f"{result['seconds'] / 60:.1f} min, return (last 100 episodes) "
             f"{'n/a' if ret is None else f'{ret:.1f}'} -> {result['out']}"
         )
         return _report("rl", summary, result["interrupted"], "checkpoint saved, continue with --resume; ")

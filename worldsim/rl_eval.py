@@ -3,8 +3,8 @@
 The real side runs whole episodes of the world's source env, as its own benchmark counts them (CarRacing: 1000 env
 steps, the zoom-in included), with the action held for the world's frame skip and the frames resized to the world's
 size: the agent sees what it saw in the dream. The dream side runs the same agent in the world's native vector env
-from the world's shipped start contexts, for the steps of a real episode that follow the intro (the starts are
-frames after it). The gap between the two means is what a dream-trained agent's users need to know.
+from the world's shipped start contexts (an episode's first frames), for the steps a real episode has left after
+them. The gap between the two means is what a dream-trained agent's users need to know.
 
     worldsim rl eval --agent runs/agent --episodes 50 --real CarRacing-v3 --dream --video real.mp4
 """
@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 
 from worldsim.agents.ppo import ActorCritic, AgentPolicy, FrameStack, check_agent_fits, load_agent
 from worldsim.config import WorldConfig
+from worldsim.engine import WorldModel
 from worldsim.errors import InputError
 
 REAL_SEED_BASE = 1_000_000
@@ -109,25 +111,55 @@ def real_env(config: WorldConfig, env_id: str | None, label: str) -> Any:
     return _source_env(config, label)
 
 
-def real_episode(env: Any, policy: AgentPolicy, config: WorldConfig, seed: int, keep: bool) -> tuple[float, int, list]:
-    """One whole real episode under ``policy``: (return, world steps, frames kept for a video)."""
-    from worldsim.envs.sources import frame_of
-    from worldsim.predict import _env_action, _to_world, real_repeat
+class WorldView(gymnasium.Wrapper):
+    """A source env as its world sees it: frames at the world's size, each action held for the world's frame skip
+    (rewards summed), as ``worldsim record`` recorded the data. An agent that drives the real env through this sees
+    what it saw in the dream, one step per world step."""
 
-    repeat = real_repeat(env, config)
-    obs, _ = env.reset(seed=seed)
+    def __init__(self, env: gymnasium.Env, config: WorldConfig) -> None:
+        from worldsim.predict import real_repeat
+
+        super().__init__(env)
+        self.size = (int(config.frame_size[0]), int(config.frame_size[1]))
+        self.repeat = real_repeat(env, config)
+        self.observation_space = gymnasium.spaces.Box(0, 255, (*self.size, 3), np.uint8)
+
+    def _frame(self, obs: Any) -> np.ndarray:
+        from worldsim.envs.sources import frame_of
+        from worldsim.predict import _to_world
+
+        return _to_world(frame_of(self.env, obs), self.size)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return self._frame(obs), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        from worldsim.predict import _env_action
+
+        action = _env_action(torch.as_tensor(action), self.env.action_space)
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return self._frame(obs), total, bool(terminated), bool(truncated), info
+
+
+def real_episode(
+    env: gymnasium.Env, policy: AgentPolicy, config: WorldConfig, seed: int, keep: bool
+) -> tuple[float, int, list]:
+    """One whole episode of the source env ``env`` under ``policy``: (return, world steps, frames kept for a
+    video)."""
+    view = WorldView(env, config)
+    frame, _ = view.reset(seed=seed)
     policy.reset(seed)
-    frame = _to_world(frame_of(env, obs), tuple(config.frame_size))
     kept, ret, steps, ended = ([frame] if keep else []), 0.0, 0, False
     while not ended:
-        action = policy(frame)
-        for _ in range(repeat):  # held for the world's one step, as the recorder does
-            obs, reward, terminated, truncated, _ = env.step(_env_action(torch.tensor(action), env.action_space))
-            ret += float(reward)
-            ended = bool(terminated or truncated)
-            if ended:
-                break
-        frame = _to_world(frame_of(env, obs), tuple(config.frame_size))
+        frame, reward, terminated, truncated, _ = view.step(policy(frame))
+        ret += reward
+        ended = terminated or truncated
         steps += 1
         if keep:
             kept.append(frame)
@@ -176,13 +208,13 @@ def run_real(
 
 
 # ----------------------------------------------------------------------------- the dream side
-def dream_episode_steps(config: WorldConfig) -> int:
-    """World steps of a dream episode: a real episode's steps after the intro (the shipped starts follow it), or
-    1000 for a world whose source env has no time limit on record."""
+def dream_episode_steps(config: WorldConfig, context: int = 1) -> int:
+    """World steps of a dream episode: the steps a real episode has left after a start context of ``context``
+    frames (a shipped start is an episode's first frames: CarRacing's 1000 env steps at a frame skip of 2, from a
+    4-frame start, leave 497), or 1000 for a world whose source env has no time limit on record."""
     import gymnasium
 
     from worldsim.envs.sources import source_world
-    from worldsim.predict import _intro_frames
 
     if not config.source_env:
         return 1000
@@ -192,8 +224,13 @@ def dream_episode_steps(config: WorldConfig) -> int:
         limit = None
     if not limit:
         return 1000
-    skip = source_world(config.source_env).frame_skip
-    return max(1, limit // skip - _intro_frames(config))
+    return max(1, limit // source_world(config.source_env).frame_skip - (context - 1))
+
+
+def start_context(world: WorldModel) -> int:
+    """Frames in one of the world's shipped start contexts (1 when it ships none)."""
+    frames = world.starts.get("frames")
+    return 1 if frames is None or len(frames) == 0 else int(frames.shape[1])
 
 
 def run_dream(
@@ -221,7 +258,7 @@ def run_dream(
         chunk = seeds[first : first + batch]
         venv = WorldModelVectorEnv(world, num_envs=len(chunk), device=device, precision=precision)
         check_agent_fits(net, venv.world.config.action, f"world {world!r}", "")
-        limit = episode_steps or dream_episode_steps(venv.world.config)
+        limit = episode_steps or dream_episode_steps(venv.world.config, start_context(venv.world))
         obs, _ = venv.reset(seed=chunk)
         stack = FrameStack(len(chunk), net.cfg.history, net.cfg.frame_size)
         frames = stack.start(obs)
