@@ -206,8 +206,9 @@ def make_seeing_policy(
     policy: str | Callable[..., Any], action_space: gymnasium.Space, seed: int | None = None
 ) -> Policy:
     """A policy that acts on frames alone, so it can drive a dream: a name in ``SEEING_POLICIES``, a trained agent
-    (``agent:PATH``), a ``module:factory`` or a factory callable, of the shape ``(action_space, seed)`` or ``(env, seed)`` (it gets an
-    env that has nothing but ``action_space``). Every way this goes wrong is a one-line InputError naming the policy.
+    (``agent:PATH``), a ``module:factory`` or a factory callable, of the shape ``(action_space, seed)`` or
+    ``(env, seed)`` (it gets an env that has nothing but ``action_space``). Every way this goes wrong is a one-line
+    InputError naming the policy.
     """
     name = policy_name(policy)
     if isinstance(policy, str) and policy.startswith(AGENT_PREFIX):
