@@ -157,6 +157,26 @@ def test_real_side_plays_whole_episodes_of_the_source_env():
     env.close()
 
 
+def test_real_side_takes_agents_and_named_drivers_on_the_same_view(tmp_path):
+    pytest.importorskip("Box2D")
+    from worldsim.config import WorldConfig
+    from worldsim.errors import InputError
+    from worldsim.rl_eval import WorldView, _real_policy
+
+    config = WorldConfig(frame_size=[64, 64], action=ActionSpec(kind="discrete", n=5), frame_rate=25,
+                         source_env="CarRacing-v3")  # fmt: skip
+    view = WorldView(gymnasium.make("CarRacing-v3", continuous=False, max_episode_steps=20), config)
+    frame, _ = view.reset(seed=3)
+    save_agent(small_agent(), tmp_path / "a")
+    for spec in (f"agent:{tmp_path / 'a'}", "road", "carracing"):  # frames only; and the env's internals
+        policy = _real_policy(spec, view, sample=False)
+        policy.reset(3)
+        assert view.action_space.contains(np.int64(policy(frame)))
+    with pytest.raises(InputError, match="unknown policy"):
+        _real_policy("no_such_driver", view, sample=False)
+    view.close()
+
+
 def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert main(["rl", "eval", "--agent", str(tmp_path / "none"), "--dream"]) == 2
     assert "not an agent directory" in capsys.readouterr().err
@@ -168,6 +188,8 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert "acts in Discrete(3)" in capsys.readouterr().err
     assert main(["rl", "eval", "--agent", str(tmp_path / "a")]) == 2
     assert "nothing to score" in capsys.readouterr().err
+    assert main(["rl", "eval", "--agent", str(tmp_path / "a"), "--dream", "--drivers", "road"]) == 2
+    assert "scored in the real env" in capsys.readouterr().err
     assert main(["rl", "train", "--world", world, "--minibatch", "4096", "--out", str(tmp_path / "r")]) == 2
     assert "more than a batch" in capsys.readouterr().err
 

@@ -422,7 +422,7 @@ def _real_check(net: ActorCritic, cfg: RLTrainConfig, config: Any, counters: dic
     seeds = [500_000 + counters["updates"] * 100 + i for i in range(cfg.eval_real_episodes)]
     with tempfile.TemporaryDirectory() as tmp:
         save_agent(net, tmp, half=False)
-        side, _ = run_real(tmp, config, seeds, sample=False, keep=0, workers=1, progress=False)
+        side, _ = run_real(f"agent:{tmp}", config, seeds, sample=False, keep=0, workers=1, progress=False)
     counters["real_steps"] += int(sum(side.steps))
     counters["real_evals"].append({"env_steps": counters["env_steps"], "mean_return": side.mean})
     return side.mean

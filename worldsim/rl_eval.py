@@ -21,6 +21,7 @@ import gymnasium
 import numpy as np
 import torch
 
+from worldsim.agents.policy import Policy
 from worldsim.agents.ppo import ActorCritic, AgentPolicy, FrameStack, check_agent_fits, load_agent
 from worldsim.config import WorldConfig
 from worldsim.engine import WorldModel
@@ -49,6 +50,9 @@ class RLEvalConfig:
     """Seed of the first episode; episode i uses seed + i on both sides."""
     sample: bool = False
     """Draw actions from the policy instead of taking the likeliest."""
+    drivers: str = ""
+    """Comma-separated drivers scored on the same real tracks beside the agent (e.g. road,road_fast,carracing; any
+    --policy of worldsim record)."""
     video: str | None = None
     """Write the first real episodes (up to 4, side by side) to this .mp4/.gif."""
     workers: int = 2
@@ -81,6 +85,8 @@ class RLEvalResult:
     real: SideResult | None = None
     dream: SideResult | None = None
     card: dict[str, Any] = field(default_factory=dict)
+    drivers: dict[str, SideResult] = field(default_factory=dict)
+    """Other drivers on the same real tracks, by name."""
 
     @property
     def gap(self) -> float | None:
@@ -148,7 +154,7 @@ class WorldView(gymnasium.Wrapper):
 
 
 def real_episode(
-    env: gymnasium.Env, policy: AgentPolicy, config: WorldConfig, seed: int, keep: bool
+    env: gymnasium.Env, policy: Policy, config: WorldConfig, seed: int, keep: bool
 ) -> tuple[float, int, list]:
     """One whole episode of the source env ``env`` under ``policy``: (return, world steps, frames kept for a
     video)."""
@@ -166,23 +172,32 @@ def real_episode(
     return ret, steps, kept
 
 
+def _real_policy(spec: str, view: WorldView, sample: bool) -> Policy:
+    """``agent:PATH`` (argmax, or sampled with ``sample``) or any policy ``make_policy`` knows, built on ``view`` so
+    that drivers which read the env's internals find them and those that see frames get the world's."""
+    from worldsim.agents.policy import AGENT_PREFIX, make_policy
+
+    if spec.startswith(AGENT_PREFIX):
+        return AgentPolicy.from_pretrained(spec[len(AGENT_PREFIX) :], view.action_space, sample=sample)
+    return make_policy(spec, view)
+
+
 def _real_worker(job: tuple[str, dict[str, Any], list[int], bool, int]) -> list[tuple[float, int, list]]:
-    path, config_dict, seeds, sample, keep = job
+    spec, config_dict, seeds, sample, keep = job
     torch.set_num_threads(1)
     config = WorldConfig.from_dict(config_dict)
     env = real_env(config, None, config.name)
-    net = load_agent(path)
-    out = []
-    for i, seed in enumerate(seeds):
-        out.append(real_episode(env, AgentPolicy(net, seed, sample), config, seed, i < keep))
+    policy = _real_policy(spec, WorldView(env, config), sample)
+    out = [real_episode(env, policy, config, seed, i < keep) for i, seed in enumerate(seeds)]
     env.close()
     return out
 
 
 def run_real(
-    path: str | Path, config: WorldConfig, seeds: list[int], sample: bool, keep: int, workers: int, progress: bool
+    policy: str, config: WorldConfig, seeds: list[int], sample: bool, keep: int, workers: int, progress: bool
 ) -> tuple[SideResult, list[list[np.ndarray]]]:
-    """Real episodes with seeds ``seeds``, split over ``workers`` processes; the first ``keep`` episodes' frames."""
+    """Real episodes of ``policy`` (``agent:PATH`` or a driver's name) with seeds ``seeds``, split over ``workers``
+    processes; the first ``keep`` episodes' frames."""
     import time
     from concurrent.futures import ProcessPoolExecutor
 
@@ -191,13 +206,13 @@ def run_real(
     start = time.perf_counter()
     workers = max(1, min(workers, len(seeds)))
     chunks = [seeds[i::workers] for i in range(workers)]  # round robin: episode i is in chunk i % workers
-    jobs = [(str(path), config.to_dict(), chunk, sample, math.ceil(keep / workers)) for chunk in chunks]
+    jobs = [(policy, config.to_dict(), chunk, sample, math.ceil(keep / workers)) for chunk in chunks]
     if workers == 1:
         results = [_real_worker(jobs[0])]
     else:
         with ProcessPoolExecutor(workers) as pool:
             results = list(
-                tqdm(pool.map(_real_worker, jobs), total=workers, desc="real episodes", disable=not progress)
+                tqdm(pool.map(_real_worker, jobs), total=workers, desc=f"real: {policy}", disable=not progress)
             )
     by_seed: dict[int, tuple[float, int, list]] = {}
     for chunk, result in zip(chunks, results):
@@ -300,6 +315,9 @@ def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
         raise InputError("nothing to score: pass --real ENV (or --real auto) and/or --dream")
     if cfg.video:
         check_video_path(cfg.video)
+    drivers = [d.strip() for d in cfg.drivers.split(",") if d.strip()]
+    if drivers and cfg.real is None:
+        raise InputError("--drivers are scored in the real env: pass --real ENV (or --real auto) too")
     path = agent_dir(cfg.agent)
     net = load_agent(path)
     card = read_agent_card(path)
@@ -311,11 +329,16 @@ def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     result = RLEvalResult(str(path), str(world), seeds, card=card)
     if cfg.real is not None:
-        real_env(config, cfg.real, str(world)).close()  # a wrong env id fails before any episode runs
         keep = 4 if cfg.video else 0
-        result.real, frames = run_real(path, config, seeds, cfg.sample, keep, cfg.workers, progress)
+        env = WorldView(real_env(config, cfg.real, str(world)), config)
+        for driver in drivers:  # a name no policy answers to fails here, before any episode runs
+            _real_policy(driver, env, cfg.sample)
+        env.close()
+        result.real, frames = run_real(f"agent:{path}", config, seeds, cfg.sample, keep, cfg.workers, progress)
         if cfg.video and frames:
             write_side_by_side(frames, cfg.video, config.frame_rate)
+        for driver in drivers:
+            result.drivers[driver] = run_real(driver, config, seeds, False, 0, cfg.workers, progress)[0]
     if cfg.dream:
         result.dream = run_dream(net, world, seeds, cfg.sample, cfg.device, cfg.precision, progress=progress)
     return result
@@ -336,7 +359,9 @@ def format_rl_eval(result: RLEvalResult) -> str:
     lines = [f"agent {result.agent} (world {result.world}), {len(result.seeds)} episodes, seeds "
              f"{result.seeds[0]}..{result.seeds[-1]}", "", "| side | mean return | std | mean steps | seconds |",
              "|---|---|---|---|---|"]  # fmt: skip
-    for name, side in (("real", result.real), ("dream", result.dream)):
+    sides = [("real", result.real), ("dream", result.dream)]
+    sides += [(f"real, driver {name}", side) for name, side in result.drivers.items()]
+    for name, side in sides:
         if side is not None:
             lines.append(
                 f"| {name} | {side.mean:.1f} | {side.std:.1f} | {np.mean(side.steps):.0f} | {side.seconds:.0f} |"
@@ -358,6 +383,7 @@ def write_rl_eval_json(result: RLEvalResult, path: str | Path | None) -> dict[st
         "real": _side_json(result.real),
         "dream": _side_json(result.dream),
         "gap": result.gap,
+        "drivers": {name: _side_json(side) for name, side in result.drivers.items()},
         "card": result.card,
     }
     if path is not None:
