@@ -122,6 +122,21 @@ def test_a_tiny_dream_run_trains_exports_and_resumes(world, tmp_path):
     assert second["env_steps"] == 96 and second["updates"] == 3
 
 
+def test_init_starts_from_an_agent_and_carries_its_steps_into_the_card(world, tmp_path):
+    save_agent(small_agent(seed=3), tmp_path / "a", card={"dream_steps": 1000, "real_steps": 7})
+    cfg = RLTrainConfig(world=world, out=str(tmp_path / "run"), steps=32, num_envs=4, rollout=8, minibatch=16,
+                        epochs=1, history=2, episode_steps=6, precision="fp32", lr=0.0,
+                        init=str(tmp_path / "a"))  # fmt: skip
+    train_agent(cfg, progress=False)
+    card = json.loads((tmp_path / "run" / "agent" / "config.json").read_text())["card"]
+    assert card["dream_steps"] == 1000 + 32 and card["real_steps"] == 7
+    started, trained = load_agent(tmp_path / "a").state_dict(), load_agent(tmp_path / "run" / "agent").state_dict()
+    assert all(torch.equal(started[k], trained[k]) for k in started)  # lr 0: the weights are the agent's
+    cfg.out, cfg.history = str(tmp_path / "run2"), 3
+    with pytest.raises(InputError, match="--history 2"):
+        train_agent(cfg, progress=False)
+
+
 def test_dream_side_of_eval_scores_every_episode(world, tmp_path):
     from worldsim.rl_eval import run_dream
 

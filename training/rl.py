@@ -91,6 +91,10 @@ class RLTrainConfig:
     """Stop (with a checkpoint) after this much wall time; 0 = run to --steps."""
     resume: bool = False
     """Continue the run in --out from its last checkpoint."""
+    init: str | None = None
+    """Start the policy from this agent (a run or agent directory) instead of from scratch: e.g. a dream-trained
+    agent fine-tuned with --real. Its card's dream and real steps are added to this run's, so the count stays
+    honest."""
 
     def check(self) -> None:
         if self.algo != "ppo":
@@ -321,10 +325,16 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
     config = dreams.config
     agent_cfg = AgentConfig(frame_size=list(config.frame_size), history=cfg.history, action=config.action,
                             world=config.name)  # fmt: skip
+    init_steps = {"dream": 0, "real": 0}
+    if state is None and cfg.init:
+        agent_cfg, start_weights, init_steps = _init_agent(cfg.init, config, cfg.history)
     net = ActorCritic(agent_cfg).eval()
+    if state is None and cfg.init:
+        net.load_state_dict(start_weights)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
     generator = torch.Generator().manual_seed(cfg.seed)
-    counters = {"env_steps": 0, "updates": 0, "real_steps": 0, "seconds": 0.0, "real_evals": []}
+    counters = {"env_steps": 0, "updates": 0, "real_steps": 0, "seconds": 0.0, "real_evals": [],
+                "init_dream_steps": init_steps["dream"], "init_real_steps": init_steps["real"]}  # fmt: skip
     if state is not None:
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
@@ -342,8 +352,8 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
         return {
             "algorithm": "ppo",
             "world_checkpoint": cfg.world,
-            "dream_steps": 0 if cfg.real else counters["env_steps"],
-            "real_steps": counters["real_steps"],
+            "dream_steps": counters.get("init_dream_steps", 0) + (0 if cfg.real else counters["env_steps"]),
+            "real_steps": counters.get("init_real_steps", 0) + counters["real_steps"],
             "wall_seconds": round(counters["seconds"], 1),
             "dream_return_last_100": float(np.mean(recent)) if recent else None,
             "real_evals": counters["real_evals"],
@@ -411,6 +421,24 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
         "interrupted": interrupted,
         "out": str(out / AGENT_DIR),
     }
+
+
+def _init_agent(path: str, config: Any, history: int) -> tuple[AgentConfig, dict[str, Tensor], dict[str, int]]:
+    """--init: the agent's config and weights, checked against the world, and the steps its card says it took."""
+    from worldsim.agents.ppo import check_agent_fits, load_agent, read_agent_card
+    from worldsim.rl_eval import agent_dir
+
+    where = agent_dir(path)
+    net = load_agent(where)
+    check_agent_fits(net, config.action, f"world {config.name!r}", str(where))
+    if list(net.cfg.frame_size) != list(config.frame_size):
+        raise InputError(f"--init {path}: the agent sees {net.cfg.frame_size} frames, the world makes "
+                         f"{list(config.frame_size)}")  # fmt: skip
+    if net.cfg.history != history:
+        raise InputError(f"--init {path}: the agent stacks {net.cfg.history} frames: pass --history {net.cfg.history}")
+    card = read_agent_card(where)
+    steps = {"dream": int(card.get("dream_steps") or 0), "real": int(card.get("real_steps") or 0)}
+    return net.cfg, net.state_dict(), steps
 
 
 def _real_check(net: ActorCritic, cfg: RLTrainConfig, config: Any, counters: dict[str, Any]) -> float:
