@@ -124,9 +124,21 @@ def test_a_tiny_dream_run_trains_exports_and_resumes(world, tmp_path):
 
 def test_init_starts_from_an_agent_and_carries_its_steps_into_the_card(world, tmp_path):
     save_agent(small_agent(seed=3), tmp_path / "a", card={"dream_steps": 1000, "real_steps": 7})
-    cfg = RLTrainConfig(world=world, out=str(tmp_path / "run"), steps=32, num_envs=4, rollout=8, minibatch=16,
-                        epochs=1, history=2, episode_steps=6, precision="fp32", lr=0.0,
-                        init=str(tmp_path / "a"))  # fmt: skip
+    cfg = RLTrainConfig(
+        world=world,
+        out=str(tmp_path / "run"),
+        steps=32,
+        num_envs=4,
+        rollout=8,
+        minibatch=16,
+        epochs=1,
+        history=2,
+        episode_steps=6,
+        precision="fp32",
+        lr=0.0,
+        init=str(tmp_path / "a"),
+        dream_dropout=0.3,
+    )  # fmt: skip  (dropout dreams run end to end)
     train_agent(cfg, progress=False)
     card = json.loads((tmp_path / "run" / "agent" / "config.json").read_text())["card"]
     assert card["dream_steps"] == 1000 + 32 and card["real_steps"] == 7
@@ -135,6 +147,26 @@ def test_init_starts_from_an_agent_and_carries_its_steps_into_the_card(world, tm
     cfg.out, cfg.history = str(tmp_path / "run2"), 3
     with pytest.raises(InputError, match="--history 2"):
         train_agent(cfg, progress=False)
+
+
+def test_dropout_dreams_give_each_dream_its_own_world_and_come_off_cleanly(world):
+    from worldsim.engine import WorldModel
+    from worldsim.training.rl import DropoutDreams
+
+    wm = WorldModel.from_pretrained(world)
+    x = torch.randn(3, 5, wm.dit.blocks[0].mlp[0].in_features)
+    block = wm.dit.blocks[0].mlp
+    with torch.no_grad():
+        clean = block(x)
+        dropout = DropoutDreams(wm.dit, 0.5, rows=3)
+        dropout.redraw(torch.Generator().manual_seed(0))
+        masked = block(x)
+        assert not torch.allclose(masked, clean)
+        rows_alike = block(x[:1].expand(3, -1, -1))  # the same input in every row: each dream's own mask
+        assert not torch.allclose(rows_alike[0], rows_alike[1])
+        assert torch.allclose(block(x[:2]), clean[:2])  # fewer rows than dreams (a restart's context): unmasked
+        dropout.remove()
+        assert torch.allclose(block(x), clean)
 
 
 def test_dream_side_of_eval_scores_every_episode(world, tmp_path):
@@ -205,6 +237,8 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert "nothing to score" in capsys.readouterr().err
     assert main(["rl", "eval", "--agent", str(tmp_path / "a"), "--dream", "--drivers", "road"]) == 2
     assert "scored in the real env" in capsys.readouterr().err
+    assert main(["rl", "train", "--world", world, "--dream-dropout", "1.5", "--out", str(tmp_path / "r")]) == 2
+    assert "--dream-dropout must be in [0, 1)" in capsys.readouterr().err
     assert main(["rl", "train", "--world", world, "--minibatch", "4096", "--out", str(tmp_path / "r")]) == 2
     assert "more than a batch" in capsys.readouterr().err
 

@@ -11,7 +11,9 @@ time limit (``rl_eval.dream_episode_steps``), a truncated episode bootstrapped w
 Rewards are scaled by a running std of the discounted return (as SB3's VecNormalize and cleanrl do).
 
 Gap tools (``docs/rl.md`` measures each): ``--noise-levels`` draws each dream's context noise (how much the world
-distrusts its own past frames) per episode from a range, so the agent does not learn one sampler's quirks;
+distrusts its own past frames) per update from a range, so the agent does not learn one sampler's quirks;
+``--dream-dropout`` gives every dream its own dropout mask over the world's MLP units (``DropoutDreams``);
+``--init`` starts from a trained agent, so a dream agent can be fine-tuned briefly with ``--real`` (counted);
 ``--eval-real-every`` scores the agent on real tracks now and then (those real steps are counted and reported).
 """
 
@@ -75,6 +77,9 @@ class RLTrainConfig:
     """Euler steps per dreamed frame (default: the world's)."""
     noise_levels: tuple[float, float] | None = None
     """Gap tool: draw each update's context noise uniformly in [LOW, HIGH] instead of the world's fixed one."""
+    dream_dropout: float = 0.0
+    """Gap tool (Dropout's Dream Land): each dream drops this share of the world's MLP units, its own mask per dream,
+    redrawn every update, so the agent trains in a family of slightly different worlds; 0: off."""
     precision: str = "auto"
     """The world's precision: fp32, bf16, or auto (bf16 where the CPU has it natively)."""
     device: str = "cpu"
@@ -104,8 +109,10 @@ class RLTrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.num_envs * self.rollout < self.minibatch:
             raise InputError(f"--minibatch {self.minibatch} is more than a batch ({self.num_envs} x {self.rollout})")
-        if self.real and self.noise_levels is not None:
-            raise InputError("--noise-levels changes the dream's sampler; the real env (--real) has none")
+        if self.real and (self.noise_levels is not None or self.dream_dropout):
+            raise InputError("--noise-levels and --dream-dropout change the dream; the real env (--real) has none")
+        if not 0 <= self.dream_dropout < 1:
+            raise InputError(f"--dream-dropout must be in [0, 1), got {self.dream_dropout}")
         if self.noise_levels is not None and not 0 <= self.noise_levels[0] <= self.noise_levels[1] < 1:
             raise InputError(f"--noise-levels needs 0 <= LOW <= HIGH < 1, got {self.noise_levels}")
 
@@ -191,6 +198,38 @@ def ppo_update(
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
 
+class DropoutDreams:
+    """Dropout's Dream Land (Wellmer & Kwok 2021) on a trained world: hooks on every DiT block's MLP activation
+    multiply row i of the batch (dream i) by its own fixed mask of kept units (scaled by 1/(1-p)); ``redraw`` draws
+    new masks. A pass over fewer rows than dreams (a restarted dream's start context) runs unmasked."""
+
+    def __init__(self, dit: torch.nn.Module, p: float, rows: int) -> None:
+        self.p, self.rows = p, rows
+        self.masks: list[Tensor] = []
+        self.handles = []
+        for block in dit.blocks:
+            activation, hidden = block.mlp[1], block.mlp[0].out_features
+            self.masks.append(torch.ones(rows, hidden))
+            self.handles.append(activation.register_forward_hook(self._hook(len(self.masks) - 1)))
+
+    def _hook(self, index: int) -> Any:
+        def apply(module: torch.nn.Module, args: Any, out: Tensor) -> Tensor | None:
+            if out.shape[0] != self.rows:
+                return None
+            mask = self.masks[index].to(out.device, out.dtype)
+            return out * mask.view(self.rows, *([1] * (out.dim() - 2)), -1)
+
+        return apply
+
+    def redraw(self, generator: torch.Generator) -> None:
+        for mask in self.masks:
+            mask.copy_((torch.rand(mask.shape, generator=generator) >= self.p).float() / (1 - self.p))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
 class RealEnvs:
     """N copies of a world's source env stepped as the dream's vector env is (``WorldView`` frames, ended rows
     restarted through ``reset(options={"reset_mask": ...})``): the real-env baseline, every step a real one. Episode
@@ -247,6 +286,9 @@ class Rollouts:
             self.config = self.venv.world.config
             context = start_context(self.venv.world)
             self.venv.max_episode_steps = cfg.episode_steps or dream_episode_steps(self.config, context)
+        self.dropout = None
+        if cfg.dream_dropout:
+            self.dropout = DropoutDreams(self.venv.world.dit, cfg.dream_dropout, cfg.num_envs)
         self.scale = ReturnScale(cfg.num_envs, cfg.gamma)
         self.episode_return = np.zeros(cfg.num_envs)
         self.finished: list[float] = []
@@ -264,6 +306,8 @@ class Rollouts:
             low, high = cfg.noise_levels
             level = low + (high - low) * float(torch.rand((), generator=generator))
             self.venv.world.set_sampler(context_noise=level)
+        if self.dropout is not None:
+            self.dropout.redraw(generator)
         R, N = cfg.rollout, cfg.num_envs
         frames = torch.zeros(R, *stack.frames.shape, dtype=torch.uint8)
         actions = torch.zeros(R, N, dtype=torch.long)
