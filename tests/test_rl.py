@@ -52,6 +52,8 @@ def test_return_scale_makes_rewards_unit_free_and_forgets_at_episode_ends():
     assert 0.05 < float(np.abs(a).mean()) < 2.0
     small(np.ones(8), np.array([True] * 4 + [False] * 4))
     assert (small.running[:4] == 0).all() and (small.running[4:] != 0).all()
+    fresh = ReturnScale(32, gamma=0.99)  # the first step of 32 real tracks: every car gets -0.1, variance ~0
+    assert np.abs(fresh(np.full(32, -0.1), np.zeros(32, bool))).max() <= 10.0
 
 
 def test_frame_stack_starts_rows_with_their_first_frame_and_pushes_the_newest_last():
@@ -160,11 +162,15 @@ def test_dropout_dreams_give_each_dream_its_own_world_and_come_off_cleanly(world
         clean = block(x)
         dropout = DropoutDreams(wm.dit, 0.5, rows=3)
         dropout.redraw(torch.Generator().manual_seed(0))
+        assert torch.allclose(block(x), clean)  # off until a dream step turns it on
+        dropout.on = True
         masked = block(x)
         assert not torch.allclose(masked, clean)
         rows_alike = block(x[:1].expand(3, -1, -1))  # the same input in every row: each dream's own mask
         assert not torch.allclose(rows_alike[0], rows_alike[1])
-        assert torch.allclose(block(x[:2]), clean[:2])  # fewer rows than dreams (a restart's context): unmasked
+        assert torch.allclose(block(torch.cat([x, x]))[3:], masked)  # a guided pass: each copy masked as its dream
+        with pytest.raises(RuntimeError, match="not a multiple"):
+            block(x[:2])
         dropout.remove()
         assert torch.allclose(block(x), clean)
 

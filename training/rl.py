@@ -3,12 +3,13 @@
 Why our own single-file PPO (cleanrl's recipe: Huang et al. 2022, "The 37 implementation details of PPO") and not
 Stable-Baselines3 through ``worldsim.envs.sb3``: the rollout is one batched engine call per step either way, but
 here the policy acts on a frame stack kept as one tensor (no per-env Python wrappers), the checkpoint is safetensors
-+ JSON (SB3's zip pickles its optimizer and settings), and the run resumes exactly (rollout state, return
-normaliser, RNG). ``docs/rl.md`` has the measured side by side.
++ JSON (SB3's zip pickles its optimizer and settings), and a resumed run keeps the policy, optimiser, return
+normaliser and RNG (its dreams start new episodes). ``docs/rl.md`` has the measured side by side.
 
 What PPO sees: rewards from the world's reward head, episodes ended by its termination head or by the real env's
 time limit (``rl_eval.dream_episode_steps``), a truncated episode bootstrapped with the value of its last frame.
-Rewards are scaled by a running std of the discounted return (as SB3's VecNormalize and cleanrl do).
+Rewards are scaled by a running std of the discounted return and clipped to +-10 (as SB3's VecNormalize and cleanrl
+do).
 
 Gap tools (``docs/rl.md`` measures each): ``--noise-levels`` draws each dream's context noise (how much the world
 distrusts its own past frames) per update from a range, so the agent does not learn one sampler's quirks;
@@ -120,8 +121,8 @@ class RLTrainConfig:
 class ReturnScale:
     """Running variance of the discounted return; rewards are divided by its std (Engstrom et al. 2020)."""
 
-    def __init__(self, num: int, gamma: float) -> None:
-        self.gamma, self.count, self.mean, self.var = gamma, 1e-4, 0.0, 1.0
+    def __init__(self, num: int, gamma: float, clip: float = 10.0) -> None:
+        self.gamma, self.clip, self.count, self.mean, self.var = gamma, clip, 1e-4, 0.0, 1.0
         self.running = np.zeros(num)
 
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
@@ -132,14 +133,15 @@ class ReturnScale:
         self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
         self.count = total
         self.running[done] = 0.0
-        return reward / math.sqrt(self.var + 1e-8)
+        # The clip matters at the start: one step where every env gets the same reward leaves a variance near 0.
+        return np.clip(reward / math.sqrt(self.var + 1e-8), -self.clip, self.clip)
 
     def state(self) -> dict[str, Any]:
-        return {"count": self.count, "mean": self.mean, "var": self.var, "running": self.running.tolist()}
+        return {"count": self.count, "mean": self.mean, "var": self.var}
 
     def load(self, state: dict[str, Any]) -> None:
         self.count, self.mean, self.var = state["count"], state["mean"], state["var"]
-        self.running = np.asarray(state["running"], dtype=np.float64)
+        self.running[:] = 0.0  # a resumed run's dreams start new episodes
 
 
 def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float, lam: float) -> Tensor:
@@ -199,12 +201,13 @@ def ppo_update(
 
 
 class DropoutDreams:
-    """Dropout's Dream Land (Wellmer & Kwok 2021) on a trained world: hooks on every DiT block's MLP activation
-    multiply row i of the batch (dream i) by its own fixed mask of kept units (scaled by 1/(1-p)); ``redraw`` draws
-    new masks. A pass over fewer rows than dreams (a restarted dream's start context) runs unmasked."""
+    """Dropout's Dream Land (Wellmer & Kwok 2021) on a trained world: while ``on``, hooks on every DiT block's MLP
+    activation multiply dream i's rows by its own fixed mask of kept units (scaled by 1/(1-p)); ``redraw`` draws new
+    masks. Rollouts turn it on for the dream steps only, so restarts' start contexts are encoded by the world as it
+    is. A guided pass (the batch stacked k times) masks each copy of a dream alike."""
 
     def __init__(self, dit: torch.nn.Module, p: float, rows: int) -> None:
-        self.p, self.rows = p, rows
+        self.p, self.rows, self.on = p, rows, False
         self.masks: list[Tensor] = []
         self.handles = []
         for block in dit.blocks:
@@ -214,10 +217,13 @@ class DropoutDreams:
 
     def _hook(self, index: int) -> Any:
         def apply(module: torch.nn.Module, args: Any, out: Tensor) -> Tensor | None:
-            if out.shape[0] != self.rows:
+            if not self.on:
                 return None
-            mask = self.masks[index].to(out.device, out.dtype)
-            return out * mask.view(self.rows, *([1] * (out.dim() - 2)), -1)
+            copies, rest = divmod(out.shape[0], self.rows)
+            if rest:
+                raise RuntimeError(f"dropout dreams: a pass over {out.shape[0]} rows, not a multiple of {self.rows}")
+            mask = self.masks[index].to(out.device, out.dtype).repeat(copies, 1)
+            return out * mask.view(out.shape[0], *([1] * (out.dim() - 2)), -1)
 
         return apply
 
@@ -318,7 +324,11 @@ class Rollouts:
                 logits, value = net(stack.frames)
             logp_all = F.log_softmax(logits, -1)
             action = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
+            if self.dropout is not None:
+                self.dropout.on = True
             obs, reward, terminated, truncated, _ = self.venv.step(action.numpy())
+            if self.dropout is not None:
+                self.dropout.on = False
             done = terminated | truncated
             self.episode_return += reward
             shaped = self.scale(reward, done)

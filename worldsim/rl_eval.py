@@ -47,7 +47,8 @@ class RLEvalConfig:
     world: str | None = None
     """The world for --dream (default: the one the agent was trained in)."""
     seed: int = REAL_SEED_BASE
-    """Seed of the first episode; episode i uses seed + i on both sides."""
+    """Seed of the first episode; episode i uses seed + i on both sides (real: the track; dream: which shipped start
+    context and the sampler's noise)."""
     sample: bool = False
     """Draw actions from the policy instead of taking the likeliest."""
     drivers: str = ""
@@ -184,13 +185,17 @@ def _real_policy(spec: str, view: WorldView, sample: bool) -> Policy:
 
 def _real_worker(job: tuple[str, dict[str, Any], list[int], bool, int]) -> list[tuple[float, int, list]]:
     spec, config_dict, seeds, sample, keep = job
-    torch.set_num_threads(1)
     config = WorldConfig.from_dict(config_dict)
     env = real_env(config, None, config.name)
     policy = _real_policy(spec, WorldView(env, config), sample)
     out = [real_episode(env, policy, config, seed, i < keep) for i, seed in enumerate(seeds)]
     env.close()
     return out
+
+
+def _one_thread() -> None:
+    """A real-episode worker process runs one torch thread: the episodes are many and small, the workers many."""
+    torch.set_num_threads(1)
 
 
 def run_real(
@@ -210,7 +215,7 @@ def run_real(
     if workers == 1:
         results = [_real_worker(jobs[0])]
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
             results = list(
                 tqdm(pool.map(_real_worker, jobs), total=workers, desc=f"real: {policy}", disable=not progress)
             )
@@ -225,21 +230,24 @@ def run_real(
 # ----------------------------------------------------------------------------- the dream side
 def dream_episode_steps(config: WorldConfig, context: int = 1) -> int:
     """World steps of a dream episode: the steps a real episode has left after a start context of ``context``
-    frames (a shipped start is an episode's first frames: CarRacing's 1000 env steps at a frame skip of 2, from a
-    4-frame start, leave 497), or 1000 for a world whose source env has no time limit on record."""
+    frames (a shipped start is an episode's first frames: CarRacing's 1000 env steps, 50 fps held 2 env steps for
+    the world's 25, from a 4-frame start, leave 497), or 1000 for a world whose source env has no time limit on
+    record."""
     import gymnasium
-
-    from worldsim.envs.sources import source_world
 
     if not config.source_env:
         return 1000
     try:
-        limit = gymnasium.spec(config.source_env).max_episode_steps
+        spec = gymnasium.spec(config.source_env)
+        limit = spec.max_episode_steps
+        creator = gymnasium.envs.registration.load_env_creator(spec.entry_point) if limit else None
+        native = getattr(creator, "metadata", {}).get("render_fps")
     except Exception:  # noqa: BLE001 - an id gymnasium does not know until its package registers it
-        limit = None
+        limit = native = None
     if not limit:
         return 1000
-    return max(1, limit // source_world(config.source_env).frame_skip - (context - 1))
+    repeat = max(1, round(native / config.frame_rate)) if native else 1  # as WorldView holds each action
+    return max(1, limit // repeat - (context - 1))
 
 
 def start_context(world: WorldModel) -> int:
