@@ -230,6 +230,21 @@ def test_real_side_takes_agents_and_named_drivers_on_the_same_view(tmp_path):
     view.close()
 
 
+def test_the_shipped_agent_loads_by_name_and_drives_the_shipped_world():
+    from worldsim.agents.policy import make_seeing_policy
+    from worldsim.checkpoint import load_config
+    from worldsim.rl_eval import agent_dir
+    from worldsim.worlds import resolve_world
+
+    path = agent_dir("carracing_ppo")
+    card = json.loads((path / "config.json").read_text())["card"]
+    assert card["real_steps"] == 0 and card["dream_steps"] > 0 and card["real_eval"]["episodes"] == 50
+    space = load_config(resolve_world("carracing")).action.to_gym()
+    policy = make_seeing_policy("agent:carracing_ppo", space, seed=0)
+    policy.reset(0)
+    assert space.contains(np.int64(policy(np.zeros((64, 64, 3), np.uint8))))
+
+
 def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert main(["rl", "eval", "--agent", str(tmp_path / "none"), "--dream"]) == 2
     assert "not an agent directory" in capsys.readouterr().err

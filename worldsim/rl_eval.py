@@ -99,10 +99,15 @@ class RLEvalResult:
 
 # ----------------------------------------------------------------------------- agents on disk
 def agent_dir(path: str | Path) -> Path:
-    """A run directory -> its exported agent (``RUN/agent``); an agent directory as it is."""
+    """A run directory -> its exported agent (``RUN/agent``); an agent directory as it is; the bare name of an agent
+    shipped in ``assets/policies`` (``carracing_ppo``) -> its directory there."""
+    from worldsim.agents.pusht_family import POLICY_DIR
+
     path = Path(path)
     if (path / "agent").is_dir():
         return path / "agent"
+    if not path.exists() and len(path.parts) == 1 and (POLICY_DIR / path).is_dir():
+        return POLICY_DIR / path
     return path
 
 
