@@ -4,7 +4,7 @@ Why our own single-file PPO (cleanrl's recipe: Huang et al. 2022, "The 37 implem
 Stable-Baselines3 through ``worldsim.envs.sb3``: the rollout is one batched engine call per step either way, but
 here the policy acts on a frame stack kept as one tensor (no per-env Python wrappers), the checkpoint is safetensors
 + JSON (SB3's zip pickles its optimizer and settings), and a resumed run keeps the policy, optimiser, return
-normaliser and RNG (its dreams start new episodes). ``docs/rl.md`` has the measured side by side.
+normaliser and RNG (its dreams start new episodes). ``docs/measure_rl_sb3.py`` times the two on the same dreams.
 
 What PPO sees: rewards from the world's reward head, episodes ended by its termination head or by the real env's
 time limit (``rl_eval.dream_episode_steps``), a truncated episode bootstrapped with the value of its last frame.
@@ -426,7 +426,8 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
     seconds_before = counters["seconds"]
     last_save = started
     interrupted = False
-    bar = tqdm(total=cfg.steps, initial=min(counters["env_steps"], cfg.steps), desc="dream steps", unit="step",
+    where = "real_env" if cfg.real else "dream"  # what the episodes being trained on are, in logs and the bar
+    bar = tqdm(total=cfg.steps, initial=min(counters["env_steps"], cfg.steps), desc=f"{where} steps", unit="step",
                disable=not progress, dynamic_ncols=True)  # fmt: skip
     with _deferred_interrupt() as stop:
         while counters["env_steps"] < cfg.steps:
@@ -444,11 +445,11 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
             step = counters["env_steps"]
             for k, v in stats.items():
                 tb.add_scalar(f"ppo/{k}", v, step)
-            tb.add_scalar("speed/dream_steps_per_s", per_update / collect_s, step)
+            tb.add_scalar(f"speed/{where}_steps_per_s", per_update / collect_s, step)
             tb.add_scalar("speed/steps_per_s", per_update / (time.perf_counter() - tick), step)
             recent = dreams.finished[-cfg.num_envs :]
             if recent:
-                tb.add_scalar("return/dream", float(np.mean(recent)), step)
+                tb.add_scalar(f"return/{where}", float(np.mean(recent)), step)
                 bar.set_postfix(dream_return=f"{np.mean(recent):.0f}", refresh=False)
             if cfg.eval_real_every and counters["updates"] % cfg.eval_real_every == 0:
                 real = _real_check(net, cfg, config, counters)
