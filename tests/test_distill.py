@@ -83,7 +83,11 @@ def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(tmp_pa
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [(["--student-steps", "3"], "must be below and divide"), (["--clip-frames", "99"], "--clip-frames 99")],
+    [
+        (["--student-steps", "3"], "must be below and divide"),
+        (["--teacher-steps", "3"], "divide the teacher's sampler steps (3)"),  # the flag, not the world's 4
+        (["--clip-frames", "99"], "--clip-frames 99"),
+    ],
 )
 def test_bad_distill_flags_are_one_line_errors(tmp_path, capsys, data, teacher, flags, message):  # noqa: F811
     out = tmp_path / "student"

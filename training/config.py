@@ -151,7 +151,10 @@ class DistillTrainConfig(TrainConfig):
     world: str = ""
     """The world to distil (teacher and the student's start): checkpoint dir, run directory or shipped name."""
     student_steps: int = 2
-    """Euler steps a frame for the distilled world (must divide the world's own); stored as its ``sampler.steps``."""
+    """Euler steps a frame for the distilled world (must divide the teacher's); stored as its ``sampler.steps``."""
+    teacher_steps: int = 0
+    """Euler steps a frame the teacher takes; 0: the world's own ``sampler.steps`` (a world shipped at 3 steps can
+    still teach a 2-step student from its 4-step sampling)."""
     clip_frames: int = 0
     """Frames per training clip; 0: the world's training clip length."""
     latent_cache: bool = True

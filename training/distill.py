@@ -74,9 +74,12 @@ class DistillStage:
         self.world = WorldModel.from_pretrained(cfg.world)
         config = self.world.config
         check_data_matches_world(self.reader, config, cfg.world, "distil")
-        K, k = config.sampler.steps, cfg.student_steps
+        K, k = cfg.teacher_steps or config.sampler.steps, cfg.student_steps
+        if cfg.teacher_steps < 0:
+            raise InputError(f"--teacher-steps {cfg.teacher_steps} must be positive (or 0: the world's own)")
         if not 1 <= k < K or K % k:
-            raise InputError(f"--student-steps {k} must be below and divide the world's sampler steps ({K})")
+            raise InputError(f"--student-steps {k} must be below and divide the teacher's sampler steps ({K})")
+        self.teacher_steps = K
         self.teacher_steps_per_step = K // k
         self.frames = cfg.clip_frames or config.dit.max_frames
         if not 2 <= self.frames <= config.dit.max_frames:
@@ -152,7 +155,7 @@ class DistillStage:
         return WorldModel(self.config, copy.deepcopy(self.autoencoder).cpu(), dit, self.world.starts)
 
     def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:
-        K = self.world.config.sampler.steps
+        K = self.teacher_steps
         model_card = (
             f"# {self.config.name}\n\n`{self.cfg.world}` distilled by `worldsim train distill` from {K} Euler steps a "
             f"frame to {self.config.sampler.steps} on `{self.cfg.data}`.\n\n"
