@@ -59,6 +59,13 @@ def test_bench_precision_is_checked_in_one_line(capsys):
     assert "perhaps you meant --precision" in one_line_error(capsys, "bench", "--precison", "bf16")
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_bench_device_is_checked_before_loading(capsys):
+    assert "no CUDA GPU" in one_line_error(capsys, "bench", "--device", "cuda", "--checkpoint", "carracing")
+    assert "cpu or cuda" in one_line_error(capsys, "bench", "--device", "tpu")
+    assert "cpu or cuda" in one_line_error(capsys, "bench", "--device", "gpu0")
+
+
 def test_library_bench_rejects_an_unknown_precision():
     from worldsim.bench import BenchConfig, run_bench
     from worldsim.errors import InputError

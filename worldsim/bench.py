@@ -5,6 +5,7 @@ Examples::
     worldsim bench                              # default 64x64 world size, table on stdout
     worldsim bench --json > bench.json          # one JSON object
     worldsim bench --precision bf16 --batch 8   # other settings
+    worldsim bench --device cuda --batch 256    # on a GPU (its Triton kernels in the step)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.config import ActionSpec, ModelSize, WorldConfig, dit_config
 from worldsim.engine import WorldModel
+from worldsim.errors import InputError
 from worldsim.precision import Precision, model_dtype
 
 PROMPT_FRAMES = 220
@@ -49,19 +51,41 @@ class BenchConfig:
     """Seed for weights, context and noise."""
     prompt: str = ""
     """Also step the world under this prompt (text-capable checkpoints) and report what the prompt costs."""
+    device: str = "cpu"
+    """cpu, or cuda (a GPU: the fused Triton kernels run in the step; each timed step ends with the frames on the
+    host, so the times include the GPU's work)."""
 
 
-def measure_matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
-    """The machine's peak: best-of-``repeats`` n^3 matmul throughput in GFLOP/s."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
+def measure_matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 10, device: str = "cpu") -> float:
+    """The machine's peak: best-of-``repeats`` n^3 matmul throughput in GFLOP/s (a GPU gets n = 8192)."""
+    cuda = torch.device(device).type == "cuda"
+    n = 8192 if cuda else n
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
         t = time.perf_counter()
         a @ b
+        if cuda:
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else an InputError that says what to run instead."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise InputError(f"--device must be cpu or cuda (or cuda:N), got {device!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: this machine has no CUDA GPU that torch can use; bench with --device cpu")
+    if kind not in ("cpu", "cuda"):
+        raise InputError(f"--device must be cpu or cuda (or cuda:N), got {device!r}")
+    return device
 
 
 def default_world_config(size: str = "S") -> WorldConfig:
@@ -71,9 +95,9 @@ def default_world_config(size: str = "S") -> WorldConfig:
 
 def _load(cfg: BenchConfig, dtype: torch.dtype) -> WorldModel:
     if cfg.checkpoint:
-        return WorldModel.from_pretrained(cfg.checkpoint, dtype=dtype)
+        return WorldModel.from_pretrained(cfg.checkpoint, device=cfg.device, dtype=dtype)
     torch.manual_seed(cfg.seed)
-    wm = WorldModel(default_world_config(cfg.size), dtype=dtype)
+    wm = WorldModel(default_world_config(cfg.size), device=cfg.device, dtype=dtype)
     # Untrained weights are zero in places; fill them so every kernel does its real work.
     with torch.no_grad():
         for p in wm.dit.parameters():
@@ -82,7 +106,8 @@ def _load(cfg: BenchConfig, dtype: torch.dtype) -> WorldModel:
 
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
-    dtype = model_dtype(cfg.precision, "cpu")
+    check_device(cfg.device)
+    dtype = model_dtype(cfg.precision, cfg.device)
     wm = _load(cfg, dtype)
     if cfg.steps:
         wm.set_sampler(steps=cfg.steps)
@@ -133,7 +158,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     with FlopCounterMode(display=False) as counter:
         wm.step(actions())
     step_flops = counter.get_total_flops()
-    peak = measure_matmul_gflops(dtype)
+    peak = measure_matmul_gflops(dtype, device=cfg.device)
     params_dit = sum(p.numel() for p in wm.dit.parameters())
     params_ae = sum(p.numel() for p in wm.autoencoder.parameters())
     return {
@@ -159,10 +184,16 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "tokens_per_frame": wm._rollout.tokens,
         "checkpoint": cfg.checkpoint or f"random init, size {cfg.size}",
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
-        + f", {torch.get_num_threads()} threads",
+        "device": cfg.device,
+        "machine": _machine(cfg.device),
         "torch": torch.__version__,
     }
+
+
+def _machine(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.machine()} {platform.processor() or ''}".strip() + f", {torch.get_num_threads()} threads"
 
 
 def format_table(r: dict[str, Any]) -> str:
