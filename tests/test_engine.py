@@ -103,6 +103,20 @@ def test_step_is_deterministic_given_seed_and_differs_across_seeds():
     assert out.terminated.shape == (2,) and out.terminated.dtype == bool
 
 
+def test_a_bf16_world_decodes_in_bf16_and_saves_fp32_weights(tmp_path):
+    """The decoder follows the world's dtype (its convs are a sixth of a CPU step); its frames stay within a couple
+    of grey levels of fp32's, the encoder stays fp32, and what it saves is the fp32 checkpoint it loaded."""
+    tiny_world().save_pretrained(tmp_path / "w")
+    fp32 = WorldModel.from_pretrained(tmp_path / "w")
+    bf16 = WorldModel.from_pretrained(tmp_path / "w", dtype=torch.bfloat16)
+    assert bf16.autoencoder.decoder.conv_in.weight.dtype == torch.bfloat16
+    assert bf16.autoencoder.encoder.conv_in.weight.dtype == torch.float32
+    latents = torch.randn(3, *fp32.latent_shape)
+    a, b = (w.autoencoder.decode(latents).int() for w in (fp32, bf16))
+    assert b.dtype == a.dtype and 0 < (a - b).abs().float().mean() < 1.0 and (a - b).abs().max() <= 4
+    assert all(v.dtype == torch.float32 for v in bf16.state_dict().values() if v.is_floating_point())
+
+
 def test_predict_one_frame_equals_step():
     wm = tiny_world()
     ctx = np.random.default_rng(1).integers(0, 255, (1, 2, 32, 32, 3), dtype=np.uint8)

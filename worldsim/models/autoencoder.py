@@ -118,6 +118,7 @@ class FrameAutoencoder(nn.Module):
     def decode(self, latents: Tensor) -> Tensor:
         """Scaled latents (..., C, h, w) -> uint8 frames (..., H, W, 3)."""
         lead = latents.shape[:-3]
-        z = latents.reshape(-1, *latents.shape[-3:]) / self.latent_scale
+        z = latents.reshape(-1, *latents.shape[-3:]).float() / self.latent_scale
+        z = z.to(self.decoder.conv_in.weight.dtype)  # a bf16 decoder (a bf16 world's) takes bf16 latents
         pixels = self.decoder(z.contiguous(memory_format=torch.channels_last))
         return self.to_uint8(pixels).reshape(*lead, *pixels.shape[-2:], 3)
