@@ -20,3 +20,15 @@ worldsim rl train --real --world carracing --out runs/agent_real --steps "${REAL
 worldsim rl eval --agent runs/agent_dream --episodes "$EPISODES" --real auto --dream --drivers road,carracing \
     --video runs/agent_dream_real.mp4 --json runs/rl_eval_dream.json
 worldsim rl eval --agent runs/agent_real --episodes "$EPISODES" --real auto --dream --json runs/rl_eval_real.json
+
+# 4. gap tools, each against the shipped agent (the 30-min checkpoint of step 1's schedule)
+#    a. the shipped agent with sampled actions instead of argmax
+worldsim rl eval --agent carracing_ppo --episodes "$EPISODES" --real auto --sample --json runs/rl_eval_ppo_sample.json
+#    b. Dropout's Dream Land: step 1's schedule, stopped at the shipped agent's 30 minutes
+worldsim rl train --world carracing --out runs/agent_dropout --steps "${DREAM_STEPS:-560000}" --num-envs 32 \
+    --dream-dropout 0.05 --max-minutes 30.4 --save-minutes 5
+worldsim rl eval --agent runs/agent_dropout --episodes "$EPISODES" --real auto --dream --json runs/rl_eval_dropout.json
+#    c. 10 minutes of real fine-tuning from the shipped agent (its real steps counted in its card)
+worldsim rl train --real --init carracing_ppo --world carracing --out runs/agent_finetune --steps 36000 \
+    --num-envs 8 --rollout 256 --lr 1e-4 --max-minutes 10
+worldsim rl eval --agent runs/agent_finetune --episodes "$EPISODES" --real auto --json runs/rl_eval_finetune.json

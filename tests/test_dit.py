@@ -146,6 +146,16 @@ def test_pyramid_schedule():
     assert (sched[:, :-1] <= sched[:, 1:]).all()
 
 
+@pytest.mark.parametrize("shift", [0.5, 1.0, 3.0])
+def test_shifted_levels_keep_their_ends_and_order(shift):
+    levels = sampling_levels(5, shift)
+    assert levels[0] == 1 and levels[-1] == 0 and (levels[1:] < levels[:-1]).all()
+    middle = levels[1:-1]
+    even = sampling_levels(5)[1:-1]
+    assert (middle > even).all() if shift > 1 else (middle < even).all() if shift < 1 else torch.equal(middle, even)
+    assert torch.equal(pyramid_levels(1, 5, 1, shift)[:, 0], levels)
+
+
 @pytest.mark.parametrize("frame_size", [(32, 32), (32, 64), (48, 16)])
 def test_any_frame_size_and_aspect(frame_size):
     cfg = tiny_config(frame_size=frame_size)

@@ -177,6 +177,9 @@ class SamplerConfig:
 
     steps: int = 4
     """Euler steps per generated frame."""
+    shift: float = 1.0
+    """Where the Euler steps fall (SD3's shift: level s -> shift * s / (1 + (shift - 1) * s)); 1: evenly spaced,
+    above 1: more of them at high noise."""
     context_noise: float = 0.05
     """Noise level at which finished frames are written into the cache (GameNGen / Oasis)."""
     action_cfg: float = 1.0
@@ -192,6 +195,7 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "sampler steps must be >= 1")
+        _check(self.shift > 0, "sampler shift must be > 0")
         _check(0.0 <= self.context_noise < 1.0, "context_noise must be in [0, 1)")
         _check(self.window >= 2, "window must be >= 2")
         _check(self.sinks >= 0, "sinks must be >= 0")

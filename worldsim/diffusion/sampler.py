@@ -199,7 +199,7 @@ class Rollout:
         Returns the predicted latents (B, F, C, h, w), reward (B, F) and termination logit (B, F).
         """
         s = self.settings
-        schedule = pyramid_levels(frames, s.steps, s.pyramid_delay).to(self.device)
+        schedule = pyramid_levels(frames, s.steps, s.pyramid_delay, s.shift).to(self.device)
         x = self._noise(frames)
         guided = s.action_cfg != 1.0 or (s.text_cfg != 1.0 and self.text is not None)
         # A merged pass is one finished frame then one new frame (the cache's look-ahead sinks serve one frame on).

@@ -59,12 +59,17 @@ def sample_training_levels(
     return torch.where(is_context, low, levels), is_context
 
 
-def sampling_levels(steps: int) -> Tensor:
-    """The K+1 levels an Euler sampler visits, from pure noise to clean: (steps + 1,)."""
-    return torch.linspace(1.0, 0.0, steps + 1)
+def sampling_levels(steps: int, shift: float = 1.0) -> Tensor:
+    """The K+1 levels an Euler sampler visits, from pure noise to clean: (steps + 1,).
+
+    Evenly spaced, then shifted as SD3 does (s -> shift * s / (1 + (shift - 1) * s)): a shift above 1 spends more
+    of the steps at high noise, below 1 at low noise; both ends stay at 1 and 0.
+    """
+    s = torch.linspace(1.0, 0.0, steps + 1)
+    return shift * s / (1 + (shift - 1) * s)
 
 
-def pyramid_levels(frames: int, steps: int, delay: int) -> Tensor:
+def pyramid_levels(frames: int, steps: int, delay: int, shift: float = 1.0) -> Tensor:
     """Diffusion forcing's pyramid scheduling matrix: (iterations + 1, frames) levels.
 
     Frame h starts denoising ``h * delay`` iterations after frame 0, so nearer frames are always
@@ -74,4 +79,4 @@ def pyramid_levels(frames: int, steps: int, delay: int) -> Tensor:
     iters = steps + (frames - 1) * delay
     m = torch.arange(iters + 1)[:, None]
     done = (m - torch.arange(frames)[None, :] * delay).clamp(0, steps)  # Euler steps finished
-    return sampling_levels(steps)[done]
+    return sampling_levels(steps, shift)[done]
