@@ -160,6 +160,12 @@ def test_choice_types_match_their_registries():
     assert typing.get_args(ModelSize) == tuple(DIT_SIZES)
 
 
+def test_bench_env_checks_its_arguments_before_building_worlds(capsys):
+    assert "--precision" in one_line_error(capsys, "bench-env", "--precision", "fp8")
+    for sizes in ("8,x", "0,8", ""):
+        assert "--num-envs must be" in one_line_error(capsys, "bench-env", "--num-envs", sizes)
+
+
 def test_bench_env_json(tmp_path, capsys):
     """bench-env reports world and source steps/s for each vector size."""
     import json

@@ -17,6 +17,8 @@ import torch
 
 from worldsim.bench import BenchConfig, _load
 from worldsim.checkpoint import load_config
+from worldsim.errors import InputError
+from worldsim.precision import Precision, model_dtype
 from worldsim.worlds import ASSETS, DEFAULT_WORLD, resolve_world
 
 
@@ -33,6 +35,10 @@ class EnvBenchConfig:
     default world's for the random one); empty to skip."""
     steps: int = 50
     """Vector steps timed per size (after 5 warm-up steps)."""
+    precision: Precision = "auto"
+    """The world's precision (fp32, bf16, or auto: bf16 where the CPU has it natively, as play and rl train use)."""
+    sampler_steps: int | None = None
+    """Euler steps per frame (default: the world's)."""
     seed: int = 0
     """Seed of weights, starts and actions."""
 
@@ -51,7 +57,13 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
 
     import worldsim  # noqa: F401  (registers the env ids)
 
-    sizes = [int(n) for n in cfg.num_envs.split(",")]
+    model_dtype(cfg.precision, "cpu")  # a bad --precision fails here, before any world is built
+    try:
+        sizes = [int(n) for n in cfg.num_envs.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"--num-envs must be comma-separated counts of 1 or more (e.g. 1,8,32), got {cfg.num_envs!r}")
     rng = np.random.default_rng(cfg.seed)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = cfg.checkpoint
@@ -65,7 +77,13 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
         source = load_config(resolve_world(checkpoint)).source_env if cfg.source is None else cfg.source
         rows = []
         for n in sizes:
-            venv = gymnasium.make_vec("worldsim/WorldModel-v0", num_envs=n, checkpoint=checkpoint)
+            venv = gymnasium.make_vec(
+                "worldsim/WorldModel-v0",
+                num_envs=n,
+                checkpoint=checkpoint,
+                precision=cfg.precision,
+                sampler_steps=cfg.sampler_steps,
+            )
             venv.reset(seed=cfg.seed)
             actions = np.stack([venv.action_space.sample() for _ in range(16)])
             world = _timed(venv.step, actions, cfg.steps)
@@ -86,13 +104,15 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
         "checkpoint": cfg.checkpoint or "random size-S 64x64",
         "source": source,
         "threads": torch.get_num_threads(),
+        "precision": cfg.precision,
         "rows": rows,
     }
 
 
 def format_env_table(result: dict[str, Any]) -> str:
     lines = [
-        f"world: {result['checkpoint']}, source: {result['source'] or 'none'}, torch threads {result['threads']}",
+        f"world: {result['checkpoint']} ({result['precision']}), source: {result['source'] or 'none'}, "
+        f"torch threads {result['threads']}",
         "| num_envs | world env steps/s | source env steps/s |",
         "|---|---|---|",
     ]
