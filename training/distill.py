@@ -84,7 +84,9 @@ class DistillStage:
         self.frames = cfg.clip_frames or config.dit.max_frames
         if not 2 <= self.frames <= config.dit.max_frames:
             raise InputError(f"--clip-frames {self.frames} must be in 2..{config.dit.max_frames} (the world's clips)")
-        self.config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, steps=k))
+        # Teacher and student step through evenly spaced levels (the loss below), so the student samples unshifted
+        # whatever the world's own sampler.shift is.
+        self.config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, steps=k, shift=1.0))
         self.teacher = self.world.dit.to(d.device).eval().requires_grad_(False)
         self.model = copy.deepcopy(self.teacher).train().requires_grad_(True)
         self.autoencoder = self.world.autoencoder.to(d.device)

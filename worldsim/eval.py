@@ -121,7 +121,7 @@ class EvalConfig:
     seed: int = 0
     """Seed of sampling noise and of the random actions."""
     precision: Precision = "fp32"
-    """fp32, bf16 or auto: the precision of the world's DiT (to check that bf16 play loses nothing)."""
+    """fp32, bf16 or auto: the precision of the world's DiT and decoder (to check that bf16 play loses nothing)."""
 
 
 # ----------------------------------------------------------------------------- frame metrics
