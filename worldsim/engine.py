@@ -401,7 +401,7 @@ class WorldModel:
             real = None if observed is None else observed[:, s : s + n]
             parts.append(rollout.generate(FrameConditioning(a, null), n, real))
         latents, reward, term = (torch.cat(p, 1) for p in zip(*parts))
-        frames = self.autoencoder.decode(latents.to(torch.float32))
+        frames = self.autoencoder.decode(latents)  # decode casts to the decoder's dtype itself
         return StepOutput(
             frames=np.ascontiguousarray(frames.cpu().numpy()),
             reward=reward.cpu().numpy().astype(np.float32),
