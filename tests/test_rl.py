@@ -151,6 +151,39 @@ def test_init_starts_from_an_agent_and_carries_its_steps_into_the_card(world, tm
         train_agent(cfg, progress=False)
 
 
+def test_real_checks_are_counted_and_keep_the_agent_at_its_best_real_score(world, tmp_path, monkeypatch):
+    import shutil
+
+    from worldsim import rl_eval
+
+    with pytest.raises(InputError, match="names no real env"):
+        train_agent(RLTrainConfig(world=world, out=str(tmp_path / "x"), steps=32, num_envs=4, rollout=8, minibatch=16,
+                                  history=2, precision="fp32", eval_real_every=1), progress=False)  # fmt: skip
+    real_world = tmp_path / "w"
+    shutil.copytree(world, real_world)
+    config = json.loads((real_world / "config.json").read_text())
+    (real_world / "config.json").write_text(json.dumps({**config, "source_env": "CarRacing-v3"}))
+    scores, seen = iter([10.0, 50.0, 20.0]), []
+
+    def scripted_real(policy, config, seeds, **kw):  # the real env's part is tested above; here, the bookkeeping
+        seen.append(load_agent(policy.removeprefix("agent:")).state_dict())
+        return rl_eval.SideResult(returns=[next(scores)] * len(seeds), steps=[7] * len(seeds), seconds=0.0), []
+
+    monkeypatch.setattr(rl_eval, "run_real", scripted_real)
+    cfg = RLTrainConfig(world=str(real_world), out=str(tmp_path / "run"), steps=96, num_envs=4, rollout=8,
+                        minibatch=16, epochs=1, history=2, episode_steps=6, precision="fp32", eval_real_every=1,
+                        eval_real_episodes=2)  # fmt: skip
+    summary = train_agent(cfg, progress=False)
+    assert summary["real_steps"] == 3 * 2 * 7  # three checks of two episodes, every step counted
+    card = json.loads((tmp_path / "run" / "agent" / "config.json").read_text())["card"]
+    assert card["real_steps"] == 42 and [e["mean_return"] for e in card["real_evals"]] == [10.0, 50.0, 20.0]
+    best = tmp_path / "run" / "agent_best_real"
+    assert json.loads((best / "config.json").read_text())["card"]["picked_by_real_return"] == 50.0
+    kept = load_agent(best).state_dict()
+    assert all(torch.equal(kept[k], seen[1][k]) for k in kept)  # the weights that scored 50, not the last ones
+    assert not all(torch.equal(kept[k], seen[2][k]) for k in kept)
+
+
 def test_dropout_dreams_give_each_dream_its_own_world_and_come_off_cleanly(world):
     from worldsim.engine import WorldModel
     from worldsim.training.rl import DropoutDreams

@@ -38,6 +38,8 @@ from worldsim.errors import InputError
 from worldsim.training.loop import _deferred_interrupt, load_state_file, save_state
 
 STATE_FILE, AGENT_DIR, CONFIG_FILE = "state.pt", "agent", "rl_config.json"
+BEST_REAL_DIR = "agent_best_real"
+"""Where ``--eval-real-every`` keeps the agent as it was at its best real check (the run's own ``agent/`` is its end)."""
 STATE_VERSION = 1
 
 
@@ -89,7 +91,8 @@ class RLTrainConfig:
     """Baseline: train in the world's source env instead of its dreams (every step is a real step; CarRacing runs
     one env per core-second at ~80 world steps/s here, so use fewer --num-envs)."""
     eval_real_every: int = 0
-    """Score on real tracks every this many updates (counted as real steps); 0: never, 0 real steps."""
+    """Score on real tracks every this many updates (counted as real steps) and keep the best-scoring agent in
+    RUN/agent_best_real; 0: never, 0 real steps."""
     eval_real_episodes: int = 4
     save_minutes: float = 5.0
     """Write a resumable checkpoint at least this often (and on Ctrl-C, at --max-minutes and at the end)."""
@@ -377,6 +380,9 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
         raise InputError(f"{out / STATE_FILE} is not a worldsim rl run")
     dreams = Rollouts(cfg)
     config = dreams.config
+    if cfg.eval_real_every and not config.source_env:
+        dreams.close()
+        raise InputError(f"--eval-real-every: world {config.name!r} names no real env (config.source_env is empty)")
     agent_cfg = AgentConfig(frame_size=list(config.frame_size), history=cfg.history, action=config.action,
                             world=config.name)  # fmt: skip
     init_steps = {"dream": 0, "real": 0}
@@ -452,8 +458,11 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
                 tb.add_scalar(f"return/{where}", float(np.mean(recent)), step)
                 bar.set_postfix(dream_return=f"{np.mean(recent):.0f}", refresh=False)
             if cfg.eval_real_every and counters["updates"] % cfg.eval_real_every == 0:
+                best = max((e["mean_return"] for e in counters["real_evals"]), default=-np.inf)
                 real = _real_check(net, cfg, config, counters)
                 tb.add_scalar("return/real", real, step)
+                if real > best:  # a checkpoint picked by real return, its real steps (so far) in its card
+                    save_agent(net, out / BEST_REAL_DIR, {**card(), "picked_by_real_return": real}, half=False)
             if stop.requested or (cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes):
                 interrupted = stop.requested
                 break
