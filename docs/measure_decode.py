@@ -9,35 +9,22 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
-import numpy as np
 import torch
 
+from worldsim.bench import alternating_rates
 from worldsim.engine import WorldModel
 
-ROUNDS, WARMUP = 3, 10
 STEPS = {1: 150, 32: 25}
 
 
 def main() -> None:
     world = sys.argv[1] if len(sys.argv) > 1 else "carracing"
     wm = WorldModel.from_pretrained(world, dtype=torch.bfloat16)
-    space = wm.action_space
-    space.seed(0)
     for batch, steps in STEPS.items():
-        fps: dict[str, list[float]] = {"fp32": [], "bf16": []}
-        for _ in range(ROUNDS):
-            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                wm.autoencoder.decoder.to(dtype)
-                wm.reset(seed=0, batch_size=batch)
-                seconds = []
-                for _ in range(WARMUP + steps):
-                    actions = np.array([space.sample() for _ in range(batch)])
-                    t = time.perf_counter()
-                    wm.step(actions)
-                    seconds.append(time.perf_counter() - t)
-                fps[name].append(batch / statistics.median(seconds[WARMUP:]))
+        variants = {name: (lambda d=dtype: wm.autoencoder.decoder.to(d)) for name, dtype in
+                    (("fp32", torch.float32), ("bf16", torch.bfloat16))}  # fmt: skip
+        fps = alternating_rates(wm, variants, batch=batch, steps=steps)
         for name, runs in fps.items():
             print(f"batch {batch}, decoder {name}: {[round(x, 1) for x in runs]}, median {statistics.median(runs):.1f}")
         print(f"batch {batch} ratio {statistics.median(fps['bf16']) / statistics.median(fps['fp32']):.3f}")

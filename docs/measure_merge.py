@@ -9,38 +9,28 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
-import numpy as np
 import torch
 
+from worldsim.bench import alternating_rates
 from worldsim.engine import WorldModel
-
-ROUNDS, STEPS, WARMUP = 3, 220, 20
 
 
 def main() -> None:
     world = sys.argv[1] if len(sys.argv) > 1 else "carracing"
     dtype = torch.float32 if sys.argv[2:] == ["fp32"] else torch.bfloat16
     wm = WorldModel.from_pretrained(world, dtype=dtype)
-    space = wm.action_space
-    space.seed(0)
-    fps: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(ROUNDS):
-        for merge in (False, True):
-            wm.reset(seed=0)
+
+    def merging(merge: bool):
+        def set_up() -> None:
             wm._rollout.merge_writes = merge
-            seconds = []
-            for _ in range(STEPS):
-                action = np.array([space.sample()])
-                t = time.perf_counter()
-                wm.step(action)
-                seconds.append(time.perf_counter() - t)
-            fps[merge].append(1 / statistics.median(seconds[WARMUP:]))
-    for merge in (False, True):
-        runs = [round(x, 1) for x in fps[merge]]
-        print(f"{world} {'merged' if merge else 'separate'}: {runs}, median {statistics.median(fps[merge]):.1f} fps")
-    print(f"ratio {statistics.median(fps[True]) / statistics.median(fps[False]):.3f}")
+
+        return set_up
+
+    fps = alternating_rates(wm, {"separate": merging(False), "merged": merging(True)}, steps=200, warmup=20)
+    for name, runs in fps.items():
+        print(f"{world} {name}: {[round(x, 1) for x in runs]}, median {statistics.median(runs):.1f} fps")
+    print(f"ratio {statistics.median(fps['merged']) / statistics.median(fps['separate']):.3f}")
 
 
 if __name__ == "__main__":

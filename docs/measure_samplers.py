@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
-import numpy as np
 import torch
 
+from worldsim.bench import alternating_rates
 from worldsim.engine import WorldModel
 
-STEPS, WARMUP = 120, 10
 SAMPLERS = {"4 steps": {"steps": 4, "shift": 1.0}, "3 steps": {"steps": 3, "shift": 1.0}, "2 steps, shift 0.5": {}}
 
 
@@ -26,20 +24,8 @@ def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
     shipped = {"steps": wm.sampler_config.steps, "shift": wm.sampler_config.shift}
-    space = wm.action_space
-    space.seed(0)
-    fps: dict[str, list[float]] = {name: [] for name in SAMPLERS}
-    for _ in range(rounds):
-        for name, sampler in SAMPLERS.items():
-            wm.set_sampler(**(sampler or shipped))
-            wm.reset(seed=0)
-            seconds = []
-            for _ in range(WARMUP + STEPS):
-                action = np.array([space.sample()])
-                t = time.perf_counter()
-                wm.step(action)
-                seconds.append(time.perf_counter() - t)
-            fps[name].append(1 / statistics.median(seconds[WARMUP:]))
+    variants = {name: (lambda s=sampler: wm.set_sampler(**(s or shipped))) for name, sampler in SAMPLERS.items()}
+    fps = alternating_rates(wm, variants, rounds=rounds, steps=120)
     base = statistics.median(fps["4 steps"])
     for name, runs in fps.items():
         med = statistics.median(runs)

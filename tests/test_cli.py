@@ -74,6 +74,23 @@ def test_library_bench_rejects_an_unknown_precision():
         run_bench(BenchConfig(precision="fp8"))  # type: ignore[arg-type]
 
 
+def test_alternating_rates_set_each_variant_up_on_its_fresh_rollout_in_turn(tmp_path):
+    from test_env import save_world
+
+    from worldsim.bench import alternating_rates
+    from worldsim.engine import WorldModel
+
+    wm, calls = WorldModel.from_pretrained(save_world(tmp_path / "w")), []  # a world with start contexts
+
+    def variant(name: str):
+        return lambda: calls.append((name, wm._rollout, wm._rollout.batch))  # kept alive: ids stay unique
+
+    rates = alternating_rates(wm, {"a": variant("a"), "b": variant("b")}, batch=2, rounds=2, steps=2, warmup=1)
+    assert [name for name, _, _ in calls] == ["a", "b", "a", "b"]  # rounds alternate
+    assert len({id(rollout) for _, rollout, _ in calls}) == 4 and all(batch == 2 for *_, batch in calls)  # after reset
+    assert {k: len(v) for k, v in rates.items()} == {"a": 2, "b": 2} and all(r > 0 for v in rates.values() for r in v)
+
+
 def test_play_record_path_is_checked_before_playing(tmp_path, capsys):
     """A --record whose folder cannot exist fails at once, naming the file in the way, and writes nothing."""
     (tmp_path / "notes").write_text("a file, not a folder")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,35 @@ def measure_matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 10, 
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def alternating_rates(
+    wm: WorldModel,
+    variants: dict[str, Callable[[], None]],
+    batch: int = 1,
+    rounds: int = 3,
+    steps: int = 100,
+    warmup: int = 10,
+) -> dict[str, list[float]]:
+    """Frames/s of ``wm`` under each variant, rounds alternating between them: each round resets ``batch`` worlds,
+    calls the variant's set-up (after the reset, so it may change the fresh rollout) and takes the median of
+    ``steps`` timed steps (random actions, the decode included) after ``warmup``. This VM's speed drifts by tens of
+    percent within minutes, so A/B numbers come from side-by-side rounds (the docs/measure_*.py scripts)."""
+    space = wm.action_space
+    space.seed(0)
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, set_up in variants.items():
+            wm.reset(seed=0, batch_size=batch)
+            set_up()
+            seconds = []
+            for _ in range(warmup + steps):
+                actions = np.stack([space.sample() for _ in range(batch)])
+                t = time.perf_counter()
+                wm.step(actions)
+                seconds.append(time.perf_counter() - t)
+            rates[name].append(batch / statistics.median(seconds[warmup:]))
+    return rates
 
 
 def check_device(device: str) -> str:
