@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from worldsim.models.attention import BlockCausal, KVSlots, apply_rope, frame_visibility
+from worldsim.models.attention import BlockCausal, KVSlots, apply_rope, cache_attention, frame_visibility
 from worldsim.models.conditioning import FrameConditioning, TextContext
 from worldsim.models.dit import DiT, DiTOutput
 
@@ -189,14 +188,12 @@ class KVCache:
             slots.keys.copy_(k)
             slots.values.copy_(v)
             start, end = (0 if ahead else self.ahead), self.ahead + n + m
-            return F.scaled_dot_product_attention(
-                q, self._k[layer, :, :, start:end], self._v[layer, :, :, start:end], attn_mask=mask
-            )
+            return cache_attention(q, self._k[layer, :, :, start:end], self._v[layer, :, :, start:end], mask)
         assert not ahead, "a write_then_denoise pass fits the scratch and is never guided"
         ck, cv = self.k[layer, :, :, :n], self.v[layer, :, :, :n]
         if reps > 1:
             ck, cv = ck.repeat(reps, 1, 1, 1), cv.repeat(reps, 1, 1, 1)
-        return F.scaled_dot_product_attention(q, torch.cat([ck, k], -2), torch.cat([cv, v], -2), attn_mask=mask)
+        return cache_attention(q, torch.cat([ck, k], -2), torch.cat([cv, v], -2), mask)
 
     # ----------------------------------------------------------------- writing
     def _ring_slot(self, g: int) -> int:
