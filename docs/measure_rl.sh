@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # RL in the dream (issue 16), as measured in docs/rl.md: a PPO agent trained only in the shipped CarRacing world,
 # the same PPO trained in the real CarRacing-v3 for the same wall clock, both scored on 50 real tracks (seeds
-# 1,000,000..1,000,049, used nowhere else) beside the scripted drivers. About 2.5 hours on 2 CPU cores; run alone.
+# 1,000,000..1,000,049, used nowhere else) beside the scripted drivers. About 4.5 hours on 2 CPU cores; run alone.
 set -euo pipefail
 MINUTES=${MINUTES:-30}
 EPISODES=${EPISODES:-50}
@@ -32,3 +32,12 @@ worldsim rl eval --agent runs/agent_dropout --episodes "$EPISODES" --real auto -
 worldsim rl train --real --init carracing_ppo --world carracing --out runs/agent_finetune --steps 36000 \
     --num-envs 8 --rollout 256 --lr 1e-4 --max-minutes 10
 worldsim rl eval --agent runs/agent_finetune --episodes "$EPISODES" --real auto --json runs/rl_eval_finetune.json
+#    d. randomised sampler noise, and e. real checks during training (the plain run in the same world: the baseline)
+worldsim rl train --world carracing --out runs/agent_noise --steps "${DREAM_STEPS:-560000}" --num-envs 32 \
+    --noise-levels 0.02 0.15 --max-minutes 30.4 --save-minutes 5
+worldsim rl eval --agent runs/agent_noise --episodes "$EPISODES" --real auto --dream --json runs/rl_eval_noise.json
+worldsim rl train --world carracing --out runs/agent_checks --steps "${DREAM_STEPS:-560000}" --num-envs 32 \
+    --eval-real-every 25 --eval-real-episodes 4 --max-minutes 34 --save-minutes 5
+worldsim rl eval --agent runs/agent_checks --episodes "$EPISODES" --real auto --dream --json runs/rl_eval_checks.json
+worldsim rl eval --agent runs/agent_checks/agent_best_real --episodes "$EPISODES" --real auto --dream \
+    --json runs/rl_eval_checks_best.json
