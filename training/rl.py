@@ -39,7 +39,7 @@ from worldsim.training.loop import _deferred_interrupt, load_state_file, save_st
 
 STATE_FILE, AGENT_DIR, CONFIG_FILE = "state.pt", "agent", "rl_config.json"
 BEST_REAL_DIR = "agent_best_real"
-"""Where ``--eval-real-every`` keeps the agent as it was at its best real check (the run's own ``agent/`` is its end)."""
+"""Where ``--eval-real-every`` keeps the agent at its best real check (the run's own ``agent/`` is its end)."""
 STATE_VERSION = 1
 
 
