@@ -217,6 +217,28 @@ def test_dream_side_of_eval_scores_every_episode(world, tmp_path):
     assert result.returns == again.returns  # seeded dreams, argmax actions: the same episodes
 
 
+def test_paired_dreams_start_from_the_given_frames_and_are_scored_against_the_real_returns(world):
+    from worldsim.rl_eval import RLEvalResult, SideResult, run_dream
+
+    g = np.random.default_rng(0)
+    a, b = (g.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8) for _ in range(2))
+
+    def dream(*clips):
+        return run_dream(small_agent(), world, [7] * len(clips), sample=False, precision="fp32", episode_steps=5,
+                         starts=np.stack(clips)).returns  # fmt: skip
+
+    same, other = dream(a, a), dream(a, b)
+    assert same[0] == same[1] and other[0] == same[0]  # same start, same seed: the same dream, whatever its neighbours
+    assert other[1] != other[0]  # another start, another dream
+
+    real, predicted = [100.0, 300.0, 250.0, 900.0], [150.0, 280.0, 400.0, 800.0]
+    result = RLEvalResult("a", "w", [0, 1, 2, 3], real=SideResult(real, [1] * 4, 0.0),
+                          paired=SideResult(predicted, [1] * 4, 0.0))  # fmt: skip
+    pairing = result.pairing()
+    assert pairing["pearson_r"] == pytest.approx(np.corrcoef(real, predicted)[0, 1])
+    assert pairing["mean_abs_error"] == pytest.approx(80.0) and pairing["mean_error"] == pytest.approx(20.0)
+
+
 def test_real_side_plays_whole_episodes_of_the_source_env():
     pytest.importorskip("Box2D")
     from worldsim.config import WorldConfig
@@ -233,12 +255,13 @@ def test_real_side_plays_whole_episodes_of_the_source_env():
             taken.append(super().__call__(frame))
             return taken[-1]
 
-    ret, steps, frames = real_episode(env, Recording(net), config, seed=5, keep=True)
+    ret, steps, frames, start, start_return = real_episode(env, Recording(net), config, seed=5, keep=True, context=3)
     assert steps == 10 and len(frames) == 11 and frames[0].shape == (64, 64, 3)  # 20 env steps, 2 per world step
+    assert np.array_equal(start, np.stack(frames[:3]))  # the first frames, for --paired to dream from
     replay = gymnasium.make("CarRacing-v3", continuous=False, max_episode_steps=20)
     replay.reset(seed=5)
-    expected = sum(float(replay.step(a)[1]) for a in np.repeat(taken, 2))  # each action held for 2 env steps
-    assert ret == pytest.approx(expected)
+    rewards = [float(replay.step(a)[1]) for a in np.repeat(taken, 2)]  # each action held for 2 env steps
+    assert ret == pytest.approx(sum(rewards)) and start_return == pytest.approx(sum(rewards[:4]))  # 2 world steps
     replay.close()
     env.close()
 
@@ -291,6 +314,8 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert "nothing to score" in capsys.readouterr().err
     assert main(["rl", "eval", "--agent", str(tmp_path / "a"), "--dream", "--drivers", "road"]) == 2
     assert "scored in the real env" in capsys.readouterr().err
+    assert main(["rl", "eval", "--agent", str(tmp_path / "a"), "--dream", "--paired"]) == 2
+    assert "--paired dreams each real track" in capsys.readouterr().err
     assert main(["rl", "train", "--world", world, "--dream-dropout", "1.5", "--out", str(tmp_path / "r")]) == 2
     assert "--dream-dropout must be in [0, 1)" in capsys.readouterr().err
     assert main(["rl", "train", "--world", world, "--minibatch", "4096", "--out", str(tmp_path / "r")]) == 2

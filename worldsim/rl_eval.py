@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium
 import numpy as np
@@ -56,6 +56,9 @@ class RLEvalConfig:
     --policy of worldsim record)."""
     video: str | None = None
     """Write the first real episodes (up to 4, side by side) to this .mp4/.gif."""
+    paired: bool = False
+    """Per-episode prediction (needs --real): dream each real track from its own first frames, the agent driving, so
+    every real return has the world's prediction beside it (their correlation and error are printed)."""
     workers: int = 2
     """Processes for the real episodes (each runs its own env)."""
     device: str = "cpu"
@@ -68,6 +71,10 @@ class SideResult:
     returns: list[float]
     steps: list[int]
     seconds: float
+    starts: np.ndarray | None = field(default=None, repr=False)
+    """Real side with a start context: each episode's first frames (N, T, H, W, 3), what ``--paired`` dreams from."""
+    start_returns: list[float] = field(default_factory=list)
+    """Real side with a start context: each episode's return over the steps that made its first frames."""
 
     @property
     def mean(self) -> float:
@@ -88,6 +95,21 @@ class RLEvalResult:
     card: dict[str, Any] = field(default_factory=dict)
     drivers: dict[str, SideResult] = field(default_factory=dict)
     """Other drivers on the same real tracks, by name."""
+    paired: SideResult | None = None
+    """``--paired``: per real track, the world's predicted return (its first frames' real reward + the dream's)."""
+
+    def pairing(self) -> dict[str, float] | None:
+        """How well the paired predictions follow the real returns, episode by episode."""
+        if self.paired is None or self.real is None or len(self.real.returns) < 2:
+            return None
+        predicted, real = np.array(self.paired.returns), np.array(self.real.returns)
+        spread = predicted.std() * real.std()
+        return {
+            "pearson_r": float(((predicted - predicted.mean()) * (real - real.mean())).mean() / spread)
+            if spread > 0 else math.nan,
+            "mean_abs_error": float(np.abs(predicted - real).mean()),
+            "mean_error": float((predicted - real).mean()),
+        }  # fmt: skip
 
     @property
     def gap(self) -> float | None:
@@ -160,22 +182,36 @@ class WorldView(gymnasium.Wrapper):
 
 
 def real_episode(
-    env: gymnasium.Env, policy: Policy, config: WorldConfig, seed: int, keep: bool
-) -> tuple[float, int, list]:
-    """One whole episode of the source env ``env`` under ``policy``: (return, world steps, frames kept for a
-    video)."""
+    env: gymnasium.Env, policy: Policy, config: WorldConfig, seed: int, keep: bool, context: int = 0
+) -> RealEpisode:
+    """One whole episode of the source env ``env`` under ``policy``; its first ``context`` frames (and the reward of
+    the steps that made them) are kept for a dream to start from, all of them with ``keep`` (a video)."""
     view = WorldView(env, config)
     frame, _ = view.reset(seed=seed)
     policy.reset(seed)
-    kept, ret, steps, ended = ([frame] if keep else []), 0.0, 0, False
+    kept, first, ret, steps, ended, start_return = ([frame] if keep else []), [frame], 0.0, 0, False, 0.0
     while not ended:
         frame, reward, terminated, truncated, _ = view.step(policy(frame))
         ret += reward
         ended = terminated or truncated
         steps += 1
+        if len(first) < context:
+            first.append(frame)
+            start_return = ret
         if keep:
             kept.append(frame)
-    return ret, steps, kept
+    return RealEpisode(ret, steps, kept, np.stack(first[:context]) if context else None, start_return)
+
+
+class RealEpisode(NamedTuple):
+    ret: float
+    steps: int
+    frames: list
+    """Every frame, when kept (a video)."""
+    start: np.ndarray | None
+    """The first ``context`` frames (T, H, W, 3)."""
+    start_return: float
+    """Reward of the steps that made ``start``."""
 
 
 def _real_policy(spec: str, view: WorldView, sample: bool) -> Policy:
@@ -188,12 +224,12 @@ def _real_policy(spec: str, view: WorldView, sample: bool) -> Policy:
     return make_policy(spec, view)
 
 
-def _real_worker(job: tuple[str, dict[str, Any], list[int], bool, int]) -> list[tuple[float, int, list]]:
-    spec, config_dict, seeds, sample, keep = job
+def _real_worker(job: tuple[str, dict[str, Any], list[int], bool, int, int]) -> list[RealEpisode]:
+    spec, config_dict, seeds, sample, keep, context = job
     config = WorldConfig.from_dict(config_dict)
     env = real_env(config, None, config.name)
     policy = _real_policy(spec, WorldView(env, config), sample)
-    out = [real_episode(env, policy, config, seed, i < keep) for i, seed in enumerate(seeds)]
+    out = [real_episode(env, policy, config, seed, i < keep, context) for i, seed in enumerate(seeds)]
     env.close()
     return out
 
@@ -204,10 +240,17 @@ def _one_thread() -> None:
 
 
 def run_real(
-    policy: str, config: WorldConfig, seeds: list[int], sample: bool, keep: int, workers: int, progress: bool
+    policy: str,
+    config: WorldConfig,
+    seeds: list[int],
+    sample: bool,
+    keep: int,
+    workers: int,
+    progress: bool,
+    context: int = 0,
 ) -> tuple[SideResult, list[list[np.ndarray]]]:
     """Real episodes of ``policy`` (``agent:PATH`` or a driver's name) with seeds ``seeds``, split over ``workers``
-    processes; the first ``keep`` episodes' frames."""
+    processes; the first ``keep`` episodes' frames (and with ``context`` every episode's first frames)."""
     import time
     from concurrent.futures import ProcessPoolExecutor
 
@@ -216,7 +259,7 @@ def run_real(
     start = time.perf_counter()
     workers = max(1, min(workers, len(seeds)))
     chunks = [seeds[i::workers] for i in range(workers)]  # round robin: episode i is in chunk i % workers
-    jobs = [(policy, config.to_dict(), chunk, sample, math.ceil(keep / workers)) for chunk in chunks]
+    jobs = [(policy, config.to_dict(), chunk, sample, math.ceil(keep / workers), context) for chunk in chunks]
     if workers == 1:
         results = [_real_worker(jobs[0])]
     else:
@@ -224,12 +267,16 @@ def run_real(
             results = list(
                 tqdm(pool.map(_real_worker, jobs), total=workers, desc=f"real: {policy}", disable=not progress)
             )
-    by_seed: dict[int, tuple[float, int, list]] = {}
+    by_seed: dict[int, RealEpisode] = {}
     for chunk, result in zip(chunks, results):
         by_seed.update(zip(chunk, result))
     ordered = [by_seed[s] for s in seeds]
-    frames = [r[2] for r in ordered[:keep] if r[2]]
-    return SideResult([r[0] for r in ordered], [r[1] for r in ordered], time.perf_counter() - start), frames
+    frames = [r.frames for r in ordered[:keep] if r.frames]
+    side = SideResult([r.ret for r in ordered], [r.steps for r in ordered], time.perf_counter() - start)
+    if context:
+        side.starts = np.stack([r.start for r in ordered])
+        side.start_returns = [r.start_return for r in ordered]
+    return side, frames
 
 
 # ----------------------------------------------------------------------------- the dream side
@@ -271,8 +318,10 @@ def run_dream(
     episode_steps: int | None = None,
     batch: int = 32,
     progress: bool = False,
+    starts: np.ndarray | None = None,
 ) -> SideResult:
-    """One dream per seed in the world's vector env (``batch`` at a time), each to its end or ``episode_steps``."""
+    """One dream per seed in the world's vector env (``batch`` at a time), each to its end or ``episode_steps``, from
+    the shipped start the seed picks or from ``starts[i]`` (N, T, H, W, 3): the world's start-context length."""
     import time
 
     from tqdm import tqdm
@@ -287,7 +336,8 @@ def run_dream(
         venv = WorldModelVectorEnv(world, num_envs=len(chunk), device=device, precision=precision)
         check_agent_fits(net, venv.world.config.action, f"world {world!r}", "")
         limit = episode_steps or dream_episode_steps(venv.world.config, start_context(venv.world))
-        obs, _ = venv.reset(seed=chunk)
+        options = None if starts is None else {"start": starts[first : first + batch]}
+        obs, _ = venv.reset(seed=chunk, options=options)
         stack = FrameStack(len(chunk), net.cfg.history, net.cfg.frame_size)
         frames = stack.start(obs)
         generator = torch.Generator().manual_seed(chunk[0])
@@ -331,6 +381,8 @@ def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
     drivers = [d.strip() for d in cfg.drivers.split(",") if d.strip()]
     if drivers and cfg.real is None:
         raise InputError("--drivers are scored in the real env: pass --real ENV (or --real auto) too")
+    if cfg.paired and cfg.real is None:
+        raise InputError("--paired dreams each real track from its first frames: pass --real ENV (or --real auto) too")
     path = agent_dir(cfg.agent)
     net = load_agent(path)
     card = read_agent_card(path)
@@ -347,13 +399,22 @@ def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
         for driver in drivers:  # a name no policy answers to fails here, before any episode runs
             _real_policy(driver, env, cfg.sample)
         env.close()
-        result.real, frames = run_real(f"agent:{path}", config, seeds, cfg.sample, keep, cfg.workers, progress)
+        context = start_context(WorldModel.from_pretrained(world)) if cfg.paired else 0
+        result.real, frames = run_real(
+            f"agent:{path}", config, seeds, cfg.sample, keep, cfg.workers, progress, context=context
+        )
         if cfg.video and frames:
             write_side_by_side(frames, cfg.video, config.frame_rate)
         for driver in drivers:
             result.drivers[driver] = run_real(driver, config, seeds, False, 0, cfg.workers, progress)[0]
     if cfg.dream:
         result.dream = run_dream(net, world, seeds, cfg.sample, cfg.device, cfg.precision, progress=progress)
+    if cfg.paired and result.real is not None:
+        dreamt = run_dream(net, world, seeds, cfg.sample, cfg.device, cfg.precision, progress=progress,
+                           starts=result.real.starts)  # fmt: skip
+        # The prediction covers the whole real episode: the real reward up to its first frames, then the dream's.
+        dreamt.returns = [a + b for a, b in zip(result.real.start_returns, dreamt.returns)]
+        result.paired = dreamt
     return result
 
 
@@ -372,7 +433,7 @@ def format_rl_eval(result: RLEvalResult) -> str:
     lines = [f"agent {result.agent} (world {result.world}), {len(result.seeds)} episodes, seeds "
              f"{result.seeds[0]}..{result.seeds[-1]}", "", "| side | mean return | std | mean steps | seconds |",
              "|---|---|---|---|---|"]  # fmt: skip
-    sides = [("real", result.real), ("dream", result.dream)]
+    sides = [("real", result.real), ("dream", result.dream), ("dream from each real track's start", result.paired)]
     sides += [(f"real, driver {name}", side) for name, side in result.drivers.items()]
     for name, side in sides:
         if side is not None:
@@ -381,11 +442,17 @@ def format_rl_eval(result: RLEvalResult) -> str:
             )
     if result.gap is not None:
         lines.append(f"\ndream-to-real gap: {100 * result.gap:.1f}% of the real return")
+    pairing = result.pairing()
+    if pairing is not None:
+        lines.append(f"\nper episode, predicted vs real return: correlation {pairing['pearson_r']:.2f}, mean error "
+                     f"{pairing['mean_error']:+.1f}, mean |error| {pairing['mean_abs_error']:.1f}")  # fmt: skip
     return "\n".join(lines)
 
 
 def _side_json(side: SideResult | None) -> dict[str, Any] | None:
-    return None if side is None else {**asdict(side), "mean": side.mean, "std": side.std}
+    if side is None:
+        return None
+    return {**{k: v for k, v in asdict(side).items() if k != "starts"}, "mean": side.mean, "std": side.std}
 
 
 def write_rl_eval_json(result: RLEvalResult, path: str | Path | None) -> dict[str, Any]:
@@ -396,6 +463,8 @@ def write_rl_eval_json(result: RLEvalResult, path: str | Path | None) -> dict[st
         "real": _side_json(result.real),
         "dream": _side_json(result.dream),
         "gap": result.gap,
+        "paired": _side_json(result.paired),
+        "pairing": result.pairing(),
         "drivers": {name: _side_json(side) for name, side in result.drivers.items()},
         "card": result.card,
     }
