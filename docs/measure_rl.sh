@@ -41,3 +41,5 @@ worldsim rl train --world carracing --out runs/agent_checks --steps "${DREAM_STE
 worldsim rl eval --agent runs/agent_checks --episodes "$EPISODES" --real auto --dream --json runs/rl_eval_checks.json
 worldsim rl eval --agent runs/agent_checks/agent_best_real --episodes "$EPISODES" --real auto --dream \
     --json runs/rl_eval_checks_best.json
+#    f. per-track prediction: each real track dreamt from its own first frames, the shipped agent driving
+worldsim rl eval --agent carracing_ppo --episodes "$EPISODES" --real auto --dream --paired --json runs/rl_eval_paired.json
