@@ -43,3 +43,7 @@ worldsim rl eval --agent runs/agent_checks/agent_best_real --episodes "$EPISODES
     --json runs/rl_eval_checks_best.json
 #    f. per-track prediction: each real track dreamt from its own first frames, the shipped agent driving
 worldsim rl eval --agent carracing_ppo --episodes "$EPISODES" --real auto --dream --paired --json runs/rl_eval_paired.json
+#    g. dream dropout in the 2-step world with real checks (shipped as carracing_ppo_v2: the run's end)
+worldsim rl train --world carracing --out runs/agent_dropout_checks --steps "${DREAM_STEPS:-560000}" --num-envs 32 \
+    --dream-dropout 0.05 --eval-real-every 25 --eval-real-episodes 4 --max-minutes 34 --save-minutes 5
+worldsim rl eval --agent runs/agent_dropout_checks --episodes "$EPISODES" --real auto --dream --json runs/rl_eval_dropout_checks.json

@@ -286,17 +286,22 @@ def test_real_side_takes_agents_and_named_drivers_on_the_same_view(tmp_path):
     view.close()
 
 
-def test_the_shipped_agent_loads_by_name_and_drives_the_shipped_world():
+@pytest.mark.parametrize("name", ["carracing_ppo", "carracing_ppo_v2"])
+def test_the_shipped_agents_load_by_name_and_drive_the_shipped_world(name):
     from worldsim.agents.policy import make_seeing_policy
     from worldsim.checkpoint import load_config
     from worldsim.rl_eval import agent_dir
     from worldsim.worlds import resolve_world
 
-    path = agent_dir("carracing_ppo")
+    path = agent_dir(name)
     card = json.loads((path / "config.json").read_text())["card"]
-    assert card["real_steps"] == 0 and card["dream_steps"] > 0 and card["real_eval"]["episodes"] == 50
+    checks = sum(e.get("episodes", 4) for e in card["real_evals"])  # real steps only in counted scoring checks
+    assert (
+        (card["real_steps"] == 0) == (checks == 0) and card["dream_steps"] > 0 and card["real_eval"]["episodes"] == 50
+    )
+    assert card["config"]["real"] is False and card["config"]["init"] is None  # the weights learnt only in the dream
     space = load_config(resolve_world("carracing")).action.to_gym()
-    policy = make_seeing_policy("agent:carracing_ppo", space, seed=0)
+    policy = make_seeing_policy(f"agent:{name}", space, seed=0)
     policy.reset(0)
     assert space.contains(np.int64(policy(np.zeros((64, 64, 3), np.uint8))))
 
