@@ -103,13 +103,12 @@ class RLEvalResult:
         if self.paired is None or self.real is None or len(self.real.returns) < 2:
             return None
         predicted, real = np.array(self.paired.returns), np.array(self.real.returns)
-        spread = predicted.std() * real.std()
+        varied = predicted.std() > 0 and real.std() > 0  # a correlation needs both sides to vary
         return {
-            "pearson_r": float(((predicted - predicted.mean()) * (real - real.mean())).mean() / spread)
-            if spread > 0 else math.nan,
+            "pearson_r": float(np.corrcoef(predicted, real)[0, 1]) if varied else math.nan,
             "mean_abs_error": float(np.abs(predicted - real).mean()),
             "mean_error": float((predicted - real).mean()),
-        }  # fmt: skip
+        }
 
     @property
     def gap(self) -> float | None:
@@ -181,6 +180,17 @@ class WorldView(gymnasium.Wrapper):
         return self._frame(obs), total, bool(terminated), bool(truncated), info
 
 
+class RealEpisode(NamedTuple):
+    ret: float
+    steps: int
+    frames: list
+    """Every frame, when kept (a video)."""
+    start: np.ndarray | None
+    """The first ``context`` frames (T, H, W, 3)."""
+    start_return: float
+    """Reward of the steps that made ``start``."""
+
+
 def real_episode(
     env: gymnasium.Env, policy: Policy, config: WorldConfig, seed: int, keep: bool, context: int = 0
 ) -> RealEpisode:
@@ -201,17 +211,6 @@ def real_episode(
         if keep:
             kept.append(frame)
     return RealEpisode(ret, steps, kept, np.stack(first[:context]) if context else None, start_return)
-
-
-class RealEpisode(NamedTuple):
-    ret: float
-    steps: int
-    frames: list
-    """Every frame, when kept (a video)."""
-    start: np.ndarray | None
-    """The first ``context`` frames (T, H, W, 3)."""
-    start_return: float
-    """Reward of the steps that made ``start``."""
 
 
 def _real_policy(spec: str, view: WorldView, sample: bool) -> Policy:
