@@ -1,9 +1,14 @@
-"""Steps/s of the shipped world with the cache's attention as SDPA vs as matrix products and a softmax (bf16, CPU).
+"""Steps/s of the shipped world with three ways to compute the cache's attention (bf16, CPU).
 
     python docs/measure_attention.py [ROUNDS]
 
-One loaded bf16 world per batch size (1 and 32 worlds), rounds alternating between the two attention paths
-(``worldsim.models.attention.cache_attention`` and plain ``F.scaled_dot_product_attention``), the median step of
+* ``sdpa``: ``F.scaled_dot_product_attention`` with the bool visibility mask (the path before issue 15's change);
+* ``matmul, masked_fill``: two matrix products and a softmax, the masked scores by an out-of-place ``masked_fill``
+  (shipped from 2026-12-02's first session to its third);
+* ``matmul, bias``: the same with an additive bias (0 / -inf) built once per write and added in place to the fresh
+  scores (``worldsim.models.attention.cache_attention`` now).
+
+One loaded bf16 world per batch size (1 and 32 worlds), rounds alternating between the paths, the median step of
 each round (``WorldModel.step``, the decode included). This VM's speed drifts by tens of percent within minutes, so
 only rounds taken side by side are compared. Then the frames: 16-step rollouts of each bf16 path from the same start,
 noise and actions, PSNR against the fp32 world's (bf16 rounding alone makes an autoregressive rollout drift).
@@ -24,23 +29,51 @@ from worldsim.engine import WorldModel
 from worldsim.models.attention import cache_attention
 
 STEPS = 60
-PATHS = {"sdpa": lambda q, k, v, mask=None: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-         "matmul+softmax": cache_attention}  # fmt: skip
+SHIPPED_BIAS = memory.KVCache._block_bias
+
+
+def _bool_mask(self: memory.KVCache, frames: int, ahead: bool = False) -> torch.Tensor | None:
+    bias = SHIPPED_BIAS(self, frames, ahead)
+    return None if bias is None else bias == 0  # cached with the bias, so built once per write as before
+
+
+def _masked_fill(q, k, v, mask=None):
+    if q.shape[0] < 2:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1), v)
+
+
+def _sdpa(q, k, v, mask=None):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+PATHS = {  # name: (how KVCache builds the mask, how attention takes it)
+    "sdpa": (_bool_mask, _sdpa),
+    "matmul, masked_fill": (_bool_mask, _masked_fill),
+    "matmul, bias": (SHIPPED_BIAS, cache_attention),
+}
+
+
+def use(path: str) -> None:
+    memory.KVCache._block_bias, memory.cache_attention = PATHS[path]
 
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     for batch in (1, 32):
         wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
-        variants = {name: (lambda a=attend: setattr(memory, "cache_attention", a)) for name, attend in PATHS.items()}
+        variants = {name: (lambda n=name: use(n)) for name in PATHS}
         rate = alternating_rates(wm, variants, batch=batch, rounds=rounds, steps=STEPS)
-        memory.cache_attention = cache_attention
         base = statistics.median(rate["sdpa"])
         for name, runs in rate.items():
             med = statistics.median(runs)
             print(f"batch {batch}, {name}: median {med:.1f} frames/s (x{med / base:.2f}), rounds "
                   f"{[round(x, 1) for x in runs]}")  # fmt: skip
     frames_against_fp32()
+    use("matmul, bias")
 
 
 def rollout(wm: WorldModel, frames: int = 16) -> np.ndarray:
@@ -50,14 +83,14 @@ def rollout(wm: WorldModel, frames: int = 16) -> np.ndarray:
 
 
 def frames_against_fp32() -> None:
+    use("matmul, bias")
     reference = rollout(WorldModel.from_pretrained("carracing"))
     wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
-    for name, attend in PATHS.items():
-        memory.cache_attention = attend
+    for name in PATHS:
+        use(name)
         mse = ((rollout(wm) - reference) ** 2).mean(axis=(0, 2, 3, 4))  # per horizon, over 8 worlds
         psnr = 10 * np.log10(255**2 / np.maximum(mse, 1e-10))
         print(f"bf16 {name} vs fp32 frames: PSNR h1 {psnr[0]:.1f}, h4 {psnr[3]:.1f}, h16 {psnr[15]:.1f} dB")
-    memory.cache_attention = cache_attention
 
 
 if __name__ == "__main__":

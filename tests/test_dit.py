@@ -194,11 +194,11 @@ def test_a_point_action_is_embedded_per_token_and_starts_as_nothing():
 
 def test_cache_attention_in_bf16_matches_sdpa_with_and_without_a_mask():
     """The bf16 CPU path for a batch of worlds (matrix products and a softmax instead of SDPA's flash kernel) computes
-    the same attention: within bf16 rounding of the fp32 result, no further from it than SDPA in bf16, and masked keys
-    get no weight."""
+    the same attention as SDPA with the bool mask the bias stands for: within bf16 rounding of the fp32 result, no
+    further from it than SDPA in bf16, and masked keys get no weight."""
     import torch.nn.functional as F
 
-    from worldsim.models.attention import cache_attention
+    from worldsim.models.attention import cache_attention, visibility_bias
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 4, n, 64, generator=g) for n in (32, 240, 240))
@@ -206,9 +206,11 @@ def test_cache_attention_in_bf16_matches_sdpa_with_and_without_a_mask():
     mask[..., 0] = True  # every query sees at least one key
     for m in (None, mask):
         exact = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
-        assert torch.equal(cache_attention(q, k, v, m), exact)  # fp32: SDPA itself
+        bias = None if m is None else visibility_bias(m, torch.float32)
+        torch.testing.assert_close(cache_attention(q, k, v, bias), exact)  # fp32: SDPA itself, with the bias
         with torch.inference_mode():
-            ours = cache_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), m).float()
+            bf16_bias = None if m is None else visibility_bias(m, torch.bfloat16)
+            ours = cache_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bf16_bias).float()
             sdpa = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), attn_mask=m).float()
         assert (ours - exact).abs().max() < 0.03
         assert (ours - exact).pow(2).mean().sqrt() < 3 * (sdpa - exact).pow(2).mean().sqrt()
@@ -217,8 +219,9 @@ def test_cache_attention_in_bf16_matches_sdpa_with_and_without_a_mask():
         hidden = ~mask[0, 0, 0]
         k2[..., hidden.nonzero()[0], :] += 5
         v2[..., hidden.nonzero()[0], :] -= 5
-        a = cache_attention(q[:2, :, :1].bfloat16(), k[:2].bfloat16(), v[:2].bfloat16(), mask[:1, :, :1])
-        b = cache_attention(q[:2, :, :1].bfloat16(), k2[:2].bfloat16(), v2[:2].bfloat16(), mask[:1, :, :1])
+        seen_by_one = visibility_bias(mask[:1, :, :1], torch.bfloat16)
+        a = cache_attention(q[:2, :, :1].bfloat16(), k[:2].bfloat16(), v[:2].bfloat16(), seen_by_one)
+        b = cache_attention(q[:2, :, :1].bfloat16(), k2[:2].bfloat16(), v2[:2].bfloat16(), seen_by_one)
     assert torch.equal(a, b)
     with torch.inference_mode():  # one world keeps SDPA (faster there)
         one = (q[:1].bfloat16(), k[:1].bfloat16(), v[:1].bfloat16())

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from worldsim.models.attention import BlockCausal, KVSlots, apply_rope, cache_attention, frame_visibility
+from worldsim.models.attention import (
+    BlockCausal,
+    KVSlots,
+    apply_rope,
+    cache_attention,
+    frame_visibility,
+    visibility_bias,
+)
 from worldsim.models.conditioning import FrameConditioning, TextContext
 from worldsim.models.dit import DiT, DiTOutput
 
@@ -80,8 +87,8 @@ class KVCache:
         """Slots [0, used) may hold something for some row: attention reads this prefix."""
         self.next_frame = 0
         """Global index of the first frame of the next block."""
-        self._mask_key: tuple[int, int, bool] | None = None
-        self._mask: Tensor | None = None
+        self._bias_key: tuple[int, int, bool] | None = None
+        self._bias: Tensor | None = None
         self._version = 0
         self._ahead_version = -1
 
@@ -151,18 +158,20 @@ class KVCache:
         vis[:, 1, :placed] = False
         return torch.cat([front, vis], 2)
 
-    def _block_mask(self, frames: int, device, ahead: bool = False) -> Tensor | None:
-        """(B, 1, frames*N, keys*N) token mask of ``visibility``, or None when everything is visible."""
+    def _block_bias(self, frames: int, ahead: bool = False) -> Tensor | None:
+        """(B, 1, frames*N, keys*N) additive attention bias of ``visibility`` (0 seen, -inf not), or None when
+        everything is visible; built once per write (the K passes of a frame share it)."""
         key = (self._version, frames, ahead)  # the version changes with every write and restart
-        if self._mask_key != key:
+        if self._bias_key != key:
             vis = self.visibility(frames, ahead)
             if vis.all():
-                self._mask = None
+                self._bias = None
             else:
                 N = self.tokens
-                self._mask = vis.repeat_interleave(N, 1).repeat_interleave(N, 2)[:, None].to(device)
-            self._mask_key = key
-        return self._mask
+                seen = vis.repeat_interleave(N, 1).repeat_interleave(N, 2)[:, None].to(self._k.device)
+                self._bias = visibility_bias(seen, self._k.dtype)
+            self._bias_key = key
+        return self._bias
 
     def kv_slots(self, layer: int, batch: int, length: int) -> KVSlots | None:
         """Where ``attend`` puts the block in flight: right after the used slots, when the block fits the scratch room;
@@ -178,22 +187,22 @@ class KVCache:
         n = self.used * self.tokens
         m = k.shape[-2]
         frames = m // self.tokens
-        mask = self._block_mask(frames, q.device, ahead)
+        bias = self._block_bias(frames, ahead)
         reps = q.shape[0] // self.batch
-        if mask is not None and reps > 1:  # guidance passes stack cond/uncond along the batch
-            mask = mask.repeat(reps, 1, 1, 1)
+        if bias is not None and reps > 1:  # guidance passes stack cond/uncond along the batch
+            bias = bias.repeat(reps, 1, 1, 1)
         slots = self.kv_slots(layer, q.shape[0], m)
         if slots is not None:
             # Nothing to copy when a fused kernel wrote k and v there already: copy_ skips a view onto itself.
             slots.keys.copy_(k)
             slots.values.copy_(v)
             start, end = (0 if ahead else self.ahead), self.ahead + n + m
-            return cache_attention(q, self._k[layer, :, :, start:end], self._v[layer, :, :, start:end], mask)
+            return cache_attention(q, self._k[layer, :, :, start:end], self._v[layer, :, :, start:end], bias)
         assert not ahead, "a write_then_denoise pass fits the scratch and is never guided"
         ck, cv = self.k[layer, :, :, :n], self.v[layer, :, :, :n]
         if reps > 1:
             ck, cv = ck.repeat(reps, 1, 1, 1), cv.repeat(reps, 1, 1, 1)
-        return cache_attention(q, torch.cat([ck, k], -2), torch.cat([cv, v], -2), mask)
+        return cache_attention(q, torch.cat([ck, k], -2), torch.cat([cv, v], -2), bias)
 
     # ----------------------------------------------------------------- writing
     def _ring_slot(self, g: int) -> int:
@@ -272,7 +281,7 @@ class KVCache:
         self._k, self._v, self.sink_k = (t[:, rows].contiguous() for t in (self._k, self._v, self.sink_k))
         self._slot_views()
         self.slot_frame, self.origin = self.slot_frame[rows], self.origin[rows]
-        self._mask_key = self._mask = None
+        self._bias_key = self._bias = None
         self._version += 1
 
     def transplant(self, rows: list[int], other: KVCache) -> None:

@@ -109,17 +109,24 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * sin
 
 
-def cache_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+def cache_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
     """Inference attention of a few new frames' queries over the cache's keys: SDPA, except for a batch of bf16 worlds
     on a CPU, where PyTorch's flash kernel (tuned for long queries) loses to two matrix products and a softmax at
     these shapes: 16-32 queries over ~250 keys, x1.3-1.8 from 2 to 8 worlds, x2 from 16 on; one world is x0.8-0.97,
-    so it keeps SDPA (docs/results.md). ``mask``: bool, True where a key is seen."""
+    so it keeps SDPA (docs/results.md). ``bias``: additive, 0 where a key is seen and -inf where not
+    (``visibility_bias``); added in place to the fresh scores, which halves the masked call against a bool mask's
+    out-of-place ``masked_fill``."""
     if q.dtype != torch.bfloat16 or q.device.type != "cpu" or q.shape[0] < 2 or torch.is_grad_enabled():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+    if bias is not None:
+        scores.add_(bias)
     return torch.matmul(scores.softmax(-1), v)
+
+
+def visibility_bias(seen: Tensor, dtype: torch.dtype) -> Tensor:
+    """A bool mask (True where a key is seen) as the additive bias ``cache_attention`` and SDPA take."""
+    return torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill_(~seen, float("-inf"))
 
 
 def frame_visibility(query_frames: Tensor, key_frames: Tensor, window: int | None, sinks: int) -> Tensor:
