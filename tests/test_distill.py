@@ -64,8 +64,12 @@ def distill_cfg(data_file, world, out, **changes) -> DistillTrainConfig:
     return with_preset(DistillTrainConfig, "distill", "tiny", {**base, **changes})
 
 
-def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(tmp_path, data, teacher):  # noqa: F811
-    cfg = distill_cfg(data, teacher, tmp_path / "student", steps=40, batch_size=4, lr=1e-3, warmup_steps=5)
+@pytest.mark.parametrize("rollout_from", [0, 1])
+def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(
+    tmp_path, data, teacher, rollout_from  # noqa: F811
+):
+    cfg = distill_cfg(data, teacher, tmp_path / "student", steps=40, batch_size=4, lr=1e-3, warmup_steps=5,
+                      rollout_from=rollout_from)  # fmt: skip
     stage = DistillStage(cfg)
     stage.head_weight = 0.0  # the test data's rewards (up to 200) would swamp the flow in 40 steps of a tiny model
     gen = torch.Generator().manual_seed(0)
@@ -81,12 +85,32 @@ def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(tmp_pa
     assert student.step([1]).frames.shape == (1, 16, 16, 3)
 
 
+def test_own_rollout_keeps_the_real_start_and_makes_the_rest_from_the_students_past(tmp_path, data, teacher):  # noqa: F811
+    """Self-forcing-style context: the first ``rollout_from`` frames stay real; each later frame is the student's own,
+    made from the frames before it (so the real frames it replaces change nothing) and from its noise."""
+    stage = DistillStage(distill_cfg(data, teacher, tmp_path / "student", rollout_from=1, clip_frames=3))
+    batch = torch.utils.data.default_collate([stage.dataset[i] for i in range(2)])
+    x = batch["latents"] if "latents" in batch else stage.autoencoder.encode(batch["frames"]).float()
+    g = torch.Generator().manual_seed(0)
+    context_noise, noise = torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)
+    args = (batch["actions"], batch["action_null"])
+    made = stage.own_rollout(stage.model, x, context_noise, noise, *args)
+    assert torch.equal(made[:, :1], x[:, :1])
+    assert (made[:, 1:] - x[:, 1:]).abs().mean() > 1e-3  # the student's frames, not the data's
+    scrambled = x.clone()
+    scrambled[:, 1:] = torch.randn(scrambled[:, 1:].shape, generator=g)
+    torch.testing.assert_close(stage.own_rollout(stage.model, scrambled, context_noise, noise, *args), made)
+    other = stage.own_rollout(stage.model, x, context_noise, noise.flip(0), *args)
+    assert not torch.allclose(other[:, 1:], made[:, 1:])
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
         (["--student-steps", "3"], "must be below and divide"),
         (["--teacher-steps", "3"], "divide the teacher's sampler steps (3)"),  # the flag, not the world's 4
         (["--clip-frames", "99"], "--clip-frames 99"),
+        (["--rollout-from", "3"], "--rollout-from 3 must be in 0..2"),
     ],
 )
 def test_bad_distill_flags_are_one_line_errors(tmp_path, capsys, data, teacher, flags, message):  # noqa: F811

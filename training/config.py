@@ -157,6 +157,10 @@ class DistillTrainConfig(TrainConfig):
     still teach a 2-step student from its 4-step sampling)."""
     clip_frames: int = 0
     """Frames per training clip; 0: the world's training clip length."""
+    rollout_from: int = 0
+    """Self-forcing-style: each clip keeps its first N real frames and the student makes the rest of its context
+    itself (its own sampler, the clip's actions, no gradient), so it learns the teacher's steps on its own rollouts;
+    0: every context frame real (teacher-forced)."""
     latent_cache: bool = True
     """Encode the dataset once into <out>/latents.h5 instead of every step."""
 

@@ -1,14 +1,21 @@
 """Distil a world's K-step sampler into k < K steps (progressive distillation, laid out teacher-forced).
 
-The student starts as a copy of the world's DiT; the teacher is the world as it is, frozen. At each level the
-student's Euler sampler visits (k steps: 1, 1 - 1/k, ...), the student learns the velocity that takes a frame, in one
-step, to where the teacher's K/k Euler steps take it (Salimans & Ho 2022, on flow matching: the target is the mean
-of the teacher's velocities along its path). Frames are noised from real data, so no teacher rollout is needed.
+The student starts as a copy of the world's DiT; the teacher is the world as it is, frozen. Both step through the
+world's own levels (``sampling_levels`` with its ``shift``; the student visits every (K/k)-th of the teacher's). At
+each of the student's levels it learns the velocity that takes a frame, in one step, to where the teacher's K/k Euler
+steps take it (Salimans & Ho 2022, on flow matching: the target is the mean of the teacher's velocities along its
+path). Frames are noised from real data, so no teacher rollout is needed.
 
 Why this objective (against shortcut models, consistency distillation or training on the model's own rollouts): it
 needs nothing but the world's own forward pass, it keeps the sampler a plain Euler sampler (the engine, the KV cache,
 ``[``/``]`` in the viewer are unchanged: ``sampler.steps`` is stored in the exported checkpoint), and each step is
 3 + K/k passes over one clip, so it runs on this CPU.
+
+With ``--rollout-from N`` (self-forcing-style, Huang et al. 2025, with the teacher's steps as the target instead of a
+distribution-matching critic) the context is no longer all real: each clip keeps its first N real frames, and the
+student makes the rest itself, frame by frame as the engine does (``own_rollout``). The student then learns the
+teacher's steps on the contexts its own rollouts give it, whose errors a teacher-forced student never sees, and
+which compound over a long dream.
 
 A training clip is laid out teacher-forced: its T frames at the sampler's context level (what a rollout's memory
 holds), then frames 1..T-1 again at the student's levels. A noisy frame sees the context frames before it and itself,
@@ -30,7 +37,7 @@ from torch import Tensor, nn
 
 from worldsim.data.clips import ClipDataset
 from worldsim.data.compat import check_data_matches_world
-from worldsim.diffusion.schedule import add_noise, sampling_levels
+from worldsim.diffusion.schedule import add_noise, euler_step, sampling_levels
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError
 from worldsim.models.dit import DiT, DiTOutput
@@ -84,9 +91,12 @@ class DistillStage:
         self.frames = cfg.clip_frames or config.dit.max_frames
         if not 2 <= self.frames <= config.dit.max_frames:
             raise InputError(f"--clip-frames {self.frames} must be in 2..{config.dit.max_frames} (the world's clips)")
-        # Teacher and student step through evenly spaced levels (the loss below), so the student samples unshifted
-        # whatever the world's own sampler.shift is.
-        self.config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, steps=k, shift=1.0))
+        if not 0 <= cfg.rollout_from < self.frames:
+            raise InputError(f"--rollout-from {cfg.rollout_from} must be in 0..{self.frames - 1} (real frames a clip "
+                             f"starts from; 0: teacher-forced)")  # fmt: skip
+        # The student keeps the world's shift: its levels are every (K/k)-th of the teacher's (the loss below).
+        self.config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, steps=k))
+        self.teacher_levels = sampling_levels(K, config.sampler.shift)
         self.teacher = self.world.dit.to(d.device).eval().requires_grad_(False)
         self.model = copy.deepcopy(self.teacher).train().requires_grad_(True)
         self.autoencoder = self.world.autoencoder.to(d.device)
@@ -99,9 +109,10 @@ class DistillStage:
         self.tokens = (h // config.dit.patch) * (w // config.dit.patch)
         self.tokens_per_sample = (2 * self.frames - 1) * self.tokens
         self.head_weight = LossConfig().head_weight
+        own = f", context after frame {cfg.rollout_from} the student's own rollout" if cfg.rollout_from else ""
         print(
             f"distilling {cfg.world}: {K} Euler steps -> {k} (each student step learns {K // k} of the teacher's), "
-            f"clips of {self.frames} frames",
+            f"clips of {self.frames} frames{own}",
             file=sys.stderr,
         )
 
@@ -116,18 +127,23 @@ class DistillStage:
                 x = self.autoencoder.encode(batch["frames"].to(device)).float()
         T, shape = x.shape[1], tuple(x.shape[2:])
         # All randomness for the global batch, then this rank's rows (as the world stage does).
-        levels = sampling_levels(self.config.sampler.steps)[:-1]
-        student_levels = levels[torch.randint(len(levels), (global_batch, T - 1), generator=generator)][rows]
+        r = self.teacher_steps_per_step
+        first = torch.randint(self.config.sampler.steps, (global_batch, T - 1), generator=generator)[rows] * r
         context_noise = torch.randn(global_batch, T, *shape, generator=generator)[rows].to(device)
         noise = torch.randn(global_batch, T - 1, *shape, generator=generator)[rows].to(device)
-        student_levels = student_levels.to(device)
+        first = first.to(device)
+        levels = self.teacher_levels.to(device)
+        student_levels = levels[first]
 
         B = x.shape[0]
         layout = TeacherForced(T, self.tokens, device)
         context_level = torch.full((B, T), self.config.sampler.context_noise, device=device)
-        context = add_noise(x, context_noise, context_level)
         actions = torch.cat([batch["actions"], batch["actions"][:, 1:]], 1).to(device)
         null = torch.cat([batch["action_null"], batch["action_null"][:, 1:]], 1).to(device)
+        if self.cfg.rollout_from:
+            rollout_noise = torch.randn(global_batch, T, *shape, generator=generator)[rows].to(device)
+            x = self.own_rollout(model, x, context_noise, rollout_noise, actions[:, :T], null[:, :T])
+        context = add_noise(x, context_noise, context_level)
 
         def noisy_part(net: nn.Module, frames: Tensor, frame_levels: Tensor) -> DiTOutput:
             out = net(torch.cat([context, frames], 1), torch.cat([context_level, frame_levels], 1), actions, null,
@@ -135,14 +151,14 @@ class DistillStage:
             return DiTOutput(*(o[:, T:] for o in out))
 
         start = add_noise(x[:, 1:], noise, student_levels)
-        dt = 1.0 / (self.teacher_steps_per_step * self.config.sampler.steps)  # one teacher step
         with torch.no_grad():
-            teacher_x, level = start, student_levels
-            for _ in range(self.teacher_steps_per_step):
-                teacher_x = teacher_x - dt * noisy_part(self.teacher, teacher_x, level).velocity.float()
-                level = level - dt
+            teacher_x = start
+            for i in range(r):
+                a, b = levels[first + i], levels[first + i + 1]
+                teacher_x = euler_step(teacher_x, noisy_part(self.teacher, teacher_x, a).velocity.float(), a, b)
             # The one velocity that lands where the teacher's steps landed (the mean of theirs).
-            target = (start - teacher_x) / (dt * self.teacher_steps_per_step)
+            span = (student_levels - levels[first + r])[..., None, None, None]
+            target = (start - teacher_x) / span
         out = noisy_part(model, start, student_levels)
         flow = (out.velocity.float() - target).pow(2).mean()
         rewards, terminations = batch["rewards"][:, 1:].to(device), batch["terminations"][:, 1:].to(device)
@@ -150,6 +166,28 @@ class DistillStage:
         term = F.binary_cross_entropy_with_logits(out.termination_logit.float(), terminations)
         loss = flow + self.head_weight * (reward + term)
         return loss, {"loss": loss.item(), "flow": flow.item(), "reward": reward.item(), "termination": term.item()}
+
+    @torch.no_grad()
+    def own_rollout(
+        self, net: nn.Module, x: Tensor, context_noise: Tensor, noise: Tensor, actions: Tensor, null: Tensor
+    ) -> Tensor:
+        """Latents (B, T, C, h, w) of real clips -> the same clips with frames ``rollout_from``.. made by ``net``, one
+        at a time as the engine makes them: from ``noise``, the student's Euler steps, each frame attending to the
+        frames before it at the context level (noised by ``context_noise``, as the training pass will show them)."""
+        T, B = x.shape[1], x.shape[0]
+        steps = sampling_levels(self.config.sampler.steps, self.config.sampler.shift).tolist()
+        level = self.config.sampler.context_noise
+        x = x.clone()
+        for t in range(self.cfg.rollout_from, T):
+            past = add_noise(x[:, :t], context_noise[:, :t], torch.full((B, t), level, device=x.device))
+            frame = noise[:, t : t + 1]
+            for a, b in zip(steps[:-1], steps[1:]):
+                now, then = (torch.full((B, 1), s, device=x.device) for s in (a, b))
+                levels = torch.cat([torch.full((B, t), level, device=x.device), now], 1)
+                out = net(torch.cat([past, frame], 1), levels, actions[:, : t + 1], null[:, : t + 1], torch.arange(t + 1))
+                frame = euler_step(frame, out.velocity[:, -1:].float(), now, then)
+            x[:, t] = frame[:, 0]
+        return x
 
     def world_model(self, ema: nn.Module) -> WorldModel:
         dit = DiT(self.config.dit, self.config.action, self.config.autoencoder.latent_channels)
