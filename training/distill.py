@@ -184,7 +184,8 @@ class DistillStage:
             for a, b in zip(steps[:-1], steps[1:]):
                 now, then = (torch.full((B, 1), s, device=x.device) for s in (a, b))
                 levels = torch.cat([torch.full((B, t), level, device=x.device), now], 1)
-                out = net(torch.cat([past, frame], 1), levels, actions[:, : t + 1], null[:, : t + 1], torch.arange(t + 1))
+                seen = (actions[:, : t + 1], null[:, : t + 1])
+                out = net(torch.cat([past, frame], 1), levels, *seen, torch.arange(t + 1))
                 frame = euler_step(frame, out.velocity[:, -1:].float(), now, then)
             x[:, t] = frame[:, 0]
         return x
