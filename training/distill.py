@@ -179,11 +179,12 @@ class DistillStage:
         level = self.config.sampler.context_noise
         x = x.clone()
         for t in range(self.cfg.rollout_from, T):
-            past = add_noise(x[:, :t], context_noise[:, :t], torch.full((B, t), level, device=x.device))
+            past_levels = torch.full((B, t), level, device=x.device)
+            past = add_noise(x[:, :t], context_noise[:, :t], past_levels)
             frame = noise[:, t : t + 1]
             for a, b in zip(steps[:-1], steps[1:]):
                 now, then = (torch.full((B, 1), s, device=x.device) for s in (a, b))
-                levels = torch.cat([torch.full((B, t), level, device=x.device), now], 1)
+                levels = torch.cat([past_levels, now], 1)
                 seen = (actions[:, : t + 1], null[:, : t + 1])
                 out = net(torch.cat([past, frame], 1), levels, *seen, torch.arange(t + 1))
                 frame = euler_step(frame, out.velocity[:, -1:].float(), now, then)
