@@ -67,9 +67,9 @@ def distill_cfg(data_file, world, out, **changes) -> DistillTrainConfig:
 @pytest.mark.parametrize("rollout_from", [0, 1])
 def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(
     tmp_path,
-    data,
+    data,  # noqa: F811
     teacher,
-    rollout_from,  # noqa: F811
+    rollout_from,
 ):
     cfg = distill_cfg(data, teacher, tmp_path / "student", steps=40, batch_size=4, lr=1e-3, warmup_steps=5,
                       rollout_from=rollout_from)  # fmt: skip
