@@ -106,7 +106,7 @@ class Rope3D:
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate ``x`` (..., L, head_dim) by tables (L, head_dim) in rotate-half layout."""
-    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * sin
+    return torch.addcmul(x * cos, torch.roll(x, x.shape[-1] // 2, dims=-1), sin)
 
 
 def cache_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
