@@ -16,14 +16,13 @@ noise and actions, PSNR against the fp32 world's (bf16 rounding alone makes an a
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldsim.bench import alternating_rates
+from worldsim.bench import alternating_rates, print_rates
 from worldsim.diffusion import memory
 from worldsim.engine import WorldModel
 from worldsim.models.attention import cache_attention
@@ -67,11 +66,7 @@ def main() -> None:
         wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
         variants = {name: (lambda n=name: use(n)) for name in PATHS}
         rate = alternating_rates(wm, variants, batch=batch, rounds=rounds, steps=STEPS)
-        base = statistics.median(rate["sdpa"])
-        for name, runs in rate.items():
-            med = statistics.median(runs)
-            print(f"batch {batch}, {name}: median {med:.1f} frames/s (x{med / base:.2f}), rounds "
-                  f"{[round(x, 1) for x in runs]}")  # fmt: skip
+        print_rates(rate, "sdpa", f"batch {batch}, ")
     frames_against_fp32()
     use("matmul, bias")
 

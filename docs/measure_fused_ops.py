@@ -13,14 +13,13 @@ One loaded bf16 world per batch size (1 and 32 worlds), rounds alternating, the 
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import numpy as np
 import torch
 
 import worldsim.kernels as kernels
-from worldsim.bench import alternating_rates
+from worldsim.bench import alternating_rates, print_rates
 from worldsim.diffusion import memory
 from worldsim.engine import WorldModel
 from worldsim.models import dit
@@ -62,11 +61,7 @@ def main() -> None:
         wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
         variants = {name: (lambda n=name: use(n)) for name in VARIANTS}
         rate = alternating_rates(wm, variants, batch=batch, rounds=rounds, steps=STEPS)
-        base = statistics.median(rate["written out"])
-        for name, runs in rate.items():
-            med = statistics.median(runs)
-            print(f"batch {batch}, {name}: median {med:.1f} frames/s (x{med / base:.2f}), rounds "
-                  f"{[round(x, 1) for x in runs]}", flush=True)  # fmt: skip
+        print_rates(rate, "written out", f"batch {batch}, ")
     wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
     frames = {}
     for name in VARIANTS:

@@ -105,6 +105,16 @@ def alternating_rates(
     return rates
 
 
+def print_rates(rates: dict[str, list[float]], baseline: str, label: str = "") -> None:
+    """One line per variant of ``alternating_rates``: the median of its rounds, its ratio to ``baseline``'s median,
+    and every round (the docs/measure_*.py scripts' report)."""
+    base = statistics.median(rates[baseline])
+    for name, runs in rates.items():
+        med = statistics.median(runs)
+        rounds = [round(x, 1) for x in runs]
+        print(f"{label}{name}: median {med:.1f} frames/s (x{med / base:.2f}), rounds {rounds}", flush=True)
+
+
 def check_device(device: str) -> str:
     """``device`` if this machine has it, else an InputError that says what to run instead."""
     try:
