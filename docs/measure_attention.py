@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldsim.bench import alternating_rates, print_rates
+from worldsim.bench import report_alternating
 from worldsim.diffusion import memory
 from worldsim.engine import WorldModel
 from worldsim.models.attention import cache_attention
@@ -62,11 +62,7 @@ def use(path: str) -> None:
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    for batch in (1, 32):
-        wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
-        variants = {name: (lambda n=name: use(n)) for name in PATHS}
-        rate = alternating_rates(wm, variants, batch=batch, rounds=rounds, steps=STEPS)
-        print_rates(rate, "sdpa", f"batch {batch}, ")
+    report_alternating({name: (lambda n=name: use(n)) for name in PATHS}, "sdpa", (1, 32), rounds, STEPS)
     frames_against_fp32()
     use("matmul, bias")
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import worldsim.kernels as kernels
-from worldsim.bench import alternating_rates, print_rates
+from worldsim.bench import report_alternating
 from worldsim.diffusion import memory
 from worldsim.engine import WorldModel
 from worldsim.models import dit
@@ -57,11 +57,7 @@ def use(name: str) -> None:
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    for batch in (32, 1):
-        wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
-        variants = {name: (lambda n=name: use(n)) for name in VARIANTS}
-        rate = alternating_rates(wm, variants, batch=batch, rounds=rounds, steps=STEPS)
-        print_rates(rate, "written out", f"batch {batch}, ")
+    report_alternating({name: (lambda n=name: use(n)) for name in VARIANTS}, "written out", (32, 1), rounds, STEPS)
     wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
     frames = {}
     for name in VARIANTS:

@@ -91,6 +91,17 @@ def test_alternating_rates_set_each_variant_up_on_its_fresh_rollout_in_turn(tmp_
     assert {k: len(v) for k, v in rates.items()} == {"a": 2, "b": 2} and all(r > 0 for v in rates.values() for r in v)
 
 
+def test_print_rates_reports_each_variants_median_and_its_ratio_to_the_baseline(capsys):
+    from worldsim.bench import print_rates
+
+    print_rates({"old": [10.0, 30.0, 20.0], "new": [25.0, 35.0, 30.0]}, "old", "batch 4, ")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "batch 4, old: median 20.0 frames/s (x1.00), rounds [10.0, 30.0, 20.0]",
+        "batch 4, new: median 30.0 frames/s (x1.50), rounds [25.0, 35.0, 30.0]",
+    ]
+
+
 def test_play_record_path_is_checked_before_playing(tmp_path, capsys):
     """A --record whose folder cannot exist fails at once, naming the file in the way, and writes nothing."""
     (tmp_path / "notes").write_text("a file, not a folder")

@@ -115,6 +115,22 @@ def print_rates(rates: dict[str, list[float]], baseline: str, label: str = "") -
         print(f"{label}{name}: median {med:.1f} frames/s (x{med / base:.2f}), rounds {rounds}", flush=True)
 
 
+def report_alternating(
+    variants: dict[str, Callable[[], None]],
+    baseline: str,
+    batches: tuple[int, ...] = (1, 32),
+    rounds: int = 5,
+    steps: int = 60,
+    world: str = "carracing",
+) -> None:
+    """``print_rates`` of ``alternating_rates`` on a freshly loaded bf16 ``world`` at each batch size: the A/B run of
+    a docs/measure_*.py script whose variants patch the engine (they need no handle on the world)."""
+    for batch in batches:
+        wm = WorldModel.from_pretrained(world, dtype=torch.bfloat16)
+        rates = alternating_rates(wm, variants, batch=batch, rounds=rounds, steps=steps)
+        print_rates(rates, baseline, f"batch {batch}, ")
+
+
 def check_device(device: str) -> str:
     """``device`` if this machine has it, else an InputError that says what to run instead."""
     try:
