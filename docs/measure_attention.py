@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldsim.bench import report_alternating
+from worldsim.bench import psnr_per_horizon, report_alternating, rollout_frames
 from worldsim.diffusion import memory
 from worldsim.engine import WorldModel
 from worldsim.models.attention import cache_attention
@@ -67,20 +66,13 @@ def main() -> None:
     use("matmul, bias")
 
 
-def rollout(wm: WorldModel, frames: int = 16) -> np.ndarray:
-    wm.reset(seed=3, batch_size=8)
-    actions = np.random.default_rng(3).integers(0, 5, (frames, 8))
-    return np.stack([wm.step(a).frames for a in actions], 1).astype(np.float64)
-
-
 def frames_against_fp32() -> None:
     use("matmul, bias")
-    reference = rollout(WorldModel.from_pretrained("carracing"))
+    reference = rollout_frames(WorldModel.from_pretrained("carracing"))
     wm = WorldModel.from_pretrained("carracing", dtype=torch.bfloat16)
     for name in PATHS:
         use(name)
-        mse = ((rollout(wm) - reference) ** 2).mean(axis=(0, 2, 3, 4))  # per horizon, over 8 worlds
-        psnr = 10 * np.log10(255**2 / np.maximum(mse, 1e-10))
+        psnr = psnr_per_horizon(rollout_frames(wm), reference)
         print(f"bf16 {name} vs fp32 frames: PSNR h1 {psnr[0]:.1f}, h4 {psnr[3]:.1f}, h16 {psnr[15]:.1f} dB")
 
 

@@ -131,6 +131,20 @@ def report_alternating(
         print_rates(rates, baseline, f"batch {batch}, ")
 
 
+def rollout_frames(wm: WorldModel, frames: int = 16, batch: int = 8, seed: int = 3) -> np.ndarray:
+    """(batch, frames, H, W, 3) float64 frames of ``wm`` from a fixed start, noise and random actions: what the
+    docs/measure_*.py scripts compare between two variants of the engine (their PSNR per horizon)."""
+    wm.reset(seed=seed, batch_size=batch)
+    actions = np.random.default_rng(seed).integers(0, wm.action_space.n, (frames, batch))
+    return np.stack([wm.step(a).frames for a in actions], 1).astype(np.float64)
+
+
+def psnr_per_horizon(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """PSNR (dB) of ``rollout_frames`` against a reference's, per horizon (frame 1 first), over the batch."""
+    mse = ((frames - reference) ** 2).mean(axis=(0, 2, 3, 4))
+    return 10 * np.log10(255**2 / np.maximum(mse, 1e-10))
+
+
 def check_device(device: str) -> str:
     """``device`` if this machine has it, else an InputError that says what to run instead."""
     try:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from worldsim.config import ActionSpec
 from worldsim.errors import ConfigError, InputError
+from worldsim.kernels.packed_linear import PackedLinear
 
 
 class LevelEmbedder(nn.Module):
@@ -24,7 +25,7 @@ class LevelEmbedder(nn.Module):
         half = freq_dim // 2
         # A plain attribute, not a buffer: ``model.to(bfloat16)`` must not round the frequencies.
         self.freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+        self.mlp = nn.Sequential(PackedLinear(freq_dim, width), nn.SiLU(), PackedLinear(width, width))
 
     def forward(self, levels: Tensor) -> Tensor:
         args = levels.float()[..., None] * 1000.0 * self.freqs.to(levels.device)
@@ -50,7 +51,7 @@ class ActionEncoder(nn.Module):
         else:
             self.register_buffer("low", torch.tensor(spec.low, dtype=torch.float32))
             self.register_buffer("high", torch.tensor(spec.high, dtype=torch.float32))
-            self.mlp = nn.Sequential(nn.Linear(spec.flat_size, width), nn.SiLU(), nn.Linear(width, width))
+            self.mlp = nn.Sequential(PackedLinear(spec.flat_size, width), nn.SiLU(), PackedLinear(width, width))
             self.null = nn.Parameter(torch.zeros(width))
 
     def forward(self, actions: Tensor | None, null: Tensor) -> Tensor:
@@ -96,7 +97,7 @@ class ActionPoint(nn.Module):
         self.register_buffer("low", torch.tensor(spec.low, dtype=torch.float32))
         self.register_buffer("high", torch.tensor(spec.high, dtype=torch.float32))
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(self.FREQUENCIES, dtype=torch.float32))
-        self.mlp = nn.Sequential(nn.Linear(4 * self.FREQUENCIES, width), nn.SiLU(), nn.Linear(width, width))
+        self.mlp = nn.Sequential(PackedLinear(4 * self.FREQUENCIES, width), nn.SiLU(), PackedLinear(width, width))
 
     def forward(self, actions: Tensor, null: Tensor, grid: tuple[int, int]) -> Tensor:
         """actions (B, F, 2) in the Box, null (B, F), grid (gh, gw) -> (B, F, gh * gw, width); zero on null frames."""

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from worldsim.config import ActionSpec, DiTConfig
 from worldsim.kernels import modulate, norm_modulate, split_heads_rope
+from worldsim.kernels.packed_linear import PackedLinear
 from worldsim.models.attention import AttentionMemory, BlockCausal, Rope3D
 from worldsim.models.conditioning import ActionEncoder, LevelEmbedder, TextContext
 
@@ -42,8 +43,8 @@ class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
+        self.qkv = PackedLinear(width, 3 * width)
+        self.proj = PackedLinear(width, width)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], memory: AttentionMemory, layer: int) -> Tensor:
         B, F_, N, _ = x.shape
@@ -59,9 +60,9 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.q = nn.Linear(width, width)
-        self.kv = nn.Linear(text_dim, 2 * width)
-        self.proj = nn.Linear(width, width)
+        self.q = PackedLinear(width, width)
+        self.kv = PackedLinear(text_dim, 2 * width)
+        self.proj = PackedLinear(width, width)
 
         self._cached: tuple[Any, Tensor, Tensor, Tensor, Tensor] | None = None
         self._cached_null: tuple[Any, Tensor] | None = None
@@ -146,7 +147,9 @@ class Block(nn.Module):
         self.cross = CrossAttention(d, cfg.heads, cfg.text_dim) if cfg.text_dim else None
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         hidden = int(d * cfg.mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        # The GELU rides in the first layer's oneDNN call at inference (exact GELU either way); nn.Identity keeps
+        # the second layer at index 2, so checkpoints keep their keys (mlp.0, mlp.2).
+        self.mlp = nn.Sequential(PackedLinear(d, hidden, activation="gelu"), nn.Identity(), PackedLinear(hidden, d))
 
     def forward(
         self,
@@ -176,20 +179,20 @@ class DiT(nn.Module):
         self.latent_channels = latent_channels
         d, p = cfg.width, cfg.patch
         token_dim = latent_channels * p * p
-        self.patch_in = nn.Linear(token_dim, d)
+        self.patch_in = PackedLinear(token_dim, d)
         self.level_embed = LevelEmbedder(d)
         self.action_embed = ActionEncoder(action, d, point=cfg.action_point)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         # adaLN-single (PixArt-alpha): one modulation from the frame's conditioning, shared by all
         # blocks, plus a learned per-block offset. Per-block Linear(d, 6d) layers would hold 3x more
         # weights than the attention; at 16 tokens per pass the step is bound by reading weights.
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.modulation = nn.Sequential(nn.SiLU(), PackedLinear(d, 6 * d))
         self.block_modulation = nn.Parameter(torch.zeros(cfg.depth, 6, d))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.patch_out = nn.Linear(d, token_dim)
+        self.final_modulation = nn.Sequential(nn.SiLU(), PackedLinear(d, 2 * d))
+        self.patch_out = PackedLinear(d, token_dim)
         # Reward / termination from the frame's pooled final features.
-        self.heads = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 2))
+        self.heads = nn.Sequential(PackedLinear(d, d), nn.SiLU(), PackedLinear(d, 2))
         if cfg.text_dim:
             self.null_text_token = nn.Parameter(torch.zeros(1, cfg.text_dim))
         self.rope = Rope3D(d // cfg.heads, cfg.rope_theta_time, cfg.rope_theta_space)

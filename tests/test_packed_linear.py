@@ -1,0 +1,85 @@
+"""PackedLinear: an nn.Linear whose CPU inference runs oneDNN on a weight packed once (kernels/packed_linear)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldsim.kernels import packed_linear
+from worldsim.kernels.packed_linear import PackedLinear
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+
+DTYPES = [torch.float32] + ([torch.bfloat16] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else [])
+
+
+def _layer(dtype: torch.dtype, activation: str | None = None) -> PackedLinear:
+    torch.manual_seed(0)
+    return PackedLinear(64, 96, activation=activation).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(16, 64), (2, 3, 16, 64), (1, 64)])
+def test_inference_takes_the_packed_path_and_matches_f_linear(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    layer = _layer(dtype)
+    x = torch.randn(shape).to(dtype)
+    with torch.inference_mode():
+        assert packed_linear.use_packed(x, layer.weight)
+        out = layer(x)
+    expected = F.linear(x.float(), layer.weight.float(), layer.bias.float())
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert out.shape == (*shape[:-1], 96) and out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, atol=tol * expected.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_gelu_matches_gelu_of_the_linear(dtype: torch.dtype) -> None:
+    layer = _layer(dtype, activation="gelu")
+    x = torch.randn(2, 16, 64).to(dtype)
+    with torch.inference_mode():
+        out = layer(x)
+    expected = F.gelu(F.linear(x.float(), layer.weight.float(), layer.bias.float()))
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(out.float(), expected, atol=tol * expected.abs().max().item(), rtol=0)
+
+
+def test_the_packed_copy_follows_every_change_of_the_weight() -> None:
+    layer = _layer(torch.float32)
+    x = torch.randn(8, 64)
+
+    def infer() -> torch.Tensor:
+        with torch.inference_mode():
+            return layer(x)
+
+    def reference() -> torch.Tensor:
+        return F.linear(x, layer.weight, layer.bias).detach()
+
+    first = infer()
+    # An optimizer step writes the weight in place.
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(x).square().sum().backward()
+    opt.step()
+    torch.testing.assert_close(infer(), reference())
+    assert not torch.allclose(infer(), first)
+    # load_state_dict copies into the same tensors.
+    other = nn.Linear(64, 96)
+    layer.load_state_dict(other.state_dict())
+    torch.testing.assert_close(infer(), reference())
+    # .to(dtype) swaps the tensors' storage.
+    layer.to(torch.float64).to(torch.float32)
+    torch.testing.assert_close(infer(), reference())
+
+
+def test_training_is_plain_nn_linear() -> None:
+    layer = _layer(torch.float32, activation="gelu")
+    plain = nn.Linear(64, 96)
+    assert layer.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(4, 64)
+    assert not packed_linear.use_packed(x, layer.weight)  # autograd on: the F.linear path, with gradients
+    out = layer(x)
+    torch.testing.assert_close(out, F.gelu(plain(x)))
+    out.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
