@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldsim.bench import BenchConfig, _load
+from worldsim.bench import BenchConfig, _load, cpu_name
 from worldsim.checkpoint import load_config
 from worldsim.errors import InputError
 from worldsim.precision import Precision, model_dtype
@@ -104,6 +104,7 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
         "checkpoint": cfg.checkpoint or "random size-S 64x64",
         "source": source,
         "threads": torch.get_num_threads(),
+        "machine": cpu_name(),
         "precision": cfg.precision,
         "rows": rows,
     }
@@ -112,7 +113,7 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
 def format_env_table(result: dict[str, Any]) -> str:
     lines = [
         f"world: {result['checkpoint']} ({result['precision']}), source: {result['source'] or 'none'}, "
-        f"torch threads {result['threads']}",
+        f"torch threads {result['threads']}, {result['machine']}",
         "| num_envs | world env steps/s | source env steps/s |",
         "|---|---|---|",
     ]
