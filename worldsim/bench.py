@@ -13,9 +13,9 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
