@@ -83,3 +83,22 @@ def test_training_is_plain_nn_linear() -> None:
     torch.testing.assert_close(out, F.gelu(plain(x)))
     out.sum().backward()
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def test_flop_counter_counts_the_packed_call_as_the_plain_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from worldsim.bench import _count_packed_linear_flops
+
+    _count_packed_linear_flops()
+    layer = _layer(torch.float32)
+    x = torch.randn(2, 16, 64)
+
+    def flops() -> int:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            layer(x)
+        return counter.get_total_flops()
+
+    packed = flops()
+    monkeypatch.setattr(packed_linear, "use_packed", lambda x, weight: False)
+    assert packed == flops() == 2 * 32 * 64 * 96
