@@ -39,7 +39,7 @@ def use_packed(x: Tensor, weight: Tensor) -> bool:
     return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _bf16_supported())
 
 
-def _version(t: Tensor) -> int:
+def write_version(t: Tensor) -> int:
     """The tensor's in-place write counter; -1 for an inference-mode tensor, which keeps none."""
     try:
         return t._version
@@ -49,7 +49,7 @@ def _version(t: Tensor) -> int:
 
 def packed_weight(weight: Tensor) -> Tensor:
     """oneDNN's packed copy of ``weight`` (out, in), made once per weight and again after the weight changes."""
-    key = (weight.data_ptr(), _version(weight), weight.dtype)
+    key = (weight.data_ptr(), write_version(weight), weight.dtype)
     entry = _PACKED.get(id(weight))
     if entry is not None and entry[0]() is weight and entry[1] == key:
         return entry[2]

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from worldsim.config import ActionSpec, DiTConfig
 from worldsim.kernels import modulate, norm_modulate, split_heads_rope
-from worldsim.kernels.packed_linear import PackedLinear
+from worldsim.kernels.packed_linear import PackedLinear, write_version
 from worldsim.models.attention import AttentionMemory, BlockCausal, Rope3D
 from worldsim.models.conditioning import ActionEncoder, LevelEmbedder, TextContext
 
@@ -29,14 +29,6 @@ class DiTOutput(NamedTuple):
     """(B, F) predicted reward of the transition into each frame."""
     termination_logit: Tensor
     """(B, F) logit that each frame is terminal."""
-
-
-def _version(t: Tensor) -> int:
-    """The tensor's in-place write counter; -1 for inference-mode tensors, which keep none."""
-    try:
-        return t._version
-    except RuntimeError:
-        return -1
 
 
 class SelfAttention(nn.Module):
@@ -70,7 +62,7 @@ class CrossAttention(nn.Module):
     def _weights_version(self) -> tuple[int, ...]:
         """Changes whenever the weights are written in place (an optimizer step, ``load_state_dict``)."""
         params = (self.q.weight, self.q.bias, self.kv.weight, self.kv.bias, self.proj.weight, self.proj.bias)
-        return tuple(_version(p) for p in params)
+        return tuple(write_version(p) for p in params)
 
     def forward(self, x: Tensor, text: TextContext) -> Tensor:
         if torch.is_grad_enabled():
@@ -104,7 +96,7 @@ class CrossAttention(nn.Module):
     def _prompt_operators(self, text: TextContext) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The folded operators of ``_attend_folded`` for this prompt, fp32, computed once per prompt (and again
         when the weights change): A (B, W, H*L), c (B, 1, H*L) with the padding mask as -inf, V (B, H*L, W), b."""
-        key = (text.tokens, _version(text.tokens), self._weights_version())
+        key = (text.tokens, write_version(text.tokens), self._weights_version())
         if self._cached is not None:
             cached_key, *operators = self._cached
             if cached_key[0] is key[0] and cached_key[1:] == key[1:]:
@@ -126,7 +118,7 @@ class CrossAttention(nn.Module):
         """What the block adds for the learned "no prompt" token, (width,): attention over a single key is that
         key's value for every query, so the result does not depend on the image tokens. Exactly ``forward`` with the
         null prompt, at the cost of a constant (computed once at inference)."""
-        key = (_version(null_token), dtype, self._weights_version())
+        key = (write_version(null_token), dtype, self._weights_version())
         if not torch.is_grad_enabled() and self._cached_null is not None and self._cached_null[0] == key:
             return self._cached_null[1]
         value = self.kv(null_token.to(dtype))[..., self.proj.in_features :]  # (1, width): the value half
