@@ -25,18 +25,25 @@ _PACKED: dict[int, tuple[weakref.ref, tuple[int, int, torch.dtype], Tensor]] = {
 
 
 @functools.cache
-def _bf16_supported() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def _packed_dtypes() -> frozenset[torch.dtype]:
+    """The dtypes oneDNN packs here: fp32, and bf16 where the CPU has it natively; none without oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return frozenset()
+    bf16 = {torch.bfloat16} if torch.ops.mkldnn._is_mkldnn_bf16_supported() else set()
+    return frozenset({torch.float32, *bf16})
 
 
 def use_packed(x: Tensor, weight: Tensor) -> bool:
-    """Whether ``PackedLinear`` takes the packed path: inference (no autograd) on a CPU with oneDNN, in fp32, or bf16
-    where oneDNN has it natively."""
-    if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype:
-        return False
-    if not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
-        return False
-    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _bf16_supported())
+    """Whether ``PackedLinear`` takes the packed path: inference (no autograd) on a CPU with oneDNN (not switched off
+    by ``torch.backends.mkldnn.flags``), in fp32, or bf16 where oneDNN has it natively. Called ~60 times a batch-1
+    step, so it checks the cheap things first."""
+    return (
+        not torch.is_grad_enabled()
+        and x.dtype is weight.dtype
+        and x.device.type == "cpu"
+        and x.dtype in _packed_dtypes()
+        and torch.backends.mkldnn.enabled
+    )
 
 
 def write_version(t: Tensor) -> int:
