@@ -102,3 +102,16 @@ def test_flop_counter_counts_the_packed_call_as_the_plain_one(monkeypatch: pytes
     packed = flops()
     monkeypatch.setattr(packed_linear, "use_packed", lambda x, weight: False)
     assert packed == flops() == 2 * 32 * 64 * 96
+
+
+def test_strided_and_empty_inputs() -> None:
+    layer = _layer(torch.float32)
+    inputs = [
+        torch.randn(64, 8).t(),  # transposed
+        torch.randn(3, 64)[:, None].expand(3, 5, 64),  # broadcast rows
+        torch.randn(0, 64),  # an empty batch
+    ]
+    for x in inputs:
+        with torch.inference_mode():
+            out = layer(x)
+        torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias).detach())
