@@ -115,3 +115,12 @@ def test_strided_and_empty_inputs() -> None:
         with torch.inference_mode():
             out = layer(x)
         torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias).detach())
+
+
+def test_autocast_keeps_its_dtype() -> None:
+    """Under autocast (a distillation's no-grad teacher pass) the layer computes in autocast's dtype, as nn.Linear."""
+    layer = _layer(torch.float32)
+    x = torch.randn(4, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not packed_linear.use_packed(x, layer.weight)
+        assert layer(x).dtype == torch.bfloat16
