@@ -137,8 +137,8 @@ def report_alternating(
 
 
 def rollout_frames(wm: WorldModel, frames: int = 16, batch: int = 8, seed: int = 3) -> np.ndarray:
-    """(batch, frames, H, W, 3) float64 frames of ``wm`` from a fixed start, noise and random actions: what the
-    docs/measure_*.py scripts compare between two variants of the engine (their PSNR per horizon)."""
+    """(batch, frames, H, W, 3) float64 frames of a Discrete-action ``wm`` from a fixed start, noise and random
+    actions: what the docs/measure_*.py scripts compare between two variants of the engine (PSNR per horizon)."""
     wm.reset(seed=seed, batch_size=batch)
     actions = np.random.default_rng(seed).integers(0, wm.action_space.n, (frames, batch))
     return np.stack([wm.step(a).frames for a in actions], 1).astype(np.float64)
