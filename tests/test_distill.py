@@ -64,15 +64,16 @@ def distill_cfg(data_file, world, out, **changes) -> DistillTrainConfig:
     return with_preset(DistillTrainConfig, "distill", "tiny", {**base, **changes})
 
 
-@pytest.mark.parametrize("rollout_from", [0, 1])
+@pytest.mark.parametrize(("rollout_from", "data_weight"), [(0, 0.0), (1, 0.0), (1, 1.0)])
 def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(
     tmp_path,
     data,  # noqa: F811
     teacher,
     rollout_from,
+    data_weight,
 ):
     cfg = distill_cfg(data, teacher, tmp_path / "student", steps=40, batch_size=4, lr=1e-3, warmup_steps=5,
-                      rollout_from=rollout_from)  # fmt: skip
+                      rollout_from=rollout_from, data_weight=data_weight)  # fmt: skip
     stage = DistillStage(cfg)
     stage.head_weight = 0.0  # the test data's rewards (up to 200) would swamp the flow in 40 steps of a tiny model
     gen = torch.Generator().manual_seed(0)
@@ -82,6 +83,10 @@ def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(
     _, after = stage.loss(stage.model, batch, torch.Generator().manual_seed(0), slice(None), 4)
     assert before["flow"] > 0  # one step of the teacher is not two
     assert after["flow"] < 0.5 * before["flow"], (before, after)
+    for m in (before, after):  # the flow loss is the teacher's term plus the weighted recorded-frame term
+        assert m["flow"] == pytest.approx(m["teacher_flow"] + data_weight * m["data_flow"], rel=1e-5)
+    if data_weight:
+        assert after["data_flow"] < before["data_flow"], (before, after)
     student = WorldModel.from_pretrained(tmp_path / "student" / "world")
     assert student.config.sampler.steps == 2 and WorldModel.from_pretrained(teacher).config.sampler.steps == 4
     student.reset(seed=0)
@@ -114,6 +119,7 @@ def test_own_rollout_keeps_the_real_start_and_makes_the_rest_from_the_students_p
         (["--teacher-steps", "3"], "divide the teacher's sampler steps (3)"),  # the flag, not the world's 4
         (["--clip-frames", "99"], "--clip-frames 99"),
         (["--rollout-from", "3"], "--rollout-from 3 must be in 0..2"),
+        (["--data-weight", "-1"], "--data-weight -1.0 must be >= 0"),
     ],
 )
 def test_bad_distill_flags_are_one_line_errors(tmp_path, capsys, data, teacher, flags, message):  # noqa: F811

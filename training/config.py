@@ -161,6 +161,10 @@ class DistillTrainConfig(TrainConfig):
     """Self-forcing-style: each clip keeps its first N real frames and the student makes the rest of its context
     itself (its own sampler, the clip's actions, no gradient), so it learns the teacher's steps on its own rollouts;
     0: every context frame real (teacher-forced)."""
+    data_weight: float = 0.0
+    """Weight of a second target beside the teacher's: the velocity that lands the student's step on the recorded
+    frame (noised to the step's end level). On its own rollouts it pulls a drifting context back toward the data;
+    0: the teacher's steps only."""
     latent_cache: bool = True
     """Encode the dataset once into <out>/latents.h5 instead of every step."""
 

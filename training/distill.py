@@ -15,7 +15,9 @@ With ``--rollout-from N`` (self-forcing-style, Huang et al. 2025, with the teach
 distribution-matching critic) the context is no longer all real: each clip keeps its first N real frames, and the
 student makes the rest itself, frame by frame as the engine does (``own_rollout``). The student then learns the
 teacher's steps on the contexts its own rollouts give it, whose errors a teacher-forced student never sees, and
-which compound over a long dream.
+which compound over a long dream. ``--data-weight`` adds a second target beside the teacher's: the step that lands
+on the recorded frame. Alone it would teach the mean of what may come next (blurry); beside the teacher's it teaches a
+frame that drifted context pulls back toward the data, which no teacher step does (the teacher follows the context).
 
 A training clip is laid out teacher-forced: its T frames at the sampler's context level (what a rollout's memory
 holds), then frames 1..T-1 again at the student's levels. A noisy frame sees the context frames before it and itself,
@@ -94,6 +96,8 @@ class DistillStage:
         if not 0 <= cfg.rollout_from < self.frames:
             raise InputError(f"--rollout-from {cfg.rollout_from} must be in 0..{self.frames - 1} (real frames a clip "
                              f"starts from; 0: teacher-forced)")  # fmt: skip
+        if cfg.data_weight < 0:
+            raise InputError(f"--data-weight {cfg.data_weight} must be >= 0 (0: the teacher's steps only)")
         # The student keeps the world's shift: its levels are every (K/k)-th of the teacher's (the loss below).
         self.config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, steps=k))
         self.teacher_levels = sampling_levels(K, config.sampler.shift)
@@ -140,6 +144,7 @@ class DistillStage:
         context_level = torch.full((B, T), self.config.sampler.context_noise, device=device)
         actions = torch.cat([batch["actions"], batch["actions"][:, 1:]], 1).to(device)
         null = torch.cat([batch["action_null"], batch["action_null"][:, 1:]], 1).to(device)
+        recorded = x
         if self.cfg.rollout_from:
             rollout_noise = torch.randn(global_batch, T, *shape, generator=generator)[rows].to(device)
             x = self.own_rollout(model, x, context_noise, rollout_noise, actions[:, :T], null[:, :T])
@@ -159,13 +164,20 @@ class DistillStage:
             # The one velocity that lands where the teacher's steps landed (the mean of theirs).
             span = (student_levels - levels[first + r])[..., None, None, None]
             target = (start - teacher_x) / span
+            # The one velocity that lands on the recorded frame, at the same end level and noise.
+            data_target = (start - add_noise(recorded[:, 1:], noise, levels[first + r])) / span
         out = noisy_part(model, start, student_levels)
-        flow = (out.velocity.float() - target).pow(2).mean()
+        velocity = out.velocity.float()
+        teacher_flow = (velocity - target).pow(2).mean()
+        data_flow = (velocity - data_target).pow(2).mean()
+        flow = teacher_flow + self.cfg.data_weight * data_flow
         rewards, terminations = batch["rewards"][:, 1:].to(device), batch["terminations"][:, 1:].to(device)
         reward = (out.reward.float() - rewards).pow(2).mean()
         term = F.binary_cross_entropy_with_logits(out.termination_logit.float(), terminations)
         loss = flow + self.head_weight * (reward + term)
-        return loss, {"loss": loss.item(), "flow": flow.item(), "reward": reward.item(), "termination": term.item()}
+        metrics = {"loss": loss.item(), "flow": flow.item(), "teacher_flow": teacher_flow.item()}
+        metrics |= {"data_flow": data_flow.item(), "reward": reward.item(), "termination": term.item()}
+        return loss, metrics
 
     @torch.no_grad()
     def own_rollout(
