@@ -16,8 +16,8 @@ distribution-matching critic) the context is no longer all real: each clip keeps
 student makes the rest itself, frame by frame as the engine does (``own_rollout``). The student then learns the
 teacher's steps on the contexts its own rollouts give it, whose errors a teacher-forced student never sees, and
 which compound over a long dream. ``--data-weight`` adds a second target beside the teacher's: the step that lands
-on the recorded frame. Alone it would teach the mean of what may come next (blurry); beside the teacher's it teaches a
-frame that drifted context pulls back toward the data, which no teacher step does (the teacher follows the context).
+on the recorded frame. Alone it would teach the mean of what may come next (blurry). Beside the teacher's, it pulls a
+frame made from a drifted context back toward the data, which the teacher's steps do not do: they follow the context.
 
 A training clip is laid out teacher-forced: its T frames at the sampler's context level (what a rollout's memory
 holds), then frames 1..T-1 again at the student's levels. A noisy frame sees the context frames before it and itself,
