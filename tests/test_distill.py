@@ -93,6 +93,25 @@ def test_the_student_learns_the_teachers_steps_and_exports_a_faster_world(
     assert student.step([1]).frames.shape == (1, 16, 16, 3)
 
 
+@pytest.mark.parametrize("rollout_from", [0, 1])
+def test_data_target_lands_a_one_step_student_on_the_recorded_frame(tmp_path, data, teacher, rollout_from):  # noqa: F811
+    """--data-weight's term: for a 1-step student (noise at level 1 -> level 0) it is the squared error between the
+    student's velocity and the one that lands its step on the recorded frame (noise - frame), also when the context
+    is the student's own rollout."""
+    cfg = distill_cfg(data, teacher, tmp_path / "student", student_steps=1, rollout_from=rollout_from, data_weight=0.5)
+    stage = DistillStage(cfg)
+    batch = torch.utils.data.default_collate([stage.dataset[i] for i in range(2)])
+    recorded = batch["latents"] if "latents" in batch else stage.autoencoder.encode(batch["frames"]).float()
+    seen = {}  # the student's last pass: the training pass over [context, noisy frames]
+    stage.model.register_forward_hook(lambda module, args, out: seen.update(x=args[0], velocity=out.velocity))
+    _, metrics = stage.loss(stage.model, batch, torch.Generator().manual_seed(0), slice(None), 2)
+    T = recorded.shape[1]
+    start, velocity = seen["x"][:, T:], seen["velocity"][:, T:].float()
+    expected = (velocity - (start - recorded[:, 1:])).pow(2).mean()
+    assert metrics["data_flow"] == pytest.approx(expected.item(), rel=1e-5)
+    assert metrics["data_flow"] != pytest.approx(metrics["teacher_flow"], rel=1e-3)  # not the teacher's target
+
+
 def test_own_rollout_keeps_the_real_start_and_makes_the_rest_from_the_students_past(tmp_path, data, teacher):  # noqa: F811
     """Self-forcing-style context: the first ``rollout_from`` frames stay real; each later frame is the student's own,
     made from the frames before it (so the real frames it replaces change nothing) and from its noise."""
