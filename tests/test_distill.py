@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import randomize, tiny_config
+from test_t2v import setup, t2v_cfg  # noqa: F401  (fixtures)
 from test_training import autoencoder_dir, data, world_cfg  # noqa: F401  (fixtures)
 
 from worldsim.cli import main
@@ -15,6 +17,7 @@ from worldsim.models.dit import DiT
 from worldsim.training.config import DistillTrainConfig, with_preset
 from worldsim.training.distill import DistillStage, TeacherForced
 from worldsim.training.loop import train
+from worldsim.training.t2v import TextToVideoStage
 from worldsim.training.world import WorldStage
 
 
@@ -131,6 +134,62 @@ def test_own_rollout_keeps_the_real_start_and_makes_the_rest_from_the_students_p
     assert not torch.allclose(other[:, 1:], made[:, 1:])
 
 
+@pytest.fixture
+def backbone(setup):  # noqa: F811
+    """A tiny text-to-video backbone (two files, two frame sizes) whose every layer, cross-attention included, reads
+    its input: random weights, so its steps differ and the prompt changes them."""
+    cfg = t2v_cfg(setup, steps=2)
+    train(TextToVideoStage(cfg), cfg, progress=False)
+    wm = WorldModel.from_pretrained(setup / "t2v")
+    randomize(wm.dit, seed=1)
+    wm.save_pretrained(setup / "t2v_world")
+    return setup / "t2v_world"
+
+
+def t2v_distill_cfg(root, world, **changes) -> DistillTrainConfig:
+    return distill_cfg(f"{root / 'square.h5'},{root / 'tall.h5'}", world, root / "student", **changes)
+
+
+@pytest.mark.parametrize("rollout_from", [0, 1])
+def test_a_text_to_video_student_learns_the_guided_teacher_and_samples_unguided(setup, backbone, rollout_from):  # noqa: F811
+    cfg = t2v_distill_cfg(setup, backbone, steps=40, batch_size=4, lr=1e-3, warmup_steps=5, text_cfg=3.0,
+                          rollout_from=rollout_from)  # fmt: skip
+    stage = DistillStage(cfg)
+    assert stage.guidance == 3.0
+    sizes = {tuple(stage.dataset[int(b[0])]["latents"].shape[2:]) for b in stage.dataset.buckets}
+    assert sizes == {(8, 8), (12, 8)}  # both files, each at its own frame size
+    batch = torch.utils.data.default_collate([stage.dataset[int(i)] for i in stage.dataset.buckets[0][:4]])
+    _, before = stage.loss(stage.model, batch, torch.Generator().manual_seed(0), slice(None), 4)
+    train(stage, cfg, progress=False)
+    _, after = stage.loss(stage.model, batch, torch.Generator().manual_seed(0), slice(None), 4)
+    assert after["flow"] < 0.5 * before["flow"], (before, after)
+    assert "reward" not in after  # a backbone has no rewards to learn
+    student = WorldModel.from_pretrained(setup / "student" / "world")
+    assert student.config.text_to_video and student.config.sampler.steps == 2
+    assert student.config.sampler.text_cfg == 1.0  # guidance is built in: one pass a step
+    student.set_frame_size((24, 16))
+    student.reset(frames=np.full((1, 24, 16, 3), 100, dtype=np.uint8), seed=0, text="a tall one end")
+    assert student.step([0]).frames.shape == (1, 24, 16, 3)
+
+
+def test_guidance_moves_the_target_by_what_the_prompt_changes(setup, backbone):  # noqa: F811
+    """The guided teacher's step is v(prompt) + (w - 1) (v(prompt) - v(no prompt)): for a teacher blind to the
+    prompt (cross-attention outputs zeroed) any w gives the unguided target; for one that reads it, w moves it."""
+    stage = DistillStage(t2v_distill_cfg(setup, backbone, text_cfg=3.0))
+    batch = torch.utils.data.default_collate([stage.dataset[int(i)] for i in stage.dataset.buckets[0][:2]])
+
+    def teacher_flow(guidance: float) -> float:
+        stage.guidance = guidance
+        return stage.loss(stage.model, batch, torch.Generator().manual_seed(0), slice(None), 2)[1]["teacher_flow"]
+
+    reading = teacher_flow(1.0), teacher_flow(3.0)
+    assert reading[0] != pytest.approx(reading[1], rel=1e-3)
+    for block in stage.teacher.blocks:
+        block.cross.proj.weight.data.zero_()
+        block.cross.proj.bias.data.zero_()
+    assert teacher_flow(3.0) == pytest.approx(teacher_flow(1.0), rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -139,6 +198,7 @@ def test_own_rollout_keeps_the_real_start_and_makes_the_rest_from_the_students_p
         (["--clip-frames", "99"], "--clip-frames 99"),
         (["--rollout-from", "3"], "--rollout-from 3 must be in 0..2"),
         (["--data-weight", "-1"], "--data-weight -1.0 must be >= 0"),
+        (["--text-cfg", "3"], "is not a text-to-video world"),
     ],
 )
 def test_bad_distill_flags_are_one_line_errors(tmp_path, capsys, data, teacher, flags, message):  # noqa: F811

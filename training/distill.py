@@ -19,6 +19,12 @@ which compound over a long dream. ``--data-weight`` adds a second target beside 
 on the recorded frame. Alone it would teach the mean of what may come next (blurry). Beside the teacher's, it pulls a
 frame made from a drifted context back toward the data, which the teacher's steps do not do: they follow the context.
 
+A text-to-video world (``train t2v``) distils on its captioned files, each at its own frame size, with no actions
+and its prompts (dropped for 10% of clips, as in training). Its teacher steps with classifier-free guidance on the
+prompt (``--text-cfg``, default the world's own ``sampler.text_cfg``) and the student learns the guided steps in its
+one conditional pass (guidance distillation, Meng et al. 2023): it samples unguided, so a frame costs k passes where
+the teacher's cost 2K.
+
 A training clip is laid out teacher-forced: its T frames at the sampler's context level (what a rollout's memory
 holds), then frames 1..T-1 again at the student's levels. A noisy frame sees the context frames before it and itself,
 exactly what the next frame of a rollout sees, so one pass trains T - 1 frames. The reward / termination heads keep
@@ -42,11 +48,13 @@ from worldsim.data.compat import check_data_matches_world
 from worldsim.diffusion.schedule import add_noise, euler_step, sampling_levels
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError
+from worldsim.models.conditioning import TextContext, TextEncoder
 from worldsim.models.dit import DiT, DiTOutput
-from worldsim.training.common import cached_latents, open_training_data
+from worldsim.training.common import BucketedClips, cached_latents, open_training_data
 from worldsim.training.config import DistillTrainConfig
 from worldsim.training.loop import Distributed
-from worldsim.training.objectives import LossConfig
+from worldsim.training.objectives import LossConfig, drop_text
+from worldsim.training.t2v import captioned_clips, log_text_rollouts, open_captioned
 from worldsim.training.world import EXPORT_DIR, log_open_loop
 
 
@@ -79,10 +87,17 @@ class DistillStage:
         self.cfg = cfg
         if not cfg.world:
             raise InputError("--world is required: the world (checkpoint, run or shipped name) to distil")
-        self.reader, episodes = open_training_data(cfg)
         self.world = WorldModel.from_pretrained(cfg.world)
         config = self.world.config
-        check_data_matches_world(self.reader, config, cfg.world, "distil")
+        # A text-to-video world learns from captioned clips with no actions (as `train t2v`), any number of files.
+        self.text_to_video = config.text_to_video
+        if self.text_to_video:
+            self.sources = open_captioned(cfg)
+        else:
+            self.sources = [open_training_data(cfg)]
+            check_data_matches_world(self.sources[0][0], config, cfg.world, "distil")
+            if cfg.text_cfg:
+                raise InputError(f"--text-cfg: {cfg.world} is not a text-to-video world (it has no prompt to guide)")
         K, k = cfg.teacher_steps or config.sampler.steps, cfg.student_steps
         if cfg.teacher_steps < 0:
             raise InputError(f"--teacher-steps {cfg.teacher_steps} must be positive (or 0: the world's own)")
@@ -98,27 +113,50 @@ class DistillStage:
                              f"starts from; 0: teacher-forced)")  # fmt: skip
         if cfg.data_weight < 0:
             raise InputError(f"--data-weight {cfg.data_weight} must be >= 0 (0: the teacher's steps only)")
+        if cfg.text_cfg and cfg.text_cfg < 1:
+            raise InputError(f"--text-cfg {cfg.text_cfg} must be at least 1 (1: no guidance; 0: the world's own)")
+        # Guidance distillation (Meng et al. 2023): the teacher's guided steps are the target of the student's
+        # conditional pass, so the student samples unguided: one pass a step where the teacher takes two.
+        self.guidance = (cfg.text_cfg or config.sampler.text_cfg) if self.text_to_video else 1.0
         # The student keeps the world's shift: its levels are every (K/k)-th of the teacher's (the loss below).
-        self.config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, steps=k))
+        sampler = dataclasses.replace(
+            config.sampler, steps=k, text_cfg=1.0 if self.text_to_video else config.sampler.text_cfg
+        )
+        self.config = dataclasses.replace(config, sampler=sampler)
         self.teacher_levels = sampling_levels(K, config.sampler.shift)
         self.teacher = self.world.dit.to(d.device).eval().requires_grad_(False)
         self.model = copy.deepcopy(self.teacher).train().requires_grad_(True)
         self.autoencoder = self.world.autoencoder.to(d.device)
-        size = tuple(config.frame_size)
-        latents = None
-        if cfg.latent_cache:
-            latents = cached_latents(self.reader, self.autoencoder, Path(cfg.out) / "latents.h5", size, d)
-        self.dataset = ClipDataset(self.reader, self.frames, size, episodes=episodes, latents=latents)
+        self.dataset: ClipDataset | BucketedClips
+        if self.text_to_video:
+            self.check_frame_sizes()
+            self.dataset = captioned_clips(self.sources, self.autoencoder, Path(cfg.out), self.frames, 0.0, d)
+            self.text_encoder = TextEncoder(d.device)
+        else:
+            reader, episodes = self.sources[0]
+            size = tuple(config.frame_size)
+            latents = None
+            if cfg.latent_cache:
+                latents = cached_latents(reader, self.autoencoder, Path(cfg.out) / "latents.h5", size, d)
+            self.dataset = ClipDataset(reader, self.frames, size, episodes=episodes, latents=latents)
         h, w = config.latent_size
-        self.tokens = (h // config.dit.patch) * (w // config.dit.patch)
-        self.tokens_per_sample = (2 * self.frames - 1) * self.tokens
+        self.tokens_per_sample = (2 * self.frames - 1) * (h // config.dit.patch) * (w // config.dit.patch)
         self.head_weight = LossConfig().head_weight
         own = f", context after frame {cfg.rollout_from} the student's own rollout" if cfg.rollout_from else ""
+        guided = f", the teacher guided at text cfg {self.guidance:g}" if self.guidance != 1.0 else ""
         print(
             f"distilling {cfg.world}: {K} Euler steps -> {k} (each student step learns {K // k} of the teacher's), "
-            f"clips of {self.frames} frames{own}",
+            f"clips of {self.frames} frames{own}{guided}",
             file=sys.stderr,
         )
+
+    def check_frame_sizes(self) -> None:
+        step = self.world.config.autoencoder.factor * self.world.config.dit.patch
+        for reader, _ in self.sources:
+            h, w = reader.frame_shape[:2]
+            if h % step or w % step:
+                raise InputError(f"{reader.source}: frames of {h}x{w} are not divisible by {step} (autoencoder factor "
+                                 f"x patch of {self.cfg.world}); record it with a --size that is")  # fmt: skip
 
     def loss(
         self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator, rows: slice, global_batch: int
@@ -139,49 +177,75 @@ class DistillStage:
         levels = self.teacher_levels.to(device)
         student_levels = levels[first]
 
-        B = x.shape[0]
-        layout = TeacherForced(T, self.tokens, device)
+        B, (h, w) = x.shape[0], shape[1:]
+        layout = TeacherForced(T, (h // self.config.dit.patch) * (w // self.config.dit.patch), device)
         context_level = torch.full((B, T), self.config.sampler.context_noise, device=device)
-        actions = torch.cat([batch["actions"], batch["actions"][:, 1:]], 1).to(device)
-        null = torch.cat([batch["action_null"], batch["action_null"][:, 1:]], 1).to(device)
+        text = teacher_text = null_text = None
+        if self.text_to_video:  # no actions; the prompt, dropped for some clips as in training (unguided samples)
+            actions, null = None, torch.ones(B, 2 * T - 1, dtype=torch.bool, device=device)
+            drop = (torch.rand(global_batch, generator=generator) < LossConfig().text_dropout)[rows].to(device)
+            prompts = self.text_encoder(list(batch["caption"]))
+            text, teacher_text = drop_text(model, prompts, drop), drop_text(self.teacher, prompts, drop)
+            null_text = self.teacher.null_text(B, device)
+        else:
+            actions = torch.cat([batch["actions"], batch["actions"][:, 1:]], 1).to(device)
+            null = torch.cat([batch["action_null"], batch["action_null"][:, 1:]], 1).to(device)
         recorded = x
         if self.cfg.rollout_from:
             rollout_noise = torch.randn(global_batch, T, *shape, generator=generator)[rows].to(device)
-            x = self.own_rollout(model, x, context_noise, rollout_noise, actions[:, :T], null[:, :T])
+            seen = (actions[:, :T] if actions is not None else None, null[:, :T])
+            rollout_text = None if text is None else TextContext(text.tokens.detach(), text.mask)  # no gradient
+            x = self.own_rollout(model, x, context_noise, rollout_noise, *seen, rollout_text)
         context = add_noise(x, context_noise, context_level)
 
-        def noisy_part(net: nn.Module, frames: Tensor, frame_levels: Tensor) -> DiTOutput:
+        def noisy_part(net: nn.Module, frames: Tensor, frame_levels: Tensor, prompt: TextContext | None) -> DiTOutput:
             out = net(torch.cat([context, frames], 1), torch.cat([context_level, frame_levels], 1), actions, null,
-                      layout.positions, None, memory=layout)  # fmt: skip
+                      layout.positions, prompt, memory=layout)  # fmt: skip
             return DiTOutput(*(o[:, T:] for o in out))
+
+        def teacher_velocity(frames: Tensor, frame_levels: Tensor) -> Tensor:
+            v = noisy_part(self.teacher, frames, frame_levels, teacher_text).velocity.float()
+            if self.guidance == 1.0:
+                return v
+            unconditional = noisy_part(self.teacher, frames, frame_levels, null_text).velocity.float()
+            return v + (self.guidance - 1.0) * (v - unconditional)  # as the engine guides (guided_velocity)
 
         start = add_noise(x[:, 1:], noise, student_levels)
         with torch.no_grad():
             teacher_x = start
             for i in range(r):
                 a, b = levels[first + i], levels[first + i + 1]
-                teacher_x = euler_step(teacher_x, noisy_part(self.teacher, teacher_x, a).velocity.float(), a, b)
+                teacher_x = euler_step(teacher_x, teacher_velocity(teacher_x, a), a, b)
             # The one velocity that lands where the teacher's steps landed (the mean of theirs).
             span = (student_levels - levels[first + r])[..., None, None, None]
             target = (start - teacher_x) / span
             # The one velocity that lands on the recorded frame, at the same end level and noise.
             data_target = (start - add_noise(recorded[:, 1:], noise, levels[first + r])) / span
-        out = noisy_part(model, start, student_levels)
+        out = noisy_part(model, start, student_levels, text)
         velocity = out.velocity.float()
         teacher_flow = (velocity - target).pow(2).mean()
         data_flow = (velocity - data_target).pow(2).mean()
         flow = teacher_flow + self.cfg.data_weight * data_flow
-        rewards, terminations = batch["rewards"][:, 1:].to(device), batch["terminations"][:, 1:].to(device)
-        reward = (out.reward.float() - rewards).pow(2).mean()
-        term = F.binary_cross_entropy_with_logits(out.termination_logit.float(), terminations)
-        loss = flow + self.head_weight * (reward + term)
-        metrics = {"loss": loss.item(), "flow": flow.item(), "teacher_flow": teacher_flow.item()}
-        metrics |= {"data_flow": data_flow.item(), "reward": reward.item(), "termination": term.item()}
-        return loss, metrics
+        metrics = {"flow": flow.item(), "teacher_flow": teacher_flow.item(), "data_flow": data_flow.item()}
+        loss = flow
+        if not self.text_to_video:  # a text-to-video backbone has no rewards to learn (as in `train t2v`)
+            rewards, terminations = batch["rewards"][:, 1:].to(device), batch["terminations"][:, 1:].to(device)
+            reward = (out.reward.float() - rewards).pow(2).mean()
+            term = F.binary_cross_entropy_with_logits(out.termination_logit.float(), terminations)
+            loss = flow + self.head_weight * (reward + term)
+            metrics |= {"reward": reward.item(), "termination": term.item()}
+        return loss, {"loss": loss.item()} | metrics
 
     @torch.no_grad()
     def own_rollout(
-        self, net: nn.Module, x: Tensor, context_noise: Tensor, noise: Tensor, actions: Tensor, null: Tensor
+        self,
+        net: nn.Module,
+        x: Tensor,
+        context_noise: Tensor,
+        noise: Tensor,
+        actions: Tensor | None,
+        null: Tensor,
+        text: TextContext | None = None,
     ) -> Tensor:
         """Latents (B, T, C, h, w) of real clips -> the same clips with frames ``rollout_from``.. made by ``net``, one
         at a time as the engine makes them: from ``noise``, the student's Euler steps, each frame attending to the
@@ -197,8 +261,8 @@ class DistillStage:
             for a, b in zip(steps[:-1], steps[1:]):
                 now, then = (torch.full((B, 1), s, device=x.device) for s in (a, b))
                 levels = torch.cat([past_levels, now], 1)
-                seen = (actions[:, : t + 1], null[:, : t + 1])
-                out = net(torch.cat([past, frame], 1), levels, *seen, torch.arange(t + 1))
+                seen = (actions[:, : t + 1] if actions is not None else None, null[:, : t + 1])
+                out = net(torch.cat([past, frame], 1), levels, *seen, torch.arange(t + 1), text)
                 frame = euler_step(frame, out.velocity[:, -1:].float(), now, then)
             x[:, t] = frame[:, 0]
         return x
@@ -210,13 +274,23 @@ class DistillStage:
 
     def export(self, ema: nn.Module, out: Path, card: dict[str, Any]) -> None:
         K = self.teacher_steps
+        guided = (
+            f"The teacher was guided at text cfg {self.guidance:g}; the student has it built in and samples unguided "
+            "(`sampler.text_cfg` 1).\n\n"
+            if self.guidance != 1.0
+            else ""
+        )
         model_card = (
             f"# {self.config.name}\n\n`{self.cfg.world}` distilled by `worldsim train distill` from {K} Euler steps a "
-            f"frame to {self.config.sampler.steps} on `{self.cfg.data}`.\n\n"
+            f"frame to {self.config.sampler.steps} on `{self.cfg.data}`.\n\n{guided}"
             f"- steps: {card['step']}, wall time: {card['wall_seconds']} s\n"
         )
         self.world_model(ema).save_pretrained(out / EXPORT_DIR, card=model_card)
 
     @torch.no_grad()
     def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
-        log_open_loop(tb, self.world_model(ema), self.reader, self.dataset.episodes[0], step)
+        if self.text_to_video:
+            log_text_rollouts(tb, self.world_model(ema), self.sources, step)
+        else:
+            reader, episodes = self.sources[0]
+            log_open_loop(tb, self.world_model(ema), reader, episodes[0], step)

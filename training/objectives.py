@@ -114,7 +114,7 @@ def diffusion_forcing_loss(
     null = batch.action_null | draw.action_drop.to(device)
     text = batch.text
     if text is not None and cfg.text_dropout > 0:
-        text = _drop_text(dit, text, draw.text_drop.to(device))
+        text = drop_text(dit, text, draw.text_drop.to(device))
 
     out = dit(add_noise(x, noise, levels), levels, batch.actions, null, torch.arange(T), text)
     per_frame = (out.velocity.float() - velocity_target(x, noise).float()).pow(2).flatten(2).mean(-1)  # (B, T)
@@ -142,7 +142,7 @@ def diffusion_forcing_loss(
     return loss, metrics
 
 
-def _drop_text(dit: DiT, text: TextContext, drop: Tensor) -> TextContext:
+def drop_text(dit: DiT, text: TextContext, drop: Tensor) -> TextContext:
     """Replace the prompts of clips where ``drop`` is set with the learned null prompt."""
     B, L, _ = text.tokens.shape
     null = getattr(dit, "module", dit).null_text(B, text.tokens.device)  # unwrap DistributedDataParallel

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from worldsim.config import ActionSpec, SamplerConfig, WorldConfig, dit_config
 from worldsim.data.clips import ClipDataset
+from worldsim.data.latents import LatentStore
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel
 from worldsim.envs.sources import source_world
@@ -26,7 +27,7 @@ from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
 from worldsim.models.dit import DiT
 from worldsim.training.common import BucketedClips, add_rollout, cached_latents, open_training_files
-from worldsim.training.config import TextToVideoTrainConfig
+from worldsim.training.config import TextToVideoTrainConfig, TrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
 from worldsim.training.world import EXPORT_DIR, PIXELS_PER_TOKEN, load_trained_autoencoder
@@ -46,9 +47,7 @@ def share_weights(parts: list[ClipDataset], is_special: list[bool], share: float
     return [(share * n / special if x else (1 - share) * n / max(plain, 1)) for n, x in zip(sizes, is_special)]
 
 
-def open_captioned(
-    cfg: TextToVideoTrainConfig, holdout_flag: str = "--holdout"
-) -> list[tuple[TrajectoryReader, list[int]]]:
+def open_captioned(cfg: TrainConfig, holdout_flag: str = "--holdout") -> list[tuple[TrajectoryReader, list[int]]]:
     """Each file's reader and training episodes; every file must carry captions."""
     sources = open_training_files(cfg, holdout_flag)
     for reader, _ in sources:
@@ -100,17 +99,7 @@ class TextToVideoStage:
             if not init.config.text_to_video:
                 raise InputError(f"--init {cfg.init} is a world, not a text-to-video checkpoint")
             self.model.load_state_dict(init.dit.state_dict())
-        parts, is_image = [], []
-        for i, ((reader, episodes), size) in enumerate(zip(sources, sizes)):
-            latents = cached_latents(reader, self.autoencoder, Path(cfg.out) / f"latents_{i}.h5", size, d)
-            # A source's intro (CarRacing's zoom-in) is not what its captions describe: left out.
-            skip = round(source_world(reader.env_id).intro_seconds * reader.frame_rate)
-            parts.append(ClipDataset(reader, cfg.clip_frames, size, episodes=episodes, skip=skip, latents=latents))
-            is_image.append(False)
-            if cfg.image_share > 0:
-                parts.append(ClipDataset(reader, 1, size, episodes=episodes, skip=skip, latents=latents))
-                is_image.append(True)
-        self.dataset = BucketedClips(parts, share_weights(parts, is_image, cfg.image_share))
+        self.dataset = captioned_clips(sources, self.autoencoder, Path(cfg.out), cfg.clip_frames, cfg.image_share, d)
         self.sources = sources
         self.text_encoder = TextEncoder(d.device)
         self.loss_config = LossConfig()
@@ -155,13 +144,46 @@ class TextToVideoStage:
 
     @torch.no_grad()
     def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
-        """A real clip of each source beside the backbone's continuation of its first frame under its caption."""
-        wm = self.world_model(ema)
-        for reader, episodes in self.sources:
-            e = episodes[0]
-            n = min(reader.episode_frames[e], SAMPLE_FRAMES + 1)
-            real = reader.frames(e, 0, n)
-            wm.set_frame_size(real.shape[1:3])
-            wm.reset(frames=real[None, :1], seed=0, text=reader.caption(e, 0, n))
-            dream = wm.predict(np.zeros((1, n - 1), dtype=np.int64)).frames[0] if n > 1 else real[:0]
-            add_rollout(tb, f"t2v/{reader.env_id or 'data'}", np.concatenate([real[1:n], dream], axis=2), step)
+        log_text_rollouts(tb, self.world_model(ema), self.sources, step)
+
+
+def captioned_clips(
+    sources: list[tuple[TrajectoryReader, list[int]]],
+    autoencoder: FrameAutoencoder,
+    out: Path,
+    frames: int,
+    image_share: float,
+    d: Distributed,
+) -> BucketedClips:
+    """Clips of every captioned file at its own frame size (a bucket each), latents cached under ``out``, plus
+    single frames for ``image_share`` of the steps."""
+    parts, is_image = [], []
+    for i, (reader, episodes) in enumerate(sources):
+        latents = cached_latents(reader, autoencoder, out / f"latents_{i}.h5", tuple(reader.frame_shape[:2]), d)
+        parts.append(captioned_part(reader, episodes, frames, latents))
+        is_image.append(False)
+        if image_share > 0:
+            parts.append(captioned_part(reader, episodes, 1, latents))
+            is_image.append(True)
+    return BucketedClips(parts, share_weights(parts, is_image, image_share))
+
+
+def captioned_part(reader: TrajectoryReader, episodes: list[int], frames: int, latents: LatentStore) -> ClipDataset:
+    """Clips of ``frames`` frames of one captioned file at its own size. A source's intro (CarRacing's zoom-in) is
+    not what its captions describe: left out."""
+    skip = round(source_world(reader.env_id).intro_seconds * reader.frame_rate)
+    size = tuple(reader.frame_shape[:2])
+    return ClipDataset(reader, frames, size, episodes=episodes, skip=skip, latents=latents)
+
+
+@torch.no_grad()
+def log_text_rollouts(tb: Any, wm: WorldModel, sources: list[tuple[TrajectoryReader, list[int]]], step: int) -> None:
+    """A real clip of each source beside the model's continuation of its first frame under its caption."""
+    for reader, episodes in sources:
+        e = episodes[0]
+        n = min(reader.episode_frames[e], SAMPLE_FRAMES + 1)
+        real = reader.frames(e, 0, n)
+        wm.set_frame_size(real.shape[1:3])
+        wm.reset(frames=real[None, :1], seed=0, text=reader.caption(e, 0, n))
+        dream = wm.predict(np.zeros((1, n - 1), dtype=np.int64)).frames[0] if n > 1 else real[:0]
+        add_rollout(tb, f"t2v/{reader.env_id or 'data'}", np.concatenate([real[1:n], dream], axis=2), step)

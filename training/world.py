@@ -138,7 +138,7 @@ class WorldStage:
     def _with_text_clips(self, cfg: WorldTrainConfig, d: Distributed) -> BucketedClips:
         """The world's clips and, ``text_share`` of the steps, text-only clips of captioned files (no actions, no
         rewards), each file its own bucket (its own frame size)."""
-        from worldsim.training.t2v import open_captioned, share_weights
+        from worldsim.training.t2v import captioned_part, open_captioned, share_weights
 
         if not cfg.latent_cache:
             raise InputError("--text-data needs the latent cache: drop --no-latent-cache")
@@ -149,9 +149,7 @@ class WorldStage:
         for i, (reader, episodes) in enumerate(open_captioned(text_cfg, "--text-holdout")):  # type: ignore[arg-type]
             size = tuple(reader.frame_shape[:2])
             latents = cached_latents(reader, self.autoencoder, Path(cfg.out) / f"latents_text_{i}.h5", size, d)
-            skip = round(source_world(reader.env_id).intro_seconds * reader.frame_rate)
-            clips = ClipDataset(reader, cfg.clip_frames, size, episodes=episodes, skip=skip, latents=latents)
-            parts.append(TextOnly(clips))
+            parts.append(TextOnly(captioned_part(reader, episodes, cfg.clip_frames, latents)))
         return BucketedClips(parts, share_weights(parts, [False] + [True] * (len(parts) - 1), cfg.text_share))
 
     def _transfer_to_new_latents(self, dit_state: dict[str, Tensor], init: WorldConfig) -> dict[str, Tensor]:

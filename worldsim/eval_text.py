@@ -135,8 +135,8 @@ class EvalTextConfig:
     """Frames per generated clip; the attributes are read on the last half."""
     switch_frames: int = 25
     """A switched prompt must hold within this many frames."""
-    cfg: float = 3.0
-    """Text guidance scale."""
+    cfg: float = 0.0
+    """Text guidance scale; 0: the checkpoint's own ``sampler.text_cfg`` (3 for the shipped backbone)."""
     batch: int = 8
     """Clips generated together."""
     seed: int = 0
@@ -203,7 +203,8 @@ class TextEvaluator:
         self.wm = WorldModel.from_pretrained(cfg.checkpoint, dtype=model_dtype(cfg.precision, "cpu"))
         if not self.wm.config.dit.text_dim:
             raise InputError(f"{cfg.checkpoint} was trained without text: nothing to evaluate")
-        self.wm.set_sampler(text_cfg=cfg.cfg)
+        if cfg.cfg:
+            self.wm.set_sampler(text_cfg=cfg.cfg)
         self.rng = np.random.default_rng(cfg.seed)
         self.progress = progress
         self.classifier = SourceClassifier.fit(

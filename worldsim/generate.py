@@ -47,8 +47,9 @@ class GenerateConfig:
     """Start from this image (.png / .jpg): image-to-video."""
     video: str = ""
     """Extend this clip (.mp4 / .gif): its last frames are the context, the output is the clip then the rest."""
-    cfg: float = 3.0
-    """Classifier-free guidance scale on the text (1 = off; each frame then costs one DiT pass, not two)."""
+    cfg: float = 0.0
+    """Classifier-free guidance scale on the text (1 = off; each frame then costs one DiT pass, not two); 0: the
+    checkpoint's own ``sampler.text_cfg`` (3 for the shipped backbone; 1 for a student with guidance built in)."""
     seed: int = 0
     """Seed of the noise (prompt i of --prompts uses seed + i)."""
     out: str = "generate.mp4"
@@ -65,8 +66,8 @@ class GenerateConfig:
             raise ConfigError("--image and --video both give the start: pick one")
         if self.frames < 1:
             raise ConfigError(f"--frames must be at least 1, got {self.frames}")
-        if self.cfg < 1.0:
-            raise ConfigError(f"--cfg must be at least 1 (1 = no guidance), got {self.cfg}")
+        if self.cfg and self.cfg < 1.0:
+            raise ConfigError(f"--cfg must be at least 1 (1 = no guidance; 0 = the checkpoint's own), got {self.cfg}")
         check_video_path(self.out)
         check_output_path(self.out)
 
@@ -124,7 +125,8 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, object]:
         raise InputError(f"{cfg.world or cfg.checkpoint} was trained without text: it cannot follow a prompt")
     if cfg.size:
         wm.set_frame_size(parse_size(cfg.size))
-    wm.set_sampler(text_cfg=cfg.cfg)
+    if cfg.cfg:
+        wm.set_sampler(text_cfg=cfg.cfg)
     t0 = time.perf_counter()
     gens = [torch.Generator().manual_seed(cfg.seed + i) for i in range(len(prompts))]
     if start is None:
