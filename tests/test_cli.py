@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -35,6 +36,19 @@ def test_bench_json_reports_the_contracted_keys(tmp_path):
     assert r["precision"] == "fp32" and r["dtype"] == "fp32"
     assert r["params"] == sum(p.numel() for m in (tiny_world().dit, tiny_world().autoencoder) for p in m.parameters())
     assert 0 < r["mfu"] < 1
+
+
+@pytest.mark.parametrize("text_cfg", [1.0, 3.0])
+def test_bench_steps_a_text_world_under_a_prompt_guided_or_not(tmp_path, text_cfg):
+    from worldsim.bench import BenchConfig, run_bench
+    from worldsim.engine import WorldModel
+
+    wm = tiny_world(text_dim=384)
+    wm.config = dataclasses.replace(wm.config, sampler=dataclasses.replace(wm.config.sampler, text_cfg=text_cfg))
+    wm.save_pretrained(tmp_path / "w")
+    assert WorldModel.from_pretrained(tmp_path / "w").sampler_config.text_cfg == text_cfg
+    r = run_bench(BenchConfig(checkpoint=str(tmp_path / "w"), frames=30, recompute_context=4, prompt="a square"))
+    assert r["fps_prompt"] > 0 and r["mfu"] > 0
 
 
 def test_bad_checkpoint_is_one_line_exit_2(tmp_path):
