@@ -166,9 +166,9 @@ class DistillTrainConfig(TrainConfig):
     frame (noised to the step's end level). On its own rollouts it pulls a drifting context back toward the data;
     0: the teacher's steps only."""
     text_cfg: float = 0.0
-    """Text-to-video worlds: the teacher's classifier-free guidance scale on the prompt, baked into the student (which
-    then samples unguided, one pass a step instead of two: its ``sampler.text_cfg`` is 1); 0: the world's own
-    ``sampler.text_cfg``."""
+    """Text-to-video worlds: the teacher's classifier-free guidance scale on the prompt. The student learns the guided
+    steps and samples unguided, one pass a step instead of two (its ``sampler.text_cfg`` is 1). Zero takes the
+    world's own ``sampler.text_cfg``."""
     latent_cache: bool = True
     """Encode the dataset once into <out>/latents.h5 instead of every step."""
 
