@@ -114,6 +114,33 @@ def test_generate_cli_text_image_video_and_batches(backbone_dir, tmp_path, capsy
     capsys.readouterr()
 
 
+@pytest.mark.parametrize(("stored", "other"), [(3.0, 1.0), (1.0, 3.0)])
+def test_generate_guides_at_the_checkpoints_own_scale_unless_told(tmp_path, capsys, stored, other):
+    """--cfg defaults to the checkpoint's ``sampler.text_cfg``: a backbone stored at 3 is guided at 3 (a distilled
+    student stored at 1, with guidance built in, is not guided twice)."""
+    import dataclasses
+
+    import imageio.v3 as iio
+
+    from worldsim.cli import main
+
+    config = dataclasses.replace(tiny_config(text_dim=TextEncoder.dim), text_to_video=True)
+    wm = WorldModel(dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, text_cfg=stored)))
+    randomize(wm.dit)
+    wm.save_pretrained(tmp_path / "t2v")
+
+    def frames(*flags: str) -> np.ndarray:
+        out = tmp_path / f"g{len(list(tmp_path.glob('g*.gif')))}.gif"
+        argv = ["generate", "a desert", "--checkpoint", str(tmp_path / "t2v"), "--frames", "3", "--out", str(out)]
+        assert main([*argv, *flags]) == 0
+        return iio.imread(out, index=None)
+
+    default = frames()
+    assert np.array_equal(default, frames("--cfg", str(stored)))
+    assert not np.array_equal(default, frames("--cfg", str(other)))
+    capsys.readouterr()
+
+
 def test_generate_bad_input_is_one_line_and_writes_nothing(backbone_dir, tmp_path, capsys):
     from worldsim.cli import main
 
