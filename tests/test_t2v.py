@@ -97,6 +97,7 @@ def test_t2v_trains_on_two_sizes_with_images_and_exports_a_backbone(setup):
     assert result["step"] == 8 and np.isfinite(result["final_metrics"]["loss"])
     wm = WorldModel.from_pretrained(setup / "t2v")  # the run directory stands for its export
     assert wm.config.text_to_video and wm.config.dit.text_dim == 384
+    assert wm.config.sampler.text_cfg == 3.0  # a backbone is sampled guided unless told otherwise
     wm.set_frame_size((24, 16))
     first = np.full((1, 24, 16, 3), 100, dtype=np.uint8)
     wm.reset(frames=first, seed=0, text="a tall one end")

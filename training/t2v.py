@@ -35,6 +35,9 @@ from worldsim.training.world import EXPORT_DIR, PIXELS_PER_TOKEN, load_trained_a
 NO_ACTIONS = ActionSpec(kind="discrete", n=1)
 """The backbone's action space: one action it never sees (every frame is null); a world replaces the embedding."""
 SAMPLE_FRAMES = 16
+TEXT_CFG = 3.0
+"""The guidance scale on the prompt a backbone is sampled with (its ``sampler.text_cfg``: `generate`, `eval-text` and
+`play` read it); a world with actions keeps 1, one pass a step at play."""
 
 
 def share_weights(parts: list[ClipDataset], is_special: list[bool], share: float) -> list[float]:
@@ -86,7 +89,9 @@ class TextToVideoStage:
                 action=NO_ACTIONS,
                 autoencoder=ae_config,
                 dit=dit_config(cfg.model_size, max_frames=cfg.clip_frames, text_dim=TextEncoder.dim, patch=patch),
-                sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - SamplerConfig().sinks)),
+                sampler=SamplerConfig(
+                    window=min(SamplerConfig().window, cfg.clip_frames - SamplerConfig().sinks), text_cfg=TEXT_CFG
+                ),
                 name="text-to-video",
                 text_to_video=True,
             )

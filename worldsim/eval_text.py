@@ -136,7 +136,8 @@ class EvalTextConfig:
     switch_frames: int = 25
     """A switched prompt must hold within this many frames."""
     cfg: float = 0.0
-    """Text guidance scale; 0: the checkpoint's own ``sampler.text_cfg`` (3 for the shipped backbone)."""
+    """Text guidance scale; 0: the checkpoint's own ``sampler.text_cfg`` (3 for a backbone from `train t2v`, 1 for a
+    world with actions or a student with guidance built in)."""
     batch: int = 8
     """Clips generated together."""
     seed: int = 0

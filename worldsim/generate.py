@@ -49,7 +49,8 @@ class GenerateConfig:
     """Extend this clip (.mp4 / .gif): its last frames are the context, the output is the clip then the rest."""
     cfg: float = 0.0
     """Classifier-free guidance scale on the text (1 = off; each frame then costs one DiT pass, not two); 0: the
-    checkpoint's own ``sampler.text_cfg`` (3 for the shipped backbone; 1 for a student with guidance built in)."""
+    checkpoint's own ``sampler.text_cfg`` (3 for a backbone from `train t2v`; 1 for a world with actions or a student
+    with guidance built in)."""
     seed: int = 0
     """Seed of the noise (prompt i of --prompts uses seed + i)."""
     out: str = "generate.mp4"
