@@ -172,6 +172,15 @@ def test_a_text_to_video_student_learns_the_guided_teacher_and_samples_unguided(
     assert student.step([0]).frames.shape == (1, 24, 16, 3)
 
 
+def test_the_student_keeps_the_worlds_guidance_unless_it_learnt_it(setup, backbone):  # noqa: F811
+    """A backbone stores text_cfg 3: by default its teacher guides at 3 and the student, which learnt that, samples
+    at 1; with an unguided teacher (--text-cfg 1) the student keeps the world's 3."""
+    guided = DistillStage(t2v_distill_cfg(setup, backbone))
+    assert (guided.guidance, guided.config.sampler.text_cfg) == (3.0, 1.0)
+    plain = DistillStage(t2v_distill_cfg(setup, backbone, text_cfg=1.0))
+    assert (plain.guidance, plain.config.sampler.text_cfg) == (1.0, 3.0)
+
+
 def test_guidance_moves_the_target_by_what_the_prompt_changes(setup, backbone):  # noqa: F811
     """The guided teacher's step is v(prompt) + (w - 1) (v(prompt) - v(no prompt)): for a teacher blind to the
     prompt (cross-attention outputs zeroed) any w gives the unguided target; for one that reads it, w moves it."""

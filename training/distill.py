@@ -23,7 +23,9 @@ A text-to-video world (``train t2v``) distils on its captioned files, each at it
 and its prompts (dropped for 10% of clips, as in training). Its teacher steps with classifier-free guidance on the
 prompt (``--text-cfg``, default the world's own ``sampler.text_cfg``) and the student learns the guided steps in its
 one conditional pass (guidance distillation, Meng et al. 2023): it samples unguided, so a frame costs k passes where
-the teacher's cost 2K.
+the teacher's cost 2K. The teacher's pass without the prompt drops it for the whole clip, context frames included,
+as its training dropped it; the engine's cached sampler keeps the context it wrote under the prompt and drops it
+for the new frame only, so the target is the guidance of the uncached reference path.
 
 A training clip is laid out teacher-forced: its T frames at the sampler's context level (what a rollout's memory
 holds), then frames 1..T-1 again at the student's levels. A noisy frame sees the context frames before it and itself,
@@ -119,8 +121,9 @@ class DistillStage:
         # conditional pass, so the student samples unguided: one pass a step where the teacher takes two.
         self.guidance = (cfg.text_cfg or config.sampler.text_cfg) if self.text_to_video else 1.0
         # The student keeps the world's shift: its levels are every (K/k)-th of the teacher's (the loss below).
+        # A guided teacher's scale is built into the student; an unguided one leaves the world's scale as it was.
         sampler = dataclasses.replace(
-            config.sampler, steps=k, text_cfg=1.0 if self.text_to_video else config.sampler.text_cfg
+            config.sampler, steps=k, text_cfg=1.0 if self.guidance != 1.0 else config.sampler.text_cfg
         )
         self.config = dataclasses.replace(config, sampler=sampler)
         self.teacher_levels = sampling_levels(K, config.sampler.shift)

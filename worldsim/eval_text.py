@@ -437,7 +437,7 @@ class TextEvaluator:
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         parts = ("meter", "text_following", "unseen_combinations", "prompt_switch", "realism")
-        result: dict[str, Any] = {"checkpoint": self.cfg.checkpoint, "cfg": self.cfg.cfg}
+        result: dict[str, Any] = {"checkpoint": self.cfg.checkpoint, "cfg": self.wm.sampler_config.text_cfg}
         for part in parts:
             start = time.perf_counter()
             result[part] = getattr(self, part)()
