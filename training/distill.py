@@ -56,7 +56,7 @@ from worldsim.training.common import BucketedClips, cached_latents, open_trainin
 from worldsim.training.config import DistillTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import LossConfig, drop_text
-from worldsim.training.t2v import captioned_clips, log_text_rollouts, open_captioned
+from worldsim.training.t2v import captioned_clips, check_frame_sizes, log_text_rollouts, open_captioned
 from worldsim.training.world import EXPORT_DIR, log_open_loop
 
 
@@ -132,7 +132,7 @@ class DistillStage:
         self.autoencoder = self.world.autoencoder.to(d.device)
         self.dataset: ClipDataset | BucketedClips
         if self.text_to_video:
-            self.check_frame_sizes()
+            check_frame_sizes(self.sources, config.autoencoder.factor * config.dit.patch)
             self.dataset = captioned_clips(self.sources, self.autoencoder, Path(cfg.out), self.frames, 0.0, d)
             self.text_encoder = TextEncoder(d.device)
         else:
@@ -152,14 +152,6 @@ class DistillStage:
             f"clips of {self.frames} frames{own}{guided}",
             file=sys.stderr,
         )
-
-    def check_frame_sizes(self) -> None:
-        step = self.world.config.autoencoder.factor * self.world.config.dit.patch
-        for reader, _ in self.sources:
-            h, w = reader.frame_shape[:2]
-            if h % step or w % step:
-                raise InputError(f"{reader.source}: frames of {h}x{w} are not divisible by {step} (autoencoder factor "
-                                 f"x patch of {self.cfg.world}); record it with a --size that is")  # fmt: skip
 
     def loss(
         self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator, rows: slice, global_batch: int

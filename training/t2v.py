@@ -73,18 +73,11 @@ class TextToVideoStage:
         _, ae_config, self.autoencoder = load_trained_autoencoder(cfg.autoencoder)
         self.autoencoder.to(d.device)
         patch = cfg.patch or max(1, PIXELS_PER_TOKEN // ae_config.factor)
-        step = ae_config.factor * patch
-        sizes = [tuple(r.frame_shape[:2]) for r, _ in sources]
-        for (reader, _), (h, w) in zip(sources, sizes):
-            if h % step or w % step:
-                raise InputError(
-                    f"{reader.source}: frames of {h}x{w} are not divisible by {step} (autoencoder factor x patch); "
-                    "record it with a --size that is"
-                )
+        check_frame_sizes(sources, ae_config.factor * patch)
         reference = sources[0][0]
         try:
             self.config = WorldConfig(
-                frame_size=list(sizes[0]),
+                frame_size=list(sources[0][0].frame_shape[:2]),
                 frame_rate=reference.frame_rate,
                 action=NO_ACTIONS,
                 autoencoder=ae_config,
@@ -150,6 +143,15 @@ class TextToVideoStage:
     @torch.no_grad()
     def log_samples(self, ema: nn.Module, tb: Any, step: int) -> None:
         log_text_rollouts(tb, self.world_model(ema), self.sources, step)
+
+
+def check_frame_sizes(sources: list[tuple[TrajectoryReader, list[int]]], step: int) -> None:
+    """Every file's frames split into whole tokens: ``step`` = autoencoder factor x patch divides both sides."""
+    for reader, _ in sources:
+        h, w = reader.frame_shape[:2]
+        if h % step or w % step:
+            raise InputError(f"{reader.source}: frames of {h}x{w} are not divisible by {step} (autoencoder factor x "
+                             "patch); record it with a --size that is")  # fmt: skip
 
 
 def captioned_clips(
