@@ -23,6 +23,7 @@ from torch import Tensor
 
 from worldsim.checkpoint import load_checkpoint, load_state, save_checkpoint, strip_prefix
 from worldsim.config import ActionSpec, WorldConfig, replace
+from worldsim.diffusion.memory import CompiledPass
 from worldsim.diffusion.sampler import Rollout
 from worldsim.errors import ConfigError, InputError, WorldsimError
 from worldsim.models.autoencoder import FrameAutoencoder
@@ -157,6 +158,7 @@ class WorldModel:
         self.sampler_config = config.sampler
         self._text_encoder: TextEncoder | None = None
         self._rollout: Rollout | None = None
+        self._compiled: CompiledPass | None = None
 
     # ----------------------------------------------------------------- loading / saving
     @classmethod
@@ -204,6 +206,23 @@ class WorldModel:
         from worldsim.hub import push_world
 
         return push_world(path, repo_id or Path(path).name, private=private)
+
+    def compile(self) -> WorldModel:
+        """Step with the DiT's passes compiled by ``torch.compile``, from the next ``reset`` on (a CPU, a world without
+        text). Frames are those of the eager model up to float rounding (fp32: the same); a batch-1 step of the shipped
+        world is x1.3 faster in bf16 and x1.5 in fp32 on a 2-core CPU. The first rollout pays ~25 s of compiling (a C++
+        compiler is needed), ~8 s when inductor's on-disk cache already holds the graphs. Returns the world."""
+        if self.device.type != "cpu":
+            raise InputError("compile is for the CPU; on a GPU the fused Triton kernels run without it")
+        if self.config.dit.text_dim:
+            raise InputError("compile takes worlds without text (this one reads prompts): run it without compiling")
+        self._compiled = CompiledPass(self.dit)
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        """Whether ``compile`` was called: the steady state's passes run as compiled graphs."""
+        return self._compiled is not None
 
     # ----------------------------------------------------------------- properties
     @property
@@ -270,7 +289,14 @@ class WorldModel:
         ctx, latents, cond = self._context(frames, actions, batch_size or 1, generator)
         text_ctx = self._encode_text(text, ctx.shape[0])
         self._rollout = Rollout(
-            self.dit, self.sampler_config, ctx.shape[0], self.latent_shape, generator, text_ctx, reference
+            self.dit,
+            self.sampler_config,
+            ctx.shape[0],
+            self.latent_shape,
+            generator,
+            text_ctx,
+            reference,
+            compiled=self._compiled,
         )
         with torch.inference_mode():
             self._rollout.write(latents, cond)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from worldsim.errors import WorldsimError
 from worldsim.models.attention import (
     BlockCausal,
     KVSlots,
@@ -61,10 +62,21 @@ class KVCache:
     """
 
     def __init__(
-        self, dit: DiT, batch: int, tokens: int, sinks: int, window: int, dtype, device, scratch_frames: int = 1
+        self,
+        dit: DiT,
+        batch: int,
+        tokens: int,
+        sinks: int,
+        window: int,
+        dtype,
+        device,
+        scratch_frames: int = 1,
+        compiled: CompiledPass | None = None,
     ) -> None:
         cfg = dit.cfg
         self.dit = dit
+        self.compiled = compiled
+        """Runs the passes of the steady state (``steady``) as compiled graphs, when given."""
         self.tokens, self.sinks, self.window = tokens, sinks, window
         self.rope = dit.rope
         self.slots = sinks + window - 1
@@ -130,7 +142,20 @@ class KVCache:
 
     def _pass(self, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None, step: CachePass):
         positions = torch.arange(self.next_frame, self.next_frame + x.shape[1])
+        if self.compiled is not None and text is None and self.steady(x):
+            return self.compiled(self, x, levels, cond, positions, step)
         return self.dit(x, levels, cond.actions, cond.null, positions, text, memory=step)
+
+    def steady(self, x: Tensor) -> bool:
+        """Whether a pass over ``x`` sees the cache's steady state, whose shapes repeat frame after frame: every slot
+        in use (the ring has filled), one row per world (no guidance variants), a block that fits the scratch."""
+        return self.used == self.slots and x.shape[0] == self.batch and x.shape[1] <= self.scratch
+
+    def context(self, ahead: bool = False) -> tuple[Tensor, Tensor]:
+        """Views (L, B, heads, keys, head_dim) of the keys and values a pass attends to before its own block's: the
+        used slots, behind the look-ahead sinks with ``ahead``."""
+        start, end = (0 if ahead else self.ahead), self.ahead + self.used * self.tokens
+        return self._k[..., start:end, :], self._v[..., start:end, :]
 
     # ----------------------------------------------------------------- visibility
     def _slot_local_frames(self) -> Tensor:
@@ -158,7 +183,7 @@ class KVCache:
         vis[:, 1, :placed] = False
         return torch.cat([front, vis], 2)
 
-    def _block_bias(self, frames: int, ahead: bool = False) -> Tensor | None:
+    def block_bias(self, frames: int, ahead: bool = False) -> Tensor | None:
         """(B, 1, frames*N, keys*N) additive attention bias of ``visibility`` (0 seen, -inf not), or None when
         everything is visible; built once per write (the K passes of a frame share it)."""
         key = (self._version, frames, ahead)  # the version changes with every write and restart
@@ -187,7 +212,7 @@ class KVCache:
         n = self.used * self.tokens
         m = k.shape[-2]
         frames = m // self.tokens
-        bias = self._block_bias(frames, ahead)
+        bias = self.block_bias(frames, ahead)
         reps = q.shape[0] // self.batch
         if bias is not None and reps > 1:  # guidance passes stack cond/uncond along the batch
             bias = bias.repeat(reps, 1, 1, 1)
@@ -317,6 +342,7 @@ class CachePass:
         self.keep = keep
         self.ahead = ahead
         self._layers: list[tuple[Tensor, Tensor]] = []
+        self._stacked: KeysValues | None = None
 
     def kv_slots(self, layer: int, batch: int, length: int) -> KVSlots | None:
         return self.cache.kv_slots(layer, batch, length)
@@ -326,11 +352,99 @@ class CachePass:
             self._layers.append((k, v))
         return self.cache.attend(layer, q, k, v, self.ahead)
 
+    def remember(self, block: KeysValues) -> None:
+        """Hold on to the block's keys/values of every layer at once (a compiled pass returns them stacked)."""
+        if self.keep:
+            self._stacked = block
+
     def written(self, tokens: int | None = None) -> KeysValues:
         """The block's keys/values at every layer; the first ``tokens`` of them when given (the finished frames of a
         ``write_then_denoise`` pass)."""
-        keys, values = torch.stack([k for k, _ in self._layers]), torch.stack([v for _, v in self._layers])
+        if self._stacked is not None:
+            keys, values = self._stacked.keys, self._stacked.values
+        else:
+            keys, values = torch.stack([k for k, _ in self._layers]), torch.stack([v for _, v in self._layers])
         return KeysValues(keys[..., :tokens, :], values[..., :tokens, :])
+
+
+class ContextAttention:
+    """The attention memory of a compiled pass (``CompiledPass``): the cache's keys and values come in as plain
+    tensors, so the compiler has no Python state to guard on. Each layer attends over them joined with its block's
+    own keys and values (``KVCache.attend`` reads the same keys in place), and keeps the block's for the caller."""
+
+    def __init__(self, keys: Tensor, values: Tensor, bias: Tensor | None) -> None:
+        self.keys, self.values, self.bias = keys, values, bias
+        self.block_keys: list[Tensor] = []
+        self.block_values: list[Tensor] = []
+
+    def kv_slots(self, layer: int, batch: int, length: int) -> None:
+        return None  # the block's keys and values are returned, not written into the cache
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        self.block_keys.append(k)
+        self.block_values.append(v)
+        keys = torch.cat([self.keys[layer], k], -2)
+        values = torch.cat([self.values[layer], v], -2)
+        return cache_attention(q, keys, values, self.bias)
+
+
+class CompiledPass:
+    """KV-cache passes of the steady state as graphs compiled by ``torch.compile`` (inductor, C++ wrapper): a pass is
+    one call into generated code instead of ~1,000 PyTorch ops, each with its dispatch. On a 2-core CPU this takes a
+    batch-1 step of the shipped world from ~120 to ~155 frames/s in bf16 (x1.3) and from ~98 to ~146 in fp32 (x1.5),
+    at ~25 s of compiling the first time and ~8 s from inductor's on-disk cache after that (``docs/results.md``).
+
+    The cache's steady state only (``KVCache.steady``), unguided and without a prompt: those passes repeat the same
+    shapes frame after frame, so two graphs serve a whole rollout (the merged write-then-denoise pass and a plain
+    one); the first frames, guidance and text go through the eager DiT, which is what the graphs are tested against.
+    The weights are the graph's inputs, not constants folded into it, so a model trained between rollouts stays right.
+    """
+
+    def __init__(self, dit: DiT) -> None:
+        if dit.cfg.text_dim:
+            raise ValueError("compiled passes take worlds without text")
+        self.dit = dit
+        self.graph = torch.compile(self._forward, options={"cpp_wrapper": True})
+        self.built = False
+        """Whether a call has compiled (and run) a graph: the first call's failure is the user's to hear about."""
+
+    def _forward(
+        self,
+        latents: Tensor,
+        levels: Tensor,
+        actions: Tensor,
+        null: Tensor,
+        rope: tuple[Tensor, Tensor],
+        keys: Tensor,
+        values: Tensor,
+        bias: Tensor | None,
+    ) -> tuple[DiTOutput, Tensor, Tensor]:
+        memory = ContextAttention(keys, values, bias)
+        out = self.dit(latents, levels, actions, null, None, memory=memory, rope=rope)
+        return out, torch.stack(memory.block_keys), torch.stack(memory.block_values)
+
+    def __call__(
+        self, cache: KVCache, x: Tensor, levels: Tensor, cond: FrameConditioning, positions: Tensor, step: CachePass
+    ) -> DiTOutput:
+        """``cache``'s pass over ``x`` (steady), the same as ``dit(..., memory=step)``; the block's keys and values go
+        to ``step``."""
+        dense = cond.dense(self.dit.action_embed.spec)  # one graph whether or not the frames have actions
+        rope = self.dit.rope.table(positions, self.dit.grid(x.shape[-2:]), cache.k.dtype, cache.k.device)
+        bias = cache.block_bias(x.shape[1], step.ahead)
+        inputs = (x, levels, dense.actions, dense.null, rope, *cache.context(step.ahead), bias)
+        if self.built:
+            out, keys, values = self.graph(*inputs)
+        else:
+            try:  # the first call compiles
+                out, keys, values = self.graph(*inputs)
+            except Exception as e:  # no C++ compiler, a platform inductor does not build for
+                raise WorldsimError(
+                    f"torch.compile could not build the world's step ({type(e).__name__}: {str(e).splitlines()[0]}): "
+                    "run it without compiling"
+                ) from e
+            self.built = True
+        step.remember(KeysValues(keys, values))
+        return out
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from worldsim.config import SamplerConfig
-from worldsim.diffusion.memory import KVCache, Recompute, WrittenBlock
+from worldsim.diffusion.memory import CompiledPass, KVCache, Recompute, WrittenBlock
 from worldsim.diffusion.schedule import add_noise, euler_step, pyramid_levels
 from worldsim.models.conditioning import FrameConditioning, TextContext
 from worldsim.models.dit import DiT, DiTOutput
@@ -93,6 +93,7 @@ class Rollout:
         generator: torch.Generator | list[torch.Generator],
         text: TextContext | None = None,
         reference: bool = False,
+        compiled: CompiledPass | None = None,
     ) -> None:
         self.dit, self.settings, self.batch = dit, settings, batch
         self.latent_shape = latent_shape
@@ -107,7 +108,17 @@ class Rollout:
         self.memory: KVCache | Recompute = (
             Recompute(dit, batch, self.tokens, s.sinks, s.window)
             if reference  # room in the cache's scratch for a one-frame block after a held-back frame
-            else KVCache(dit, batch, self.tokens, s.sinks, s.window, param.dtype, self.device, scratch_frames=2)
+            else KVCache(
+                dit,
+                batch,
+                self.tokens,
+                s.sinks,
+                s.window,
+                param.dtype,
+                self.device,
+                scratch_frames=2,
+                compiled=compiled,
+            )
         )
         self.merge_writes = True
         """Write each finished frame in the next frame's first pass (module doc); False: in a pass of its own."""

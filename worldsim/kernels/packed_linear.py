@@ -35,10 +35,12 @@ def _packed_dtypes() -> frozenset[torch.dtype]:
 
 def use_packed(x: Tensor, weight: Tensor) -> bool:
     """Whether ``PackedLinear`` takes the packed path: inference (no autograd, no autocast) on a CPU with oneDNN
-    (not switched off by ``torch.backends.mkldnn.flags``), in fp32, or bf16 where oneDNN has it natively. Called ~60
-    times a batch-1 step, so it checks the cheap things first."""
+    (not switched off by ``torch.backends.mkldnn.flags``), in fp32, or bf16 where oneDNN has it natively, and not
+    inside ``torch.compile`` (which plans its own calls). Called ~60 times a batch-1 step, so it checks the cheap
+    things first (but the compiler's first: it cannot trace the cached ``_packed_dtypes``)."""
     return (
-        not torch.is_grad_enabled()
+        not torch.compiler.is_compiling()
+        and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")  # autocast picks the dtype itself (a distillation's teacher pass)
         and x.dtype is weight.dtype
         and x.device.type == "cpu"

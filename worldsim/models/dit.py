@@ -235,15 +235,18 @@ class DiT(nn.Module):
         levels: Tensor,
         actions: Tensor | None,
         action_null: Tensor,
-        t_positions: Tensor,
+        t_positions: Tensor | None,
         text: TextContext | None = None,
         memory: AttentionMemory | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> DiTOutput:
         """
         latents: (B, F, C, h, w) noisy latents, frame f at noise level ``levels[:, f]``.
         levels: (B, F) in [0, 1]; actions: per frame (see ActionEncoder); action_null: (B, F) bool.
-        t_positions: (F,) absolute time index of each frame (RoPE).
+        t_positions: (F,) absolute time index of each frame (RoPE); None when ``rope`` is given.
         memory: how attention sees other frames; None = block-causal within this block (training).
+        rope: the cos/sin tables of ``t_positions`` when the caller has them (a compiled pass takes them as inputs,
+        ``worldsim.diffusion.memory.CompiledPass``); None makes them here.
         """
         B, F_, C, h, w = latents.shape
         p = self.cfg.patch
@@ -255,7 +258,9 @@ class DiT(nn.Module):
 
         cond = self.level_embed(levels) + self.action_embed(actions, action_null)  # (B, F, d)
         mod = rearrange(self.modulation(cond), "b f (six d) -> b f six d", six=6)
-        rope = self.rope.table(t_positions, (gh, gw), x.dtype, x.device)
+        if rope is None:
+            assert t_positions is not None, "the DiT needs the frames' positions or their rope tables"
+            rope = self.rope.table(t_positions, (gh, gw), x.dtype, x.device)
         if memory is None:
             memory = BlockCausal(gh * gw)
         # No prompt: the learned null prompt, whose cross-attention is a constant per block (``null_output``).

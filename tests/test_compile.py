@@ -1,0 +1,70 @@
+"""Compiled passes (``WorldModel.compile``): the eager engine's frames, through the cache's steady state, a world
+restarted mid-rollout and weights changed after compiling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize, tiny_config
+
+from worldsim.engine import WorldModel
+from worldsim.errors import InputError
+
+
+def tiny_world(seed: int = 0, **kw) -> WorldModel:
+    wm = WorldModel(tiny_config(**kw))
+    randomize(wm.dit, seed)
+    randomize(wm.autoencoder, seed + 1, std=0.05)
+    return wm
+
+
+def rollout_latents(wm: WorldModel, steps: int = 10, restart_at: int = 6) -> torch.Tensor:
+    """(B, steps, C, h, w) latents of 3 worlds stepped with fixed actions, world 1 restarted at ``restart_at`` (a
+    VectorEnv's autoreset: the cache then holds rows of two ages, so passes carry a visibility mask)."""
+    latents: list[torch.Tensor] = []  # latents, not decoded frames: a random tiny decoder hides differences
+    decode = wm.autoencoder.decode
+    wm.autoencoder.decode = lambda z: (latents.append(z.clone()), decode(z))[1]
+    rng = np.random.default_rng(0)
+    H, W = wm.frame_size
+    context = rng.integers(0, 256, (3, 2, H, W, 3), dtype=np.uint8)
+    actions = rng.integers(0, 3, (steps, 3))
+    try:
+        wm.reset(frames=context, generator=[torch.Generator().manual_seed(s) for s in (1, 2, 3)])
+        for t in range(steps):
+            if t == restart_at:
+                wm.reset_worlds([1], [torch.Generator().manual_seed(9)], frames=context[:1])
+            wm.step(actions[t])
+    finally:
+        wm.autoencoder.decode = decode
+    return torch.cat(latents, 1)
+
+
+def test_a_compiled_world_makes_the_eager_worlds_frames(one_torch_thread):
+    wm = tiny_world(seed=3, sinks=1, window=3)
+    eager = rollout_latents(wm)
+    wm.compile()
+    calls = []
+    graph = wm._compiled.graph
+    wm._compiled.graph = lambda *inputs: (calls.append(1), graph(*inputs))[1]
+    compiled = rollout_latents(wm)
+    # Every frame from the third on runs its K = 3 passes compiled (the ring of 3 slots is full by then).
+    assert len(calls) >= 3 * 7
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
+    assert eager.abs().mean() > 0.1  # real, non-trivial latents
+
+    # The weights are the graphs' inputs, not constants folded into them: a change after compiling is followed.
+    with torch.no_grad():
+        for p in wm.dit.parameters():
+            p.mul_(1.2)
+    with torch.compiler.set_stance("force_eager"):
+        eager_changed = rollout_latents(wm)
+    assert (eager_changed - eager).abs().max() > 0.1
+    torch.testing.assert_close(rollout_latents(wm), eager_changed, atol=1e-4, rtol=0)
+
+
+def test_compiling_a_world_that_reads_prompts_is_a_clear_error():
+    wm = WorldModel(tiny_config(text_dim=16))
+    with pytest.raises(InputError, match="without text"):
+        wm.compile()
+    assert not wm.compiled
