@@ -42,12 +42,13 @@ class WorldModelVectorEnv(VectorEnv):
         sampler_steps: int | None = None,
         max_episode_steps: int | None = None,
         precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
-        self.world = load_world(checkpoint, device, precision, sampler_steps)
+        self.world = load_world(checkpoint, device, precision, sampler_steps, compile)
         config = self.world.config
         self.metadata = {**self.metadata, "render_fps": int(config.frame_rate)}
         self.num_envs = num_envs

@@ -68,3 +68,25 @@ def test_compiling_a_world_that_reads_prompts_is_a_clear_error():
     with pytest.raises(InputError, match="without text"):
         wm.compile()
     assert not wm.compiled
+
+
+def test_bench_counts_the_same_flops_for_a_compiled_world(tmp_path):
+    """The FLOP counter cannot see inside a compiled graph: bench counts the step run eagerly, so MFU stays honest."""
+    from worldsim.bench import BenchConfig, run_bench
+
+    tiny_world(seed=6, sinks=1, window=3).save_pretrained(tmp_path / "w")
+    runs = [
+        run_bench(BenchConfig(checkpoint=str(tmp_path / "w"), frames=30, recompute_context=6, compile=c), False)
+        for c in (False, True)
+    ]
+    assert runs[1]["compiled"] and runs[1]["compile_seconds"] > 0 and runs[1]["fps"] > 0
+    assert runs[0]["compile_seconds"] is None
+    assert runs[1]["gflops_per_step"] == pytest.approx(runs[0]["gflops_per_step"]) and runs[0]["gflops_per_step"] > 0
+
+
+def test_rl_compile_is_refused_where_nothing_would_be_compiled():
+    from worldsim.training.rl import RLTrainConfig
+
+    for flags in ({"real": True}, {"dream_dropout": 0.1}):
+        with pytest.raises(InputError, match="--compile"):
+            RLTrainConfig(world="carracing", compile=True, **flags).check()

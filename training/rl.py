@@ -85,6 +85,9 @@ class RLTrainConfig:
     redrawn every update, so the agent trains in a family of slightly different worlds; 0: off."""
     precision: str = "auto"
     """The world's precision: fp32, bf16, or auto (bf16 where the CPU has it natively)."""
+    compile: bool = False
+    """Step the world with its passes compiled (``torch.compile``, worlds without text): faster dreams after ~25 s of
+    compiling in the first episode."""
     device: str = "cpu"
     seed: int = 0
     real: bool = False
@@ -115,6 +118,8 @@ class RLTrainConfig:
             raise InputError(f"--minibatch {self.minibatch} is more than a batch ({self.num_envs} x {self.rollout})")
         if self.real and (self.noise_levels is not None or self.dream_dropout):
             raise InputError("--noise-levels and --dream-dropout change the dream; the real env (--real) has none")
+        if self.compile and (self.real or self.dream_dropout):
+            raise InputError("--compile compiles the dream's passes: not with --real, nor --dream-dropout (its hooks)")
         if not 0 <= self.dream_dropout < 1:
             raise InputError(f"--dream-dropout must be in [0, 1), got {self.dream_dropout}")
         if self.noise_levels is not None and not 0 <= self.noise_levels[0] <= self.noise_levels[1] < 1:
@@ -290,7 +295,7 @@ class Rollouts:
         else:
             self.venv = WorldModelVectorEnv(
                 cfg.world, num_envs=cfg.num_envs, device=cfg.device, sampler_steps=cfg.sampler_steps,
-                precision=cfg.precision,
+                precision=cfg.precision, compile=cfg.compile,
             )  # fmt: skip
             self.config = self.venv.world.config
             context = start_context(self.venv.world)

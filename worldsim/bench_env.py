@@ -39,12 +39,15 @@ class EnvBenchConfig:
     """The world's precision (fp32, bf16, or auto: bf16 where the CPU has it natively, as play and rl train use)."""
     sampler_steps: int | None = None
     """Euler steps per frame (default: the world's)."""
+    compile: bool = False
+    """Run the world's passes compiled (``torch.compile``, worlds without text); the compiling happens in the warm-up
+    steps of each size, not in the timed ones."""
     seed: int = 0
     """Seed of weights, starts and actions."""
 
 
-def _timed(step, actions: np.ndarray, steps: int) -> float:
-    for t in range(5):
+def _timed(step, actions: np.ndarray, steps: int, warmup: int = 5) -> float:
+    for t in range(warmup):
         step(actions[t % len(actions)])
     start = time.perf_counter()
     for t in range(steps):
@@ -83,10 +86,14 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
                 checkpoint=checkpoint,
                 precision=cfg.precision,
                 sampler_steps=cfg.sampler_steps,
+                compile=cfg.compile,
             )
             venv.reset(seed=cfg.seed)
             actions = np.stack([venv.action_space.sample() for _ in range(16)])
-            world = _timed(venv.step, actions, cfg.steps)
+            # A compiled world compiles once its cache is full (after the window's frames): warm up past that.
+            sampler = venv.unwrapped.world.sampler_config
+            warmup = sampler.sinks + sampler.window + 3 if cfg.compile else 5
+            world = _timed(venv.step, actions, cfg.steps, warmup)
             row = {"num_envs": n, "world_vector_steps_per_s": world, "world_env_steps_per_s": world * n}
             if source:
                 from worldsim.envs.sources import make_source_env
@@ -106,13 +113,15 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
         "threads": torch.get_num_threads(),
         "machine": cpu_name(),
         "precision": cfg.precision,
+        "compiled": cfg.compile,
         "rows": rows,
     }
 
 
 def format_env_table(result: dict[str, Any]) -> str:
+    compiled = ", compiled" if result.get("compiled") else ""
     lines = [
-        f"world: {result['checkpoint']} ({result['precision']}), source: {result['source'] or 'none'}, "
+        f"world: {result['checkpoint']} ({result['precision']}{compiled}), source: {result['source'] or 'none'}, "
         f"torch threads {result['threads']}, {result['machine']}",
         "| num_envs | world env steps/s | source env steps/s |",
         "|---|---|---|",

@@ -211,7 +211,7 @@ class WorldModel:
         """Step with the DiT's passes compiled by ``torch.compile``, from the next ``reset`` on (a CPU, a world without
         text). Frames are those of the eager model up to float rounding (fp32: the same); a batch-1 step of the shipped
         world is x1.3 faster in bf16 and x1.5 in fp32 on a 2-core CPU. The first rollout pays ~25 s of compiling (a C++
-        compiler is needed), ~8 s when inductor's on-disk cache already holds the graphs. Returns the world."""
+        compiler is needed), ~6 s when inductor's on-disk cache already holds the graphs. Returns the world."""
         if self.device.type != "cpu":
             raise InputError("compile is for the CPU; on a GPU the fused Triton kernels run without it")
         if self.config.dit.text_dim:

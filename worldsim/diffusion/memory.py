@@ -392,7 +392,7 @@ class CompiledPass:
     """KV-cache passes of the steady state as graphs compiled by ``torch.compile`` (inductor, C++ wrapper): a pass is
     one call into generated code instead of ~1,000 PyTorch ops, each with its dispatch. On a 2-core CPU this takes a
     batch-1 step of the shipped world from ~120 to ~155 frames/s in bf16 (x1.3) and from ~98 to ~146 in fp32 (x1.5),
-    at ~25 s of compiling the first time and ~8 s from inductor's on-disk cache after that (``docs/results.md``).
+    at ~25 s of compiling the first time and ~6 s from inductor's on-disk cache after that (``docs/results.md``).
 
     The cache's steady state only (``KVCache.steady``), unguided and without a prompt: those passes repeat the same
     shapes frame after frame, so two graphs serve a whole rollout (the merged write-then-denoise pass and a plain
@@ -438,8 +438,9 @@ class CompiledPass:
             try:  # the first call compiles
                 out, keys, values = self.graph(*inputs)
             except Exception as e:  # no C++ compiler, a platform inductor does not build for
+                first_line = (str(e).splitlines() or [""])[0]
                 raise WorldsimError(
-                    f"torch.compile could not build the world's step ({type(e).__name__}: {str(e).splitlines()[0]}): "
+                    f"torch.compile could not build the world's step ({type(e).__name__}: {first_line}): "
                     "run it without compiling"
                 ) from e
             self.built = True
