@@ -147,3 +147,6 @@ def test_the_kernels_take_only_cuda_inference_unless_switched_off(monkeypatch):
         assert not kernels.use_triton(cuda)
     monkeypatch.delenv("WORLDSIM_NO_TRITON")
     assert torch.is_grad_enabled() and not kernels.use_triton(cuda)  # training: the kernels have no backward
+    with torch.no_grad():  # inside torch.compile inductor fuses these ops itself (compiled CUDA-graph passes)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert not kernels.use_triton(cuda)

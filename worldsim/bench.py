@@ -59,8 +59,9 @@ class BenchConfig:
     """cpu, or cuda (a GPU: the fused Triton kernels run in the step; each timed step ends with the frames on the
     host, so the times include the GPU's work)."""
     compile: bool = False
-    """Run the DiT's passes as compiled graphs (``torch.compile``, CPU, worlds without text): a faster step after ~25 s
-    of compiling (~8 s from inductor's on-disk cache), reported as compile_seconds and not timed as steps."""
+    """Run the DiT's passes as compiled graphs (torch.compile; worlds without text; CUDA graphs on a GPU): a faster
+    step after ~25 s of compiling on a CPU (~6 s from inductor's on-disk cache), reported as compile_seconds and not
+    timed as steps."""
 
 
 def measure_matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: str = "cpu") -> float:

@@ -40,7 +40,7 @@ class EnvBenchConfig:
     sampler_steps: int | None = None
     """Euler steps per frame (default: the world's)."""
     compile: bool = False
-    """Run the world's passes compiled (``torch.compile``, worlds without text); the compiling happens in the warm-up
+    """Run the world's passes compiled (torch.compile, worlds without text); the compiling happens in the warm-up
     steps of each size, not in the timed ones."""
     seed: int = 0
     """Seed of weights, starts and actions."""

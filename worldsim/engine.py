@@ -208,12 +208,11 @@ class WorldModel:
         return push_world(path, repo_id or Path(path).name, private=private)
 
     def compile(self) -> WorldModel:
-        """Step with the DiT's passes compiled by ``torch.compile``, from the next ``reset`` on (a CPU, a world without
-        text). Frames are those of the eager model up to float rounding (fp32: the same); a batch-1 step of the shipped
-        world is x1.3 faster in bf16 and x1.5 in fp32 on a 2-core CPU. The first rollout pays ~25 s of compiling (a C++
-        compiler is needed), ~6 s when inductor's on-disk cache already holds the graphs. Returns the world."""
-        if self.device.type != "cpu":
-            raise InputError("compile is for the CPU; on a GPU the fused Triton kernels run without it")
+        """Step with the DiT's passes compiled by ``torch.compile``, from the next ``reset`` on (worlds without text).
+        Frames are those of the eager model up to float rounding; on a 2-core CPU a batch-1 step of the shipped world
+        is x1.3 faster in bf16 and x1.5 in fp32. The first rollout pays ~25 s of compiling (a C++ compiler is needed),
+        ~6 s when inductor's on-disk cache already holds the graphs. On a GPU the passes become CUDA graphs (not yet
+        measured in this project: ``docs/results.md``). Returns the world."""
         if self.config.dit.text_dim:
             raise InputError("compile takes worlds without text (this one reads prompts): run it without compiling")
         self._compiled = CompiledPass(self.dit)

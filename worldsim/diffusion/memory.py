@@ -153,9 +153,12 @@ class KVCache:
 
     def context(self, ahead: bool = False) -> tuple[Tensor, Tensor]:
         """Views (L, B, heads, keys, head_dim) of the keys and values a pass attends to before its own block's: the
-        used slots, behind the look-ahead sinks with ``ahead``."""
-        start, end = (0 if ahead else self.ahead), self.ahead + self.used * self.tokens
+        used slots, behind the look-ahead sinks with ``ahead``. The same pass reads the same addresses each frame."""
+        start, end = self._context_range(ahead)
         return self._k[..., start:end, :], self._v[..., start:end, :]
+
+    def _context_range(self, ahead: bool) -> tuple[int, int]:
+        return (0 if ahead else self.ahead), self.ahead + self.used * self.tokens
 
     # ----------------------------------------------------------------- visibility
     def _slot_local_frames(self) -> Tensor:
@@ -221,8 +224,10 @@ class KVCache:
             # Nothing to copy when a fused kernel wrote k and v there already: copy_ skips a view onto itself.
             slots.keys.copy_(k)
             slots.values.copy_(v)
-            start, end = (0 if ahead else self.ahead), self.ahead + n + m
-            return cache_attention(q, self._k[layer, :, :, start:end], self._v[layer, :, :, start:end], bias)
+            start, end = self._context_range(ahead)
+            return cache_attention(
+                q, self._k[layer, :, :, start : end + m], self._v[layer, :, :, start : end + m], bias
+            )
         assert not ahead, "a write_then_denoise pass fits the scratch and is never guided"
         ck, cv = self.k[layer, :, :, :n], self.v[layer, :, :, :n]
         if reps > 1:
@@ -404,7 +409,10 @@ class CompiledPass:
         if dit.cfg.text_dim:
             raise ValueError("compiled passes take worlds without text")
         self.dit = dit
-        self.graph = torch.compile(self._forward, options={"cpp_wrapper": True})
+        self.cuda = next(dit.parameters()).is_cuda
+        # On a GPU, inductor's CUDA graphs ("reduce-overhead"): a pass is one graph replay, its launches recorded once.
+        options = {"triton.cudagraphs": True} if self.cuda else {"cpp_wrapper": True}
+        self.graph = torch.compile(self._forward, options=options)
         self.built = False
         """Whether a call has compiled (and run) a graph: the first call's failure is the user's to hear about."""
 
@@ -431,7 +439,11 @@ class CompiledPass:
         dense = cond.dense(self.dit.action_embed.spec)  # one graph whether or not the frames have actions
         rope = self.dit.rope.table(positions, self.dit.grid(x.shape[-2:]), cache.k.dtype, cache.k.device)
         bias = cache.block_bias(x.shape[1], step.ahead)
-        inputs = (x, levels, dense.actions, dense.null, rope, *cache.context(step.ahead), bias)
+        keys, values = cache.context(step.ahead)
+        if self.cuda:  # CUDA graphs copy each input into a buffer of their own unless it is static: the cache's views
+            for view in (keys, values):  # sit at the same addresses frame after frame, so they are read in place
+                torch._dynamo.mark_static_address(view)
+        inputs = (x, levels, dense.actions, dense.null, rope, keys, values, bias)
         if self.built:
             out, keys, values = self.graph(*inputs)
         else:

@@ -25,10 +25,12 @@ from worldsim.models.attention import AttentionMemory, apply_rope
 
 
 def use_triton(t: Tensor) -> bool:
-    """Whether the fused kernels take ``t``: a CUDA tensor, outside autograd, Triton importable, not switched off."""
+    """Whether the fused kernels take ``t``: a CUDA tensor, outside autograd and outside ``torch.compile`` (inductor
+    fuses these ops itself), Triton importable, not switched off."""
     return (
         t.is_cuda
         and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
         and not os.environ.get("WORLDSIM_NO_TRITON")
         and _triton_ops() is not None
     )
