@@ -300,6 +300,11 @@ class KVCache:
 
     def _place_sinks(self, shift: Tensor, keys: Tensor) -> None:
         """Write each row's sink keys as written, moved ``shift`` frames later, into ``keys`` (L, B, H, sinks*N, hd)."""
+        deltas = shift.tolist()
+        if len(set(deltas)) == 1:  # every row's episode began at the same frame: one rotation, no row indexing
+            cos, sin = self.rope.time_shift_table(deltas[0], self.k.dtype, self.k.device)
+            keys.copy_(apply_rope(self.sink_k, cos, sin))
+            return
         for delta in shift.unique().tolist():
             rows = (shift == delta).nonzero().flatten()
             cos, sin = self.rope.time_shift_table(delta, self.k.dtype, self.k.device)

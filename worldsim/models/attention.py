@@ -65,6 +65,7 @@ class Rope3D:
         self.freq_y = freqs(n_y, theta_space)
         self.freq_x = freqs(n_x, theta_space)
         self._last: tuple | None = None
+        self._last_shift: tuple | None = None
 
     def _tables(self, angles: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         cos, sin = angles.cos(), angles.sin()
@@ -99,9 +100,15 @@ class Rope3D:
 
     def time_shift_table(self, delta: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         """cos/sin (1, head_dim) that move a key ``delta`` frames later in time, leaving y and x alone."""
+        # A frame's look-ahead sinks and the next frame's sinks in place take the same shift: remember the last one.
+        key = (delta, dtype, device)
+        if self._last_shift is not None and self._last_shift[0] == key:
+            return self._last_shift[1]
         a_t = float(delta) * self.freq_t
         zeros = torch.zeros(len(self.freq_y) + len(self.freq_x), dtype=torch.float64)
-        return self._tables(torch.cat([a_t, zeros])[None], dtype, device)
+        tables = self._tables(torch.cat([a_t, zeros])[None], dtype, device)
+        self._last_shift = (key, tables)
+        return tables
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
