@@ -27,7 +27,7 @@ from worldsim.engine import WorldModel
 from worldsim.models.attention import cache_attention
 
 STEPS = 60
-SHIPPED_BIAS = memory.KVCache._block_bias
+SHIPPED_BIAS = memory.KVCache.block_bias
 
 
 def _bool_mask(self: memory.KVCache, frames: int, ahead: bool = False) -> torch.Tensor | None:
@@ -56,7 +56,7 @@ PATHS = {  # name: (how KVCache builds the mask, how attention takes it)
 
 
 def use(path: str) -> None:
-    memory.KVCache._block_bias, memory.cache_attention = PATHS[path]
+    memory.KVCache.block_bias, memory.cache_attention = PATHS[path]
 
 
 def main() -> None:

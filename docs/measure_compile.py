@@ -27,7 +27,7 @@ def build(wm: WorldModel, batch: int) -> float:
     """Seconds of a rollout that runs the cache into its steady state, where the graphs are built."""
     wm.reset(seed=0, batch_size=batch)
     start = time.perf_counter()
-    for _ in range(wm.sampler_config.sinks + wm.sampler_config.window + 3):
+    for _ in range(wm.sampler_config.steps_to_steady_state):
         wm.step(np.zeros(batch, dtype=np.int64))
     return time.perf_counter() - start
 

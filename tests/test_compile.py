@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import randomize, tiny_config
+from torch._dynamo.utils import counters
 
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError
@@ -47,11 +48,16 @@ def test_a_compiled_world_makes_the_eager_worlds_frames(one_torch_thread):
     calls = []
     graph = wm._compiled.graph
     wm._compiled.graph = lambda *inputs: (calls.append(1), graph(*inputs))[1]
+    counters.clear()
     compiled = rollout_latents(wm)
-    # Every frame from the third on runs its K = 3 passes compiled (the ring of 3 slots is full by then).
+    # Every frame from the third on runs its K = 3 passes compiled (the ring of 3 slots is full by then) ...
     assert len(calls) >= 3 * 7
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
     assert eager.abs().mean() > 0.1  # real, non-trivial latents
+    # ... through three graphs: the merged write-then-denoise pass, the plain pass, and the plain pass with a mask
+    # once world 1 has restarted (a write pass's levels and a denoise pass's, or the first Euler pass's noise and the
+    # next ones', must not each build another).
+    assert counters["stats"]["unique_graphs"] == 3
 
     # The weights are the graphs' inputs, not constants folded into them: a change after compiling is followed.
     with torch.no_grad():
@@ -61,6 +67,7 @@ def test_a_compiled_world_makes_the_eager_worlds_frames(one_torch_thread):
         eager_changed = rollout_latents(wm)
     assert (eager_changed - eager).abs().max() > 0.1
     torch.testing.assert_close(rollout_latents(wm), eager_changed, atol=1e-4, rtol=0)
+    assert counters["stats"]["unique_graphs"] == 3  # and nothing was compiled again for them
 
 
 def test_compiling_a_world_that_reads_prompts_is_a_clear_error():

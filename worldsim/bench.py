@@ -10,6 +10,7 @@ Examples::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import platform
@@ -234,7 +235,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.compile:
         wm.reset(context, seed=cfg.seed)
         t = time.perf_counter()
-        timed_steps(wm.sampler_config.sinks + wm.sampler_config.window + 2, "compiling")
+        timed_steps(wm.sampler_config.steps_to_steady_state, "compiling")
         compile_seconds = time.perf_counter() - t
 
     # 1. Cached steps: per-frame latency over a long rollout (constant cost is the point).
@@ -259,7 +260,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     # 3. FLOPs of one cached step (matmuls, convs, attention), for MFU.
     _count_packed_linear_flops()
     # The counter sees PyTorch ops, not inside a compiled graph: count the same step run eagerly.
-    with FlopCounterMode(display=False) as counter, torch.compiler.set_stance("force_eager"):
+    eager = torch.compiler.set_stance("force_eager") if cfg.compile else contextlib.nullcontext()
+    with FlopCounterMode(display=False) as counter, eager:
         wm.step(actions())
     step_flops = counter.get_total_flops()
     peak = measure_matmul_gflops(dtype, device=cfg.device)

@@ -34,14 +34,14 @@ class EnvBenchConfig:
     """Real env measured beside it (gymnasium SyncVectorEnv of N copies); default: the world's own source env (the
     default world's for the random one); empty to skip."""
     steps: int = 50
-    """Vector steps timed per size (after 5 warm-up steps)."""
+    """Vector steps timed per size (after 5 warm-up steps; with --compile, after the cache's steady state)."""
     precision: Precision = "auto"
     """The world's precision (fp32, bf16, or auto: bf16 where the CPU has it natively, as play and rl train use)."""
     sampler_steps: int | None = None
     """Euler steps per frame (default: the world's)."""
     compile: bool = False
-    """Run the world's passes compiled (torch.compile, worlds without text); the compiling happens in the warm-up
-    steps of each size, not in the timed ones."""
+    """Run the world's passes compiled (torch.compile, worlds without text); the graphs are built in the warm-up
+    steps of each size (an autoreset's masked pass builds one more where it first happens)."""
     seed: int = 0
     """Seed of weights, starts and actions."""
 
@@ -90,9 +90,8 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
             )
             venv.reset(seed=cfg.seed)
             actions = np.stack([venv.action_space.sample() for _ in range(16)])
-            # A compiled world compiles once its cache is full (after the window's frames): warm up past that.
-            sampler = venv.unwrapped.world.sampler_config
-            warmup = sampler.sinks + sampler.window + 3 if cfg.compile else 5
+            # A compiled world builds its graphs once its cache is full (after the window's frames): warm up past that.
+            warmup = venv.unwrapped.world.sampler_config.steps_to_steady_state if cfg.compile else 5
             world = _timed(venv.step, actions, cfg.steps, warmup)
             row = {"num_envs": n, "world_vector_steps_per_s": world, "world_env_steps_per_s": world * n}
             if source:

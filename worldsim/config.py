@@ -193,6 +193,13 @@ class SamplerConfig:
     pyramid_delay: int = 1
     """Multi-frame prediction: Euler steps between the starts of consecutive frames."""
 
+    @property
+    def steps_to_steady_state(self) -> int:
+        """World steps after a reset, whatever its context, until the KV cache's steady state (its sinks and ring of
+        ``window - 1`` slots filled), where each step's passes have the shapes of the last step's: where a compiled
+        world builds its graphs (``WorldModel.compile``). One step to spare."""
+        return self.sinks + self.window + 2
+
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "sampler steps must be >= 1")
         _check(self.shift > 0, "sampler shift must be > 0")

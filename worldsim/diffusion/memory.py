@@ -142,14 +142,15 @@ class KVCache:
 
     def _pass(self, x: Tensor, levels: Tensor, cond: FrameConditioning, text: TextContext | None, step: CachePass):
         positions = torch.arange(self.next_frame, self.next_frame + x.shape[1])
-        if self.compiled is not None and text is None and self.steady(x):
+        if self.compiled is not None and text is None and self.steady(x, step.ahead):
             return self.compiled(self, x, levels, cond, positions, step)
         return self.dit(x, levels, cond.actions, cond.null, positions, text, memory=step)
 
-    def steady(self, x: Tensor) -> bool:
-        """Whether a pass over ``x`` sees the cache's steady state, whose shapes repeat frame after frame: every slot
-        in use (the ring has filled), one row per world (no guidance variants), a block that fits the scratch."""
-        return self.used == self.slots and x.shape[0] == self.batch and x.shape[1] <= self.scratch
+    def steady(self, x: Tensor, ahead: bool = False) -> bool:
+        """Whether a pass over ``x`` is one of a frame-by-frame rollout in the cache's steady state, whose shapes
+        repeat frame after frame: every slot in use (the ring has filled), one row per world (no guidance variants),
+        one new frame (two in a ``write_then_denoise`` pass, ``ahead``)."""
+        return self.used == self.slots and x.shape[0] == self.batch and x.shape[1] == (2 if ahead else 1)
 
     def context(self, ahead: bool = False) -> tuple[Tensor, Tensor]:
         """Views (L, B, heads, keys, head_dim) of the keys and values a pass attends to before its own block's: the
@@ -418,8 +419,6 @@ class CompiledPass:
         # On a GPU, inductor's CUDA graphs ("reduce-overhead"): a pass is one graph replay, its launches recorded once.
         options = {"triton.cudagraphs": True} if self.cuda else {"cpp_wrapper": True}
         self.graph = torch.compile(self._forward, options=options)
-        self.built = False
-        """Whether a call has compiled (and run) a graph: the first call's failure is the user's to hear about."""
 
     def _forward(
         self,
@@ -447,20 +446,20 @@ class CompiledPass:
         keys, values = cache.context(step.ahead)
         if self.cuda:  # CUDA graphs copy each input into a buffer of their own unless it is static: the cache's views
             for view in (keys, values):  # sit at the same addresses frame after frame, so they are read in place
-                torch._dynamo.mark_static_address(view)
-        inputs = (x, levels, dense.actions, dense.null, rope, keys, values, bias)
-        if self.built:
+                torch._dynamo.mark_static_address(view, guard=False)
+        # Contiguous small inputs: a write pass's levels (filled) and a denoise pass's (expanded) then share a graph.
+        small = (t.contiguous() for t in (x, levels, dense.actions, dense.null))
+        inputs = (*small, rope, keys, values, bias)
+        try:
             out, keys, values = self.graph(*inputs)
-        else:
-            try:  # the first call compiles
-                out, keys, values = self.graph(*inputs)
-            except Exception as e:  # no C++ compiler, a platform inductor does not build for
-                first_line = (str(e).splitlines() or [""])[0]
-                raise WorldsimError(
-                    f"torch.compile could not build the world's step ({type(e).__name__}: {first_line}): "
-                    "run it without compiling"
-                ) from e
-            self.built = True
+        except torch._dynamo.exc.TorchDynamoException as e:  # no C++ compiler, a platform inductor does not build for
+            first_line = (str(e).splitlines() or [""])[0]
+            raise WorldsimError(
+                f"torch.compile could not build the world's step ({type(e).__name__}: {first_line}): "
+                "run it without compiling"
+            ) from e
+        if self.cuda:  # a CUDA graph's outputs are overwritten by its next replay: keep copies
+            out, keys, values = DiTOutput(*(t.clone() for t in out)), keys.clone(), values.clone()
         step.remember(KeysValues(keys, values))
         return out
 

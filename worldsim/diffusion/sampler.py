@@ -210,12 +210,12 @@ class Rollout:
         Returns the predicted latents (B, F, C, h, w), reward (B, F) and termination logit (B, F).
         """
         s = self.settings
-        schedule = pyramid_levels(frames, s.steps, s.pyramid_delay, s.shift).to(self.device)
-        x = self._noise(frames)
         guided = s.action_cfg != 1.0 or (s.text_cfg != 1.0 and self.text is not None)
         # A merged pass is one finished frame then one new frame (the cache's look-ahead sinks serve one frame on).
         merge = self.merge_writes and not guided and frames == 1
-        with torch.inference_mode():
+        with torch.inference_mode():  # every pass's inputs inference tensors alike (a compiled pass guards on it)
+            schedule = pyramid_levels(frames, s.steps, s.pyramid_delay, s.shift).to(self.device)
+            x = self._noise(frames)
             if not merge:
                 self.flush()
             out = None
