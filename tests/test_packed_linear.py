@@ -15,6 +15,22 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason
 DTYPES = [torch.float32] + ([torch.bfloat16] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else [])
 
 
+@pytest.fixture(autouse=True)
+def pack_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check the packed path itself on small layers; which sizes take it is tested on its own."""
+    monkeypatch.setattr(packed_linear, "FP32_PACKED_FROM_ROWS", 0)
+
+
+def test_fp32_packs_from_a_number_of_rows_and_bf16_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packed_linear, "FP32_PACKED_FROM_ROWS", 512)
+    layer = _layer(torch.float32)
+    with torch.inference_mode():
+        assert not packed_linear.use_packed(torch.randn(2, 255, 64), layer.weight)  # 510 rows
+        assert packed_linear.use_packed(torch.randn(2, 256, 64), layer.weight)
+        if torch.bfloat16 in DTYPES:
+            assert packed_linear.use_packed(torch.randn(1, 64, dtype=torch.bfloat16), layer.weight.bfloat16())
+
+
 def _layer(dtype: torch.dtype, activation: str | None = None) -> PackedLinear:
     torch.manual_seed(0)
     return PackedLinear(64, 96, activation=activation).to(dtype)
