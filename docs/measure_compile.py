@@ -1,7 +1,7 @@
 """Steps/s of the shipped world eager and with its passes compiled (``WorldModel.compile``), and what compiling changes
 in the frames.
 
-    python docs/measure_compile.py [ROUNDS]
+    python docs/measure_compile.py [ROUNDS] [WORLD]     # WORLD: carracing (default), pusht, a checkpoint dir
 
 For each precision (bf16, fp32) and batch size (1 and 32 worlds): one eager and one compiled world, loaded side by
 side, rounds alternating between them, the median step of each round (``WorldModel.step``, the decode included; the
@@ -28,14 +28,14 @@ def build(wm: WorldModel, batch: int) -> float:
     wm.reset(seed=0, batch_size=batch)
     start = time.perf_counter()
     for _ in range(wm.sampler_config.steps_to_steady_state):
-        wm.step(np.zeros(batch, dtype=np.int64))
+        wm.step(np.stack([wm.action_space.sample() for _ in range(batch)]))
     return time.perf_counter() - start
 
 
-def main(rounds: int) -> None:
+def main(rounds: int, world: str) -> None:
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-        eager = WorldModel.from_pretrained("carracing", dtype=dtype)
-        compiled = WorldModel.from_pretrained("carracing", dtype=dtype).compile()
+        eager = WorldModel.from_pretrained(world, dtype=dtype)
+        compiled = WorldModel.from_pretrained(world, dtype=dtype).compile()
         for batch in (1, 32):
             print(f"{name}, batch {batch}: compiling {build(compiled, batch):.1f} s", flush=True)
             rates: dict[str, list[float]] = {"eager": [], "compiled": []}
@@ -55,4 +55,4 @@ def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3, sys.argv[2] if len(sys.argv) > 2 else "carracing")

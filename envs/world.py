@@ -107,7 +107,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         """``checkpoint``: a checkpoint directory, a shipped world's name or a Hub repo id; ``sampler_steps``
         overrides the checkpoint's Euler steps per frame (fewer is faster and blurrier); ``precision`` fp32, bf16
         or auto (bf16 where the hardware has it natively: faster, not bit-identical to fp32); ``compile`` runs the
-        world's passes compiled (``WorldModel.compile``, worlds without text: faster steps after ~25 s of compiling in
+        world's passes compiled (``WorldModel.compile``; not under a prompt: faster steps after ~25 s of compiling in
         the first episode on a CPU)."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")

@@ -11,6 +11,7 @@ from torch._dynamo.utils import counters
 
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError
+from worldsim.models.conditioning import TextContext
 
 
 def tiny_world(seed: int = 0, **kw) -> WorldModel:
@@ -70,11 +71,34 @@ def test_a_compiled_world_makes_the_eager_worlds_frames(one_torch_thread):
     assert counters["stats"]["unique_graphs"] == 3  # and nothing was compiled again for them
 
 
-def test_compiling_a_world_that_reads_prompts_is_a_clear_error():
-    wm = WorldModel(tiny_config(text_dim=16))
-    with pytest.raises(InputError, match="without text"):
-        wm.compile()
-    assert not wm.compiled
+def test_a_text_world_compiles_its_passes_without_a_prompt_and_steps_eagerly_under_one(one_torch_thread):
+    """Without a prompt a text world's blocks add the null prompt's constant, which the graphs compute themselves;
+    under a prompt (its cross-attention folded per prompt, a Python-side cache) every pass stays eager."""
+    wm = tiny_world(seed=7, sinks=1, window=3, text_dim=16)
+    g = torch.Generator().manual_seed(0)
+    prompt = TextContext(
+        torch.randn(3, 4, 16, generator=g), torch.tensor([[True] * 4, [True] * 2 + [False] * 2] * 2)[:3]
+    )
+
+    def latents(text: TextContext | None) -> torch.Tensor:
+        original = wm.reset
+        wm.reset = lambda **kw: (original(**kw), wm._rollout.set_text(text))[0]  # a prompt from the first frame on
+        try:
+            return rollout_latents(wm)
+        finally:
+            wm.reset = original
+
+    eager = [latents(None), latents(prompt)]
+    assert (eager[0] - eager[1]).abs().max() > 1e-2  # the prompt changes the frames
+    wm.compile()
+    calls = []
+    graph = wm._compiled.graph
+    wm._compiled.graph = lambda *inputs: (calls.append(1), graph(*inputs))[1]
+    torch.testing.assert_close(latents(None), eager[0], atol=1e-4, rtol=0)
+    assert len(calls) >= 3 * 7
+    calls.clear()
+    torch.testing.assert_close(latents(prompt), eager[1], atol=1e-4, rtol=0)
+    assert not calls
 
 
 def test_bench_counts_the_same_flops_for_a_compiled_world(tmp_path):

@@ -86,7 +86,7 @@ class RLTrainConfig:
     precision: str = "auto"
     """The world's precision: fp32, bf16, or auto (bf16 where the CPU has it natively)."""
     compile: bool = False
-    """Step the world with its passes compiled (torch.compile, worlds without text): faster dreams after ~25 s of
+    """Step the world with its passes compiled (torch.compile; not under a prompt): faster dreams after ~25 s of
     compiling in the first episode (a few more at the first autoreset)."""
     device: str = "cpu"
     seed: int = 0

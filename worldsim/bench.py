@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces as gym_spaces
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 from worldsim.config import ActionSpec, ModelSize, WorldConfig, dit_config
@@ -60,7 +61,7 @@ class BenchConfig:
     """cpu, or cuda (a GPU: the fused Triton kernels run in the step; each timed step ends with the frames on the
     host, so the times include the GPU's work)."""
     compile: bool = False
-    """Run the DiT's passes as compiled graphs (torch.compile; worlds without text; CUDA graphs on a GPU): a faster
+    """Run the DiT's passes as compiled graphs (torch.compile; not under a prompt; CUDA graphs on a GPU): a faster
     step after ~25 s of compiling on a CPU (~6 s from inductor's on-disk cache), reported as compile_seconds and not
     timed as steps."""
 
@@ -142,10 +143,15 @@ def report_alternating(
 
 
 def rollout_frames(wm: WorldModel, frames: int = 16, batch: int = 8, seed: int = 3) -> np.ndarray:
-    """(batch, frames, H, W, 3) float64 frames of a Discrete-action ``wm`` from a fixed start, noise and random
-    actions: what the docs/measure_*.py scripts compare between two variants of the engine (PSNR per horizon)."""
+    """(batch, frames, H, W, 3) float64 frames of ``wm`` from a fixed start, noise and random actions: what the
+    docs/measure_*.py scripts compare between two variants of the engine (PSNR per horizon)."""
     wm.reset(seed=seed, batch_size=batch)
-    actions = np.random.default_rng(seed).integers(0, wm.action_space.n, (frames, batch))
+    if isinstance(wm.action_space, gym_spaces.Discrete):  # the draws the earlier measurements made
+        actions = np.random.default_rng(seed).integers(0, wm.action_space.n, (frames, batch))
+    else:
+        space = wm.action_space
+        space.seed(seed)
+        actions = np.stack([[space.sample() for _ in range(batch)] for _ in range(frames)])
     return np.stack([wm.step(a).frames for a in actions], 1).astype(np.float64)
 
 

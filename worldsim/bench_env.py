@@ -40,7 +40,7 @@ class EnvBenchConfig:
     sampler_steps: int | None = None
     """Euler steps per frame (default: the world's)."""
     compile: bool = False
-    """Run the world's passes compiled (torch.compile, worlds without text); the graphs are built in the warm-up
+    """Run the world's passes compiled (torch.compile; not under a prompt); the graphs are built in the warm-up
     steps of each size (an autoreset's masked pass builds one more where it first happens)."""
     seed: int = 0
     """Seed of weights, starts and actions."""

@@ -208,13 +208,12 @@ class WorldModel:
         return push_world(path, repo_id or Path(path).name, private=private)
 
     def compile(self) -> WorldModel:
-        """Step with the DiT's passes compiled by ``torch.compile``, from the next ``reset`` on (worlds without text).
-        Frames are those of the eager model up to float rounding; on a 2-core CPU a batch-1 step of the shipped world
-        is x1.3 faster in bf16 and x1.5 in fp32. The first rollout pays ~25 s of compiling (a C++ compiler is needed),
-        ~6 s when inductor's on-disk cache already holds the graphs. On a GPU the passes become CUDA graphs (not yet
-        measured in this project: ``docs/results.md``). Returns the world."""
-        if self.config.dit.text_dim:
-            raise InputError("compile takes worlds without text (this one reads prompts): run it without compiling")
+        """Step with the DiT's passes compiled by ``torch.compile``, from the next ``reset`` on (passes under a prompt
+        stay eager). Frames are those of the eager model up to float rounding. On a 2-core CPU a batch-1 step of the
+        shipped CarRacing world is x1.35 faster in bf16 and x1.5 in fp32 (PushT x1.24 / x1.28), but PushT's 32 worlds,
+        whose step is large matrix products, are x0.9 (``docs/results.md``). The first rollout pays ~25 s of
+        compiling (a C++ compiler is needed), ~6 s when inductor's on-disk cache already holds the graphs. On a GPU
+        the passes become CUDA graphs (not yet measured in this project). Returns the world."""
         self._compiled = CompiledPass(self.dit)
         return self
 

@@ -412,8 +412,6 @@ class CompiledPass:
     """
 
     def __init__(self, dit: DiT) -> None:
-        if dit.cfg.text_dim:
-            raise ValueError("compiled passes take worlds without text")
         self.dit = dit
         self.cuda = next(dit.parameters()).is_cuda
         # On a GPU, inductor's CUDA graphs ("reduce-overhead"): a pass is one graph replay, its launches recorded once.

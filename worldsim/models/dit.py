@@ -118,14 +118,19 @@ class CrossAttention(nn.Module):
         """What the block adds for the learned "no prompt" token, (width,): attention over a single key is that
         key's value for every query, so the result does not depend on the image tokens. Exactly ``forward`` with the
         null prompt, at the cost of a constant (computed once at inference)."""
+        if torch.compiler.is_compiling():  # inside a compiled pass: two small products, no Python-side cache to trace
+            return self._null_output(null_token, dtype)
         key = (write_version(null_token), dtype, self._weights_version())
         if not torch.is_grad_enabled() and self._cached_null is not None and self._cached_null[0] == key:
             return self._cached_null[1]
-        value = self.kv(null_token.to(dtype))[..., self.proj.in_features :]  # (1, width): the value half
-        out = self.proj(value)[0]
+        out = self._null_output(null_token, dtype)
         if not torch.is_grad_enabled():
             self._cached_null = (key, out)
         return out
+
+    def _null_output(self, null_token: Tensor, dtype: torch.dtype) -> Tensor:
+        value = self.kv(null_token.to(dtype))[..., self.proj.in_features :]  # (1, width): the value half
+        return self.proj(value)[0]
 
 
 class Block(nn.Module):
