@@ -210,10 +210,10 @@ class WorldModel:
     def compile(self) -> WorldModel:
         """Step with the DiT's passes compiled by ``torch.compile``, from the next ``reset`` on (passes under a prompt
         stay eager). Frames are those of the eager model up to float rounding. On a 2-core CPU a batch-1 step of the
-        shipped CarRacing world is x1.35 faster in bf16 and x1.5 in fp32 (PushT x1.24 / x1.28), but PushT's 32 worlds,
-        whose step is large matrix products, are x0.9 (``docs/results.md``). The first rollout pays ~25 s of
-        compiling (a C++ compiler is needed), ~6 s when inductor's on-disk cache already holds the graphs. On a GPU
-        the passes become CUDA graphs (not yet measured in this project). Returns the world."""
+        shipped CarRacing world is x1.34 faster in bf16 and x1.45 in fp32 (PushT x1.24 / x1.31), 32 worlds x1.02-1.15
+        (``docs/results.md``). The first rollout pays ~25 s of compiling (a C++ compiler is needed), ~6 s when
+        inductor's on-disk cache already holds the graphs. On a GPU the passes become CUDA graphs (not yet measured in
+        this project). Returns the world."""
         self._compiled = CompiledPass(self.dit)
         return self
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from worldsim.errors import WorldsimError
@@ -381,7 +382,11 @@ class CachePass:
 class ContextAttention:
     """The attention memory of a compiled pass (``CompiledPass``): the cache's keys and values come in as plain
     tensors, so the compiler has no Python state to guard on. Each layer attends over them joined with its block's
-    own keys and values (``KVCache.attend`` reads the same keys in place), and keeps the block's for the caller."""
+    own keys and values (``KVCache.attend`` reads the same keys in place), and keeps the block's for the caller.
+
+    Always through SDPA, which the compiler keeps as one fused call. ``cache_attention``'s matmul-and-softmax path
+    (eager bf16 batches) is lowered to generated loops that were slow on large score tensors: PushT's 32 worlds ran
+    x0.91 of eager with it and x1.15 with SDPA (``docs/results.md``)."""
 
     def __init__(self, keys: Tensor, values: Tensor, bias: Tensor | None) -> None:
         self.keys, self.values, self.bias = keys, values, bias
@@ -396,14 +401,14 @@ class ContextAttention:
         self.block_values.append(v)
         keys = torch.cat([self.keys[layer], k], -2)
         values = torch.cat([self.values[layer], v], -2)
-        return cache_attention(q, keys, values, self.bias)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.bias)
 
 
 class CompiledPass:
     """KV-cache passes of the steady state as graphs compiled by ``torch.compile`` (inductor, C++ wrapper): a pass is
     one call into generated code instead of ~1,000 PyTorch ops, each with its dispatch. On a 2-core CPU this takes a
-    batch-1 step of the shipped world from ~120 to ~155 frames/s in bf16 (x1.3) and from ~98 to ~146 in fp32 (x1.5),
-    at ~25 s of compiling the first time and ~6 s from inductor's on-disk cache after that (``docs/results.md``).
+    batch-1 step of the shipped world from ~120 to ~160 frames/s in bf16 (x1.34) and from ~100 to ~150 in fp32
+    (x1.45-1.5), at ~25 s of compiling the first time and ~6 s from inductor's on-disk cache (``docs/results.md``).
 
     The cache's steady state only (``KVCache.steady``), unguided and without a prompt: those passes repeat the same
     shapes frame after frame, so two graphs serve a whole rollout (the merged write-then-denoise pass and a plain
