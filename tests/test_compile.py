@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import randomize, tiny_config
+from test_engine import tiny_world
 from torch._dynamo.utils import counters
 
 from worldsim.engine import WorldModel
@@ -21,13 +21,6 @@ pytestmark = pytest.mark.skipif(
     not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")),
     reason="no C++ compiler for torch.compile",
 )
-
-
-def tiny_world(seed: int = 0, **kw) -> WorldModel:
-    wm = WorldModel(tiny_config(**kw))
-    randomize(wm.dit, seed)
-    randomize(wm.autoencoder, seed + 1, std=0.05)
-    return wm
 
 
 def rollout_latents(wm: WorldModel, steps: int = 10, restart_at: int = 6) -> torch.Tensor:

@@ -412,7 +412,8 @@ class CompiledPass:
 
     The cache's steady state only (``KVCache.steady``), unguided and without a prompt: those passes repeat the same
     shapes frame after frame, so two graphs serve a whole rollout (the merged write-then-denoise pass and a plain
-    one); the first frames, guidance and text go through the eager DiT, which is what the graphs are tested against.
+    one), three once a world restarts (the plain pass then carries a mask); the first frames, guidance, prompts and
+    multi-frame blocks go through the eager DiT, which is what the graphs are tested against.
     The weights are the graph's inputs, not constants folded into it, so a model trained between rollouts stays right.
     """
 
