@@ -28,7 +28,7 @@ def rollout_latents(wm: WorldModel, steps: int = 10, restart_at: int = 6) -> tor
     VectorEnv's autoreset: the cache then holds rows of two ages, so passes carry a visibility mask)."""
     latents: list[torch.Tensor] = []  # latents, not decoded frames: a random tiny decoder hides differences
     decode = wm.autoencoder.decode
-    wm.autoencoder.decode = lambda z: (latents.append(z.clone()), decode(z))[1]
+    wm.autoencoder.decode = lambda z, **net: (latents.append(z.clone()), decode(z, **net))[1]
     rng = np.random.default_rng(0)
     H, W = wm.frame_size
     context = rng.integers(0, 256, (3, 2, H, W, 3), dtype=np.uint8)
@@ -44,13 +44,20 @@ def rollout_latents(wm: WorldModel, steps: int = 10, restart_at: int = 6) -> tor
     return torch.cat(latents, 1)
 
 
+def count_calls(wm: WorldModel) -> list[int]:
+    """A list that grows by one for each call into the compiled passes' graphs (until they are built again)."""
+    calls: list[int] = []
+    graphs = wm._compiled.graph
+    graph = graphs.graph
+    graphs.graph = lambda *inputs: (calls.append(1), graph(*inputs))[1]
+    return calls
+
+
 def test_a_compiled_world_makes_the_eager_worlds_frames(one_torch_thread):
     wm = tiny_world(seed=3, sinks=1, window=3)
     eager = rollout_latents(wm)
     wm.compile()
-    calls = []
-    graph = wm._compiled.graph
-    wm._compiled.graph = lambda *inputs: (calls.append(1), graph(*inputs))[1]
+    calls = count_calls(wm)
     counters.clear()
     compiled = rollout_latents(wm)
     # Every frame from the third on runs its K = 3 passes compiled (the ring of 3 slots is full by then) ...
@@ -59,10 +66,11 @@ def test_a_compiled_world_makes_the_eager_worlds_frames(one_torch_thread):
     assert eager.abs().mean() > 0.1  # real, non-trivial latents
     # ... through three graphs: the merged write-then-denoise pass, the plain pass, and the plain pass with a mask
     # once world 1 has restarted (a write pass's levels and a denoise pass's, or the first Euler pass's noise and the
-    # next ones', must not each build another).
-    assert counters["stats"]["unique_graphs"] == 3
+    # next ones', must not each build another); and one for the decoder (one batch size).
+    assert counters["stats"]["unique_graphs"] == 3 + 1
 
-    # The weights are the graphs' inputs, not constants folded into them: a change after compiling is followed.
+    # The weights are frozen into the graphs, and a change after compiling is followed from the next reset on: the
+    # graphs are built again (for the DiT's passes and for the decoder), with the new weights.
     with torch.no_grad():
         for p in wm.dit.parameters():
             p.mul_(1.2)
@@ -70,7 +78,8 @@ def test_a_compiled_world_makes_the_eager_worlds_frames(one_torch_thread):
         eager_changed = rollout_latents(wm)
     assert (eager_changed - eager).abs().max() > 0.1
     torch.testing.assert_close(rollout_latents(wm), eager_changed, atol=1e-4, rtol=0)
-    assert counters["stats"]["unique_graphs"] == 3  # and nothing was compiled again for them
+    assert wm._compiled.graph.builds == 2 and wm._compiled_decoder.builds == 1  # only the DiT's weights changed
+    assert counters["stats"]["unique_graphs"] == 3 + 1 + 3  # the decoder's graph (one batch size), then 3 again
 
 
 def test_a_text_world_compiles_its_passes_without_a_prompt_and_steps_eagerly_under_one(one_torch_thread):
@@ -93,9 +102,7 @@ def test_a_text_world_compiles_its_passes_without_a_prompt_and_steps_eagerly_und
     eager = [latents(None), latents(prompt)]
     assert (eager[0] - eager[1]).abs().max() > 1e-2  # the prompt changes the frames
     wm.compile()
-    calls = []
-    graph = wm._compiled.graph
-    wm._compiled.graph = lambda *inputs: (calls.append(1), graph(*inputs))[1]
+    calls = count_calls(wm)
     torch.testing.assert_close(latents(None), eager[0], atol=1e-4, rtol=0)
     assert len(calls) >= 3 * 7
     calls.clear()

@@ -211,7 +211,7 @@ def test_reset_worlds_restarts_one_world_while_the_others_go_on(sinks, context):
     wm = tiny_world(seed=3, sinks=sinks, window=4)
     latents: list[torch.Tensor] = []  # compare latents: decoded frames of a random tiny model hide differences
     decode = wm.autoencoder.decode
-    wm.autoencoder.decode = lambda z: (latents.append(z.clone()), decode(z))[1]
+    wm.autoencoder.decode = lambda z, **net: (latents.append(z.clone()), decode(z, **net))[1]
     rng = np.random.default_rng(0)
     H, W = wm.frame_size
     ctx = rng.integers(0, 256, (3, context, H, W, 3), dtype=np.uint8)
@@ -250,7 +250,7 @@ def test_worlds_dropped_from_the_batch_leave_the_others_as_they_were(sinks):
     wm = tiny_world(seed=4, sinks=sinks, window=4)
     latents: list[torch.Tensor] = []
     decode = wm.autoencoder.decode
-    wm.autoencoder.decode = lambda z: (latents.append(z.clone()), decode(z))[1]
+    wm.autoencoder.decode = lambda z, **net: (latents.append(z.clone()), decode(z, **net))[1]
     rng = np.random.default_rng(1)
     H, W = wm.frame_size
     ctx = rng.integers(0, 256, (4, 2, H, W, 3), dtype=np.uint8)

@@ -104,9 +104,9 @@ def test_training_is_plain_nn_linear() -> None:
 def test_flop_counter_counts_the_packed_call_as_the_plain_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from worldsim.bench import _count_packed_linear_flops
+    from worldsim.bench import _count_cpu_kernel_flops
 
-    _count_packed_linear_flops()
+    _count_cpu_kernel_flops()
     layer = _layer(torch.float32)
     x = torch.randn(2, 16, 64)
 
@@ -118,6 +118,25 @@ def test_flop_counter_counts_the_packed_call_as_the_plain_one(monkeypatch: pytes
     packed = flops()
     monkeypatch.setattr(packed_linear, "use_packed", lambda x, weight: False)
     assert packed == flops() == 2 * 32 * 64 * 96
+
+
+def test_flop_counter_counts_cpu_flash_attention_as_its_two_matrix_products() -> None:
+    """A batch-1 step attends through SDPA's CPU flash kernel, which FlopCounterMode alone counts as nothing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from worldsim.bench import _count_cpu_kernel_flops
+
+    _count_cpu_kernel_flops()
+    q, k, v = torch.randn(2, 4, 16, 32), torch.randn(2, 4, 80, 32), torch.randn(2, 4, 80, 24)
+
+    def flops(attend) -> int:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            attend()
+        return counter.get_total_flops()
+
+    sdpa = flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    products = flops(lambda: torch.matmul(torch.matmul(q, k.transpose(-1, -2)).softmax(-1), v))
+    assert sdpa == products == 2 * 2 * 4 * 16 * 80 * (32 + 24)
 
 
 def test_strided_and_empty_inputs() -> None:

@@ -226,7 +226,7 @@ def test_a_world_of_pusht_data_reads_its_action_as_a_point(pusht_file, tmp_path)
     frames = np.stack([wm.starts["frames"][0, :2].numpy()] * 2)
     latents = []
     decode = wm.autoencoder.decode
-    wm.autoencoder.decode = lambda z: (latents.append(z.clone()), decode(z))[1]
+    wm.autoencoder.decode = lambda z, **net: (latents.append(z.clone()), decode(z, **net))[1]
     actions = np.array([[100.0, 200.0], [400.0, 30.0]], np.float32)
     runs = []
     for reference in (False, True):

@@ -162,13 +162,19 @@ def psnr_per_horizon(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _count_packed_linear_flops() -> None:
-    """Teach FlopCounterMode the packed linear call (``worldsim.kernels.packed_linear``), which it does not know: a
-    step on a CPU would otherwise count none of its linear layers' FLOPs."""
+def _count_cpu_kernel_flops() -> None:
+    """Teach FlopCounterMode the two CPU calls of a step it does not know, which it would count as none: the packed
+    linear call (``worldsim.kernels.packed_linear``) and PyTorch's CPU flash attention (SDPA at batch 1; a batch of
+    bf16 worlds attends through matrix products, which it counts). Attention is counted as SDPA is elsewhere: the
+    two matrix products, 2 * L * S * (E + Ev) per head."""
 
     @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
-    def _flops(x_shape, w_shape, *args, **kwargs) -> int:
+    def _linear_flops(x_shape, w_shape, *args, **kwargs) -> int:
         return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
+
+    @register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
+    def _attention_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:
+        return 2 * math.prod(q_shape[:-1]) * k_shape[-2] * (q_shape[-1] + v_shape[-1])
 
 
 def check_device(device: str) -> str:
@@ -264,7 +270,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     fps_cached_at_ctx = fps_at_context(cfg.recompute_context, reference=False)
 
     # 3. FLOPs of one cached step (matmuls, convs, attention), for MFU.
-    _count_packed_linear_flops()
+    _count_cpu_kernel_flops()
     # The counter sees PyTorch ops, not inside a compiled graph: count the same step run eagerly.
     eager = torch.compiler.set_stance("force_eager") if cfg.compile else contextlib.nullcontext()
     with FlopCounterMode(display=False) as counter, eager:

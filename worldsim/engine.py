@@ -26,6 +26,7 @@ from worldsim.config import ActionSpec, WorldConfig, replace
 from worldsim.diffusion.memory import CompiledPass
 from worldsim.diffusion.sampler import Rollout
 from worldsim.errors import ConfigError, InputError, WorldsimError
+from worldsim.kernels.compiled import FrozenGraphs
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import FrameConditioning, TextContext, TextEncoder
 from worldsim.models.dit import DiT
@@ -159,6 +160,7 @@ class WorldModel:
         self._text_encoder: TextEncoder | None = None
         self._rollout: Rollout | None = None
         self._compiled: CompiledPass | None = None
+        self._compiled_decoder: FrozenGraphs | None = None
 
     # ----------------------------------------------------------------- loading / saving
     @classmethod
@@ -208,14 +210,23 @@ class WorldModel:
         return push_world(path, repo_id or Path(path).name, private=private)
 
     def compile(self) -> WorldModel:
-        """Step with the DiT's passes compiled by ``torch.compile``, from the next ``reset`` on (passes under a prompt
-        stay eager). Frames are those of the eager model up to float rounding. On a 2-core CPU a batch-1 step of the
-        shipped CarRacing world is x1.34 faster in bf16 and x1.45 in fp32 (PushT x1.24 / x1.31), 32 worlds x1.02-1.15
-        (``docs/results.md``). The first rollout pays ~25 s of compiling (a C++ compiler is needed), ~6 s when
-        inductor's on-disk cache already holds the graphs. On a GPU the passes become CUDA graphs (not yet measured in
-        this project). Returns the world."""
+        """Step with the DiT's passes and the decoder compiled by ``torch.compile`` (``FrozenGraphs``), from the next
+        ``reset`` on (passes under a prompt stay eager). Frames are those of the eager model up to float rounding. On
+        a 2-core CPU a batch-1 step of the shipped CarRacing world is ~x1.6 faster in bf16 and ~x1.8 in fp32
+        (``docs/results.md``). The first rollout pays ~25 s of compiling (a C++ compiler is needed), less when
+        inductor's on-disk cache already holds the graphs. On a CPU the weights are frozen into the graphs: weights
+        changed later take effect at the next ``reset``, which builds the graphs again. On a GPU the passes become
+        CUDA graphs (not yet measured in this project). Returns the world."""
         self._compiled = CompiledPass(self.dit)
+        decoder = self.autoencoder.decoder
+        self._compiled_decoder = FrozenGraphs(decoder.forward, decoder, self.device.type == "cuda")
         return self
+
+    def _follow_weights(self) -> None:
+        """Compiled graphs hold the weights they were built with (on a CPU): build them again if those changed."""
+        for graphs in (self._compiled, self._compiled_decoder):
+            if graphs is not None:
+                graphs.follow_weights()
 
     @property
     def compiled(self) -> bool:
@@ -286,6 +297,7 @@ class WorldModel:
         generator, batch_size = _noise_stream(seed, generator, batch_size)
         ctx, latents, cond = self._context(frames, actions, batch_size or 1, generator)
         text_ctx = self._encode_text(text, ctx.shape[0])
+        self._follow_weights()
         self._rollout = Rollout(
             self.dit,
             self.sampler_config,
@@ -314,6 +326,7 @@ class WorldModel:
         )
         generator, _ = _noise_stream(seed, generator, batch)
         text_ctx = self._encode_text(text, batch)
+        self._follow_weights()
         self._rollout = Rollout(self.dit, self.sampler_config, batch, self.latent_shape, generator, text_ctx)
         return self.dream(1).frames[:, 0]
 
@@ -425,7 +438,9 @@ class WorldModel:
             real = None if observed is None else observed[:, s : s + n]
             parts.append(rollout.generate(FrameConditioning(a, null), n, real))
         latents, reward, term = (torch.cat(p, 1) for p in zip(*parts))
-        frames = self.autoencoder.decode(latents)  # decode casts to the decoder's dtype itself
+        # A step's frames decode through the compiled decoder (one frame a world: one graph per batch size).
+        decoder = self._compiled_decoder if frames == 1 else None
+        frames = self.autoencoder.decode(latents, decoder=decoder)  # decode casts to the decoder's dtype itself
         return StepOutput(
             frames=np.ascontiguousarray(frames.cpu().numpy()),
             reward=reward.cpu().numpy().astype(np.float32),

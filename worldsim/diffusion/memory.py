@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worldsim.errors import WorldsimError
+from worldsim.kernels.compiled import FrozenGraphs
 from worldsim.models.attention import (
     BlockCausal,
     KVSlots,
@@ -405,24 +405,27 @@ class ContextAttention:
 
 
 class CompiledPass:
-    """KV-cache passes of the steady state as graphs compiled by ``torch.compile`` (inductor, C++ wrapper): a pass is
-    one call into generated code instead of ~1,000 PyTorch ops, each with its dispatch. On a 2-core CPU this takes a
-    batch-1 step of the shipped world from ~120 to ~160 frames/s in bf16 (x1.34) and from ~100 to ~150 in fp32
-    (x1.45-1.5), at ~25 s of compiling the first time and ~6 s from inductor's on-disk cache (``docs/results.md``).
+    """KV-cache passes of the steady state as graphs compiled by ``torch.compile`` (``FrozenGraphs``: inductor, the
+    C++ wrapper, the weights frozen in on a CPU): a pass is one call into generated code instead of ~1,000 PyTorch
+    ops, each with its dispatch. On a 2-core CPU, with the decoder compiled too, this takes a batch-1 step of the
+    shipped world from ~120 to ~190 frames/s in bf16 and from ~100 to ~180 in fp32, at ~25 s of compiling the first
+    time and less from inductor's on-disk cache (``docs/results.md``).
 
     The cache's steady state only (``KVCache.steady``), unguided and without a prompt: those passes repeat the same
     shapes frame after frame, so two graphs serve a whole rollout (the merged write-then-denoise pass and a plain
     one), three once a world restarts (the plain pass then carries a mask); the first frames, guidance, prompts and
     multi-frame blocks go through the eager DiT, which is what the graphs are tested against.
-    The weights are the graph's inputs, not constants folded into it, so a model trained between rollouts stays right.
+    Weights changed after compiling take effect at the next reset (``WorldModel.reset`` calls ``follow_weights``).
     """
 
     def __init__(self, dit: DiT) -> None:
         self.dit = dit
         self.cuda = next(dit.parameters()).is_cuda
-        # On a GPU, inductor's CUDA graphs ("reduce-overhead"): a pass is one graph replay, its launches recorded once.
-        options = {"triton.cudagraphs": True} if self.cuda else {"cpp_wrapper": True}
-        self.graph = torch.compile(self._forward, options=options)
+        self.graph = FrozenGraphs(self._forward, dit, self.cuda)
+
+    def follow_weights(self) -> None:
+        """Build the graphs again if the DiT's weights changed since they were frozen into them."""
+        self.graph.follow_weights()
 
     def _forward(
         self,
@@ -454,14 +457,7 @@ class CompiledPass:
         # Contiguous small inputs: a write pass's levels (filled) and a denoise pass's (expanded) then share a graph.
         small = (t.contiguous() for t in (x, levels, dense.actions, dense.null))
         inputs = (*small, rope, keys, values, bias)
-        try:
-            out, keys, values = self.graph(*inputs)
-        except torch._dynamo.exc.TorchDynamoException as e:  # no C++ compiler, a platform inductor does not build for
-            first_line = (str(e).splitlines() or [""])[0]
-            raise WorldsimError(
-                f"torch.compile could not build the world's step ({type(e).__name__}: {first_line}): "
-                "run it without compiling"
-            ) from e
+        out, keys, values = self.graph(*inputs)
         if self.cuda:  # a CUDA graph's outputs are overwritten by its next replay: keep copies
             out, keys, values = DiTOutput(*(t.clone() for t in out)), keys.clone(), values.clone()
         step.remember(KeysValues(keys, values))

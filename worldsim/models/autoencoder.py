@@ -9,6 +9,8 @@ encoder so the latent space stays smooth for diffusion, and narrows channels as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -115,10 +117,11 @@ class FrameAutoencoder(nn.Module):
         return (mean * self.latent_scale).reshape(*lead, *mean.shape[1:])
 
     @torch.inference_mode()
-    def decode(self, latents: Tensor) -> Tensor:
-        """Scaled latents (..., C, h, w) -> uint8 frames (..., H, W, 3)."""
+    def decode(self, latents: Tensor, decoder: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """Scaled latents (..., C, h, w) -> uint8 frames (..., H, W, 3). ``decoder``: what runs the decoder network
+        (a compiled graph of it, ``WorldModel.compile``); the network itself by default."""
         lead = latents.shape[:-3]
         z = latents.reshape(-1, *latents.shape[-3:]).float() / self.latent_scale
         z = z.to(self.decoder.conv_in.weight.dtype)  # a bf16 decoder (a bf16 world's) takes bf16 latents
-        pixels = self.decoder(z.contiguous(memory_format=torch.channels_last))
+        pixels = (decoder or self.decoder)(z.contiguous(memory_format=torch.channels_last))
         return self.to_uint8(pixels).reshape(*lead, *pixels.shape[-2:], 3)

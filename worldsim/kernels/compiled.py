@@ -1,0 +1,89 @@
+"""A function of a module's inference compiled by ``torch.compile``, with the module's weights frozen into the graph on
+a CPU.
+
+Frozen weights are constants to inductor, which packs each of them once for its GEMM library and folds what it can:
+fp32 linear layers become MKL's packed sgemm (``mkl_linear``), bf16 ones and the decoder's convolutions oneDNN calls on
+pre-packed weights, each with its activation fused in. With the weights as graph inputs instead, every call repacks
+them, and at batch 1 the repacking is a large part of a call: on a 2-core Xeon with AMX a compiled batch-1 step of
+the shipped world ran 149.5 frames/s in fp32 and 164 in bf16 with the weights as inputs, 179.5 and 191 with them
+frozen, and freezing the decoder's graph took its call from 1.23 to 0.90 ms (fp32) and 0.94 to 0.60 (bf16)
+(``docs/results.md``).
+
+A frozen graph does not see its weights change, so the owner calls ``follow_weights`` where a change may take effect
+(``WorldModel.reset``): if any parameter was replaced or written since the graphs were built, they are built again.
+Each instance compiles a code object of its own, because dynamo keeps its graphs per code object: rebuilding one
+world's graphs leaves other worlds' alone, and each world's graphs count against dynamo's recompile limit separately.
+
+On a GPU the weights stay graph inputs (nothing to pack; untested with freezing here) and the graphs are inductor's
+CUDA graphs (``mode="reduce-overhead"``'s ``triton.cudagraphs``).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch._inductor.config as inductor_config
+from torch import nn
+
+from worldsim.errors import WorldsimError
+from worldsim.kernels.packed_linear import write_version
+
+
+def weights_key(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Where each parameter and buffer lives and how often it was written: changes when one is replaced (``.to``,
+    assignment) or written in place (an optimizer step, ``load_state_dict``). ~100 us for the shipped DiT."""
+    return tuple((t.data_ptr(), write_version(t)) for t in (*module.parameters(), *module.buffers()))
+
+
+def own_code_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a function or a bound method) with a code object of its own, so dynamo's graphs for it are its own."""
+    func = getattr(fn, "__func__", fn)
+    copy = types.FunctionType(
+        func.__code__.replace(), func.__globals__, func.__name__, func.__defaults__, func.__closure__
+    )
+    copy.__kwdefaults__ = func.__kwdefaults__
+    return types.MethodType(copy, fn.__self__) if hasattr(fn, "__self__") else copy
+
+
+class FrozenGraphs:
+    """``fn`` compiled (inductor; the C++ wrapper on a CPU, CUDA graphs on a GPU, static shapes: one graph per shape
+    it meets), ``module``'s weights frozen into the CPU graphs (module doc). Called under ``torch.no_grad`` or
+    ``inference_mode``, as freezing requires."""
+
+    def __init__(self, fn: Callable[..., Any], module: nn.Module, cuda: bool) -> None:
+        self.fn = fn
+        self.module = module
+        self.frozen = not cuda
+        self.options = {"triton.cudagraphs": True} if cuda else {"cpp_wrapper": True}
+        self.builds = 0
+        """How many times the graphs were (re)built: 1 after construction, +1 for each change of weights followed."""
+        self._build()
+
+    def _build(self) -> None:
+        self.graph = torch.compile(own_code_copy(self.fn), options=self.options, dynamic=False)
+        self.key = weights_key(self.module) if self.frozen else None
+        self.builds += 1
+
+    def follow_weights(self) -> None:
+        """Rebuild the graphs if the module's weights changed since they were frozen into them."""
+        if self.frozen and weights_key(self.module) != self.key:
+            self._build()
+
+    def __call__(self, *inputs: Any) -> Any:
+        # Dynamo decides whether parameters are frozen constants while it traces, from the global setting (the
+        # options above reach only inductor), so the setting is switched on around the call: ~4 us.
+        was = inductor_config.freezing
+        inductor_config.freezing = self.frozen
+        try:
+            return self.graph(*inputs)
+        except torch._dynamo.exc.TorchDynamoException as e:  # no C++ compiler, a platform inductor does not build for
+            first_line = (str(e).splitlines() or [""])[0]
+            raise WorldsimError(
+                f"torch.compile could not build the world's step ({type(e).__name__}: {first_line}): "
+                "run it without compiling"
+            ) from e
+        finally:
+            inductor_config.freezing = was
