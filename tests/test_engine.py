@@ -320,7 +320,7 @@ def test_one_visibility_rule_in_training_cache_and_reference():
 
     def seen_by_cache(frames: int, ahead: bool = False) -> list[set[int]]:
         vis = cache.visibility(frames, ahead)[0]  # (frames, [sinks +] used + frames)
-        slots = cache._slot_local_frames()[0]
+        slots = torch.from_numpy(cache._slot_local_frames()[0])
         front = torch.cat([slots[:sinks], torch.full((sinks,), -1)])[:sinks] if ahead else slots[:0]
         keys = torch.cat([front, slots, cache.next_frame + torch.arange(frames)])
         return [set(keys[vis[i]].tolist()) for i in range(frames)]

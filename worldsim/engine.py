@@ -218,8 +218,8 @@ class WorldModel:
         changed later take effect at the next ``reset``, which builds the graphs again. On a GPU the passes become
         CUDA graphs (not yet measured in this project). Returns the world."""
         self._compiled = CompiledPass(self.dit)
-        decoder = self.autoencoder.decoder
-        self._compiled_decoder = FrozenGraphs(decoder.forward, decoder, self.device.type == "cuda")
+        autoencoder = self.autoencoder
+        self._compiled_decoder = FrozenGraphs(autoencoder.latents_to_frames, autoencoder, self.device.type == "cuda")
         return self
 
     def _follow_weights(self) -> None:

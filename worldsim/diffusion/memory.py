@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -104,6 +105,10 @@ class KVCache:
         self._bias: Tensor | None = None
         self._version = 0
         self._ahead_version = -1
+        self._sinks_written = 0
+        """Counts writes of sink keys (``sink_k``), so a rotation of them can tell whether it was done already."""
+        self._ahead_placed: tuple[int, list[int]] | None = None
+        """(``_sinks_written``, per-row shift) of the sinks now in the look-ahead region."""
 
     def _slot_views(self) -> None:
         """``k`` / ``v``: the slots and scratch, views behind the look-ahead region of the buffers."""
@@ -163,30 +168,33 @@ class KVCache:
         return (0 if ahead else self.ahead), self.ahead + self.used * self.tokens
 
     # ----------------------------------------------------------------- visibility
-    def _slot_local_frames(self) -> Tensor:
+    # The bookkeeping arrays are tiny ((B, slots) ints): numpy views of them do it at a third of torch's per-op cost.
+    def _slot_local_frames(self) -> np.ndarray:
         """(B, used) local frame index each used slot holds per row (EMPTY where nothing)."""
-        local = self.slot_frame[:, : self.used] - self.origin[:, None]
+        slot_frame = self.slot_frame[:, : self.used].numpy()
+        origin = self.origin.numpy()
+        local = slot_frame - origin[:, None]
         if self.sinks:
-            sink_cols = min(self.sinks, self.used)
-            written = torch.arange(sink_cols)[None, :] < (self.next_frame - self.origin)[:, None]
-            local[:, :sink_cols] = torch.where(written, torch.arange(sink_cols)[None, :], EMPTY)
-        local[self.slot_frame[:, : self.used] == EMPTY] = EMPTY
+            sinks = np.arange(min(self.sinks, self.used))[None, :]
+            written = sinks < (self.next_frame - origin)[:, None]
+            local[:, : sinks.shape[1]] = np.where(written, sinks, EMPTY)
+        local[slot_frame == EMPTY] = EMPTY
         return local
 
     def visibility(self, frames: int, ahead: bool = False) -> Tensor:
         """(B, frames, used + frames) bool: may frame f of the block in flight see used slot j (then the block)?
         With ``ahead`` (a two-frame ``write_then_denoise`` pass): (B, 2, sinks + used + 2), the second frame seeing
         the look-ahead sinks in front instead of those in place."""
-        local_q = self.next_frame - self.origin[:, None] + torch.arange(frames)[None, :]  # (B, F)
-        local_k = torch.cat([self._slot_local_frames(), local_q], 1)  # (B, used + F)
+        local_q = self.next_frame - self.origin.numpy()[:, None] + np.arange(frames)[None, :]  # (B, F)
+        local_k = np.concatenate([self._slot_local_frames(), local_q], 1)  # (B, used + F)
         vis = frame_visibility(local_q, local_k, self.window, self.sinks)
-        if not ahead:
-            return vis
-        front = torch.zeros(vis.shape[0], frames, self.sinks, dtype=torch.bool)
-        placed = min(self.sinks, self.used)
-        front[:, 1, :placed] = vis[:, 1, :placed]
-        vis[:, 1, :placed] = False
-        return torch.cat([front, vis], 2)
+        if ahead:
+            front = np.zeros((vis.shape[0], frames, self.sinks), dtype=bool)
+            placed = min(self.sinks, self.used)
+            front[:, 1, :placed] = vis[:, 1, :placed]
+            vis[:, 1, :placed] = False
+            vis = np.concatenate([front, vis], 2)
+        return torch.from_numpy(vis)
 
     def block_bias(self, frames: int, ahead: bool = False) -> Tensor | None:
         """(B, 1, frames*N, keys*N) additive attention bias of ``visibility`` (0 seen, -inf not), or None when
@@ -196,10 +204,11 @@ class KVCache:
             vis = self.visibility(frames, ahead)
             if vis.all():
                 self._bias = None
-            else:
+            else:  # the frames' bias, each entry then spread over its N x N tokens in one copy
+                B, F_, K = vis.shape
                 N = self.tokens
-                seen = vis.repeat_interleave(N, 1).repeat_interleave(N, 2)[:, None].to(self._k.device)
-                self._bias = visibility_bias(seen, self._k.dtype)
+                bias = visibility_bias(vis, self._k.dtype)[:, None, :, None, :, None]
+                self._bias = bias.expand(B, 1, F_, N, K, N).reshape(B, 1, F_ * N, K * N).to(self._k.device)
             self._bias_key = key
         return self._bias
 
@@ -259,23 +268,33 @@ class KVCache:
                     self.sink_k[:, rr, :, j * N : (j + 1) * N] = kk[:, jj]
                     self.slot_frame[rr, j] = g
                     self.used = max(self.used, j + 1)
+                self._sinks_written += 1
             else:
-                slot = self._ring_slot(g)
-                whole = len(r) == self.batch
-                idx = slice(None) if whole else r
-                self.k[:, idx, :, slot * N : (slot + 1) * N] = kk
-                self.v[:, idx, :, slot * N : (slot + 1) * N] = vv
-                self.slot_frame[r, slot] = g
-                self.used = max(self.used, slot + 1)
+                self._store_ring(g, kk, vv, None if len(r) == self.batch else r)
+
+    def _store_ring(self, g: int, k: Tensor, v: Tensor, rows: Tensor | None = None) -> None:
+        """Write frame ``g``'s keys/values (L, R, H, N, hd) for ``rows`` (every row when None) into its ring slot."""
+        N = self.tokens
+        slot = self._ring_slot(g)
+        idx = slice(None) if rows is None else rows
+        self.k[:, idx, :, slot * N : (slot + 1) * N] = k
+        self.v[:, idx, :, slot * N : (slot + 1) * N] = v
+        self.slot_frame[idx, slot] = g
+        self.used = max(self.used, slot + 1)
 
     def append(self, block: KeysValues) -> None:
         """Store a block of finished frames (every row) in their slots and advance the clock."""
         N = self.tokens
         frames = block.keys.shape[-2] // N
-        rows = torch.arange(self.batch)
+        newest_origin = int(self.origin.max())
         for i in range(frames):
+            g = self.next_frame + i
             src = slice(i * N, (i + 1) * N)
-            self._store(rows, self.next_frame + i, block.keys[..., src, :], block.values[..., src, :])
+            keys, values = block.keys[..., src, :], block.values[..., src, :]
+            if g - newest_origin >= self.sinks:  # every row is past its sinks (a rollout's usual frame): one write
+                self._store_ring(g, keys, values)
+            else:
+                self._store(torch.arange(self.batch), g, keys, values)
         self.next_frame += frames
         self._rotate_sinks()
         self._version += 1
@@ -284,31 +303,38 @@ class KVCache:
         """Fill the look-ahead sinks: each row's sinks as the frame after ``next_frame`` sees them."""
         if not self.sinks or self._ahead_version == self._version:
             return
-        self._place_sinks(self._sink_shift(self.next_frame + 1), self._k[..., : self.ahead, :])
+        deltas = self._sink_shift(self.next_frame + 1).tolist()
+        self._place_sinks(deltas, self._k[..., : self.ahead, :])
         self._v[..., : self.ahead, :] = self.v[..., : self.ahead, :]
         self._ahead_version = self._version
+        self._ahead_placed = (self._sinks_written, deltas)
 
     def _rotate_sinks(self) -> None:
         """Once a row's window has rolled past its sinks, move them to just before the window's oldest frame."""
         if not self.sinks:
             return
-        shift = self._sink_shift(self.next_frame)
-        if shift.any():
-            self._place_sinks(shift, self.k[..., : self.ahead, :])
+        deltas = self._sink_shift(self.next_frame).tolist()
+        if not any(deltas):
+            return
+        keys = self.k[..., : self.ahead, :]
+        if self._ahead_placed == (self._sinks_written, deltas):  # the last look-ahead placed them so: copy them
+            keys.copy_(self._k[..., : self.ahead, :])
+        else:
+            self._place_sinks(deltas, keys)
 
     def _sink_shift(self, frame: int) -> Tensor:
         """(B,) frames each row's sinks move so they sit just before the oldest frame of ``frame``'s window."""
         return (frame - self.window + 1 - self.sinks - self.origin).clamp_min(0)
 
-    def _place_sinks(self, shift: Tensor, keys: Tensor) -> None:
-        """Write each row's sink keys as written, moved ``shift`` frames later, into ``keys`` (L, B, H, sinks*N, hd)."""
-        deltas = shift.tolist()
+    def _place_sinks(self, deltas: list[int], keys: Tensor) -> None:
+        """Write each row's sink keys as written, moved ``deltas[row]`` frames later, into ``keys`` (L, B, H,
+        sinks*N, hd)."""
         if len(set(deltas)) == 1:  # every row's episode began at the same frame: one rotation, no row indexing
             cos, sin = self.rope.time_shift_table(deltas[0], self.k.dtype, self.k.device)
             keys.copy_(apply_rope(self.sink_k, cos, sin))
             return
-        for delta in shift.unique().tolist():
-            rows = (shift == delta).nonzero().flatten()
+        for delta in sorted(set(deltas)):
+            rows = torch.tensor([b for b, d in enumerate(deltas) if d == delta])
             cos, sin = self.rope.time_shift_table(delta, self.k.dtype, self.k.device)
             keys[:, rows] = apply_rope(self.sink_k[:, rows], cos, sin)
 
@@ -316,6 +342,7 @@ class KVCache:
         """Go on with only ``rows`` of the batch, in that order (the others' keys and values are dropped). Every
         kept row's slots, clock and episode origin move with it, so it attends to exactly what it did."""
         self._k, self._v, self.sink_k = (t[:, rows].contiguous() for t in (self._k, self._v, self.sink_k))
+        self._sinks_written += 1
         self._slot_views()
         self.slot_frame, self.origin = self.slot_frame[rows], self.origin[rows]
         self._bias_key = self._bias = None

@@ -124,6 +124,7 @@ class Rollout:
         """Write each finished frame in the next frame's first pass (module doc); False: in a pass of its own."""
         self.pending: WrittenBlock | None = None
         """Finished frames (noised to the context level) whose write rides along with the next pass."""
+        self._schedule: tuple[tuple, Tensor] | None = None
 
     @property
     def frame_index(self) -> int:
@@ -199,6 +200,15 @@ class Rollout:
             self.null_text = self.dit.null_text(len(rows), self.device)
         self.batch = len(rows)
 
+    def _levels(self, frames: int) -> Tensor:
+        """``pyramid_levels`` of a block of ``frames`` under the current settings: the same each frame of a
+        frame-by-frame rollout, so the last one is kept (it is only read)."""
+        s = self.settings
+        key = (frames, s.steps, s.pyramid_delay, s.shift)
+        if self._schedule is None or self._schedule[0] != key:
+            self._schedule = (key, pyramid_levels(*key).to(self.device))
+        return self._schedule[1]
+
     def generate(
         self, cond: FrameConditioning, frames: int, observed: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -214,7 +224,7 @@ class Rollout:
         # A merged pass is one finished frame then one new frame (the cache's look-ahead sinks serve one frame on).
         merge = self.merge_writes and not guided and frames == 1
         with torch.inference_mode():  # every pass's inputs inference tensors alike (a compiled pass guards on it)
-            schedule = pyramid_levels(frames, s.steps, s.pyramid_delay, s.shift).to(self.device)
+            schedule = self._levels(frames)
             x = self._noise(frames)
             if not merge:
                 self.flush()

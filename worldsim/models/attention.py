@@ -16,11 +16,14 @@ seen in training (RoPE is relative, so rotating keys by ``delta`` is the same as
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
 
 
 class KVSlots(NamedTuple):
@@ -66,6 +69,7 @@ class Rope3D:
         self.freq_x = freqs(n_x, theta_space)
         self._last: tuple | None = None
         self._last_shift: tuple | None = None
+        self._space: dict[tuple[int, int], Tensor] = {}
 
     def _tables(self, angles: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         cos, sin = angles.cos(), angles.sin()
@@ -85,15 +89,21 @@ class Rope3D:
         self._last = (key, tables)
         return tables
 
+    def _space_angles(self, grid: tuple[int, int]) -> Tensor:
+        """(N, n_y + n_x) float64 angles of the patches of a ``grid``, the same for every frame (kept per grid)."""
+        if grid not in self._space:
+            gh, gw = grid
+            ys = torch.arange(gh, dtype=torch.float64)[:, None].expand(gh, gw).reshape(-1)
+            xs = torch.arange(gw, dtype=torch.float64)[None, :].expand(gh, gw).reshape(-1)
+            self._space[grid] = torch.cat([ys[:, None] * self.freq_y, xs[:, None] * self.freq_x], dim=-1)
+        return self._space[grid]
+
     def _build_table(
         self, t_positions: Tensor, grid: tuple[int, int], dtype: torch.dtype, device: torch.device
     ) -> tuple[Tensor, Tensor]:
-        gh, gw = grid
         t = t_positions.to(torch.float64).cpu()
         a_t = t[:, None] * self.freq_t  # (F, n_t)
-        ys = torch.arange(gh, dtype=torch.float64)[:, None].expand(gh, gw).reshape(-1)
-        xs = torch.arange(gw, dtype=torch.float64)[None, :].expand(gh, gw).reshape(-1)
-        a_s = torch.cat([ys[:, None] * self.freq_y, xs[:, None] * self.freq_x], dim=-1)  # (N, n_y + n_x)
+        a_s = self._space_angles(grid)  # (N, n_y + n_x)
         F_, N = a_t.shape[0], a_s.shape[0]
         angles = torch.cat([a_t[:, None, :].expand(F_, N, -1), a_s[None].expand(F_, N, -1)], dim=-1)
         return self._tables(angles.reshape(F_ * N, -1), dtype, device)
@@ -136,12 +146,13 @@ def visibility_bias(seen: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill_(~seen, float("-inf"))
 
 
-def frame_visibility(query_frames: Tensor, key_frames: Tensor, window: int | None, sinks: int) -> Tensor:
+def frame_visibility(query_frames: ArrayT, key_frames: ArrayT, window: int | None, sinks: int) -> ArrayT:
     """May query frame i see key frame j? The visibility rule of the module doc, the one copy of it.
 
     query_frames (..., Fq) and key_frames (..., Fk) are frame indices within the episode; a negative key index
     marks an empty slot (seen by nobody). ``window=None`` is plain causal attention (training clips are never
-    longer than the window). Returns bool (..., Fq, Fk).
+    longer than the window). Returns bool (..., Fq, Fk), a tensor for tensors (training) and a numpy array for
+    arrays (the KV cache's bookkeeping).
     """
     q = query_frames[..., :, None]
     k = key_frames[..., None, :]

@@ -118,10 +118,14 @@ class FrameAutoencoder(nn.Module):
 
     @torch.inference_mode()
     def decode(self, latents: Tensor, decoder: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        """Scaled latents (..., C, h, w) -> uint8 frames (..., H, W, 3). ``decoder``: what runs the decoder network
-        (a compiled graph of it, ``WorldModel.compile``); the network itself by default."""
+        """Scaled latents (..., C, h, w) -> uint8 frames (..., H, W, 3). ``decoder``: what runs ``latents_to_frames``
+        (a compiled graph of it, ``WorldModel.compile``); the method itself by default."""
         lead = latents.shape[:-3]
-        z = latents.reshape(-1, *latents.shape[-3:]).float() / self.latent_scale
+        frames = (decoder or self.latents_to_frames)(latents.reshape(-1, *latents.shape[-3:]))
+        return frames.reshape(*lead, *frames.shape[-3:])
+
+    def latents_to_frames(self, latents: Tensor) -> Tensor:
+        """Scaled latents (N, C, h, w) -> uint8 frames (N, H, W, 3): the decoder network and the scalings around it."""
+        z = latents.float() / self.latent_scale
         z = z.to(self.decoder.conv_in.weight.dtype)  # a bf16 decoder (a bf16 world's) takes bf16 latents
-        pixels = (decoder or self.decoder)(z.contiguous(memory_format=torch.channels_last))
-        return self.to_uint8(pixels).reshape(*lead, *pixels.shape[-2:], 3)
+        return self.to_uint8(self.decoder(z.contiguous(memory_format=torch.channels_last)))
