@@ -286,7 +286,7 @@ class KVCache:
         """Store a block of finished frames (every row) in their slots and advance the clock."""
         N = self.tokens
         frames = block.keys.shape[-2] // N
-        newest_origin = int(self.origin.max())
+        newest_origin = int(self.origin.numpy().max())
         for i in range(frames):
             g = self.next_frame + i
             src = slice(i * N, (i + 1) * N)
@@ -303,7 +303,7 @@ class KVCache:
         """Fill the look-ahead sinks: each row's sinks as the frame after ``next_frame`` sees them."""
         if not self.sinks or self._ahead_version == self._version:
             return
-        deltas = self._sink_shift(self.next_frame + 1).tolist()
+        deltas = self._sink_shift(self.next_frame + 1)
         self._place_sinks(deltas, self._k[..., : self.ahead, :])
         self._v[..., : self.ahead, :] = self.v[..., : self.ahead, :]
         self._ahead_version = self._version
@@ -313,7 +313,7 @@ class KVCache:
         """Once a row's window has rolled past its sinks, move them to just before the window's oldest frame."""
         if not self.sinks:
             return
-        deltas = self._sink_shift(self.next_frame).tolist()
+        deltas = self._sink_shift(self.next_frame)
         if not any(deltas):
             return
         keys = self.k[..., : self.ahead, :]
@@ -322,9 +322,9 @@ class KVCache:
         else:
             self._place_sinks(deltas, keys)
 
-    def _sink_shift(self, frame: int) -> Tensor:
-        """(B,) frames each row's sinks move so they sit just before the oldest frame of ``frame``'s window."""
-        return (frame - self.window + 1 - self.sinks - self.origin).clamp_min(0)
+    def _sink_shift(self, frame: int) -> list[int]:
+        """Frames each row's sinks move so they sit just before the oldest frame of ``frame``'s window."""
+        return (frame - self.window + 1 - self.sinks - self.origin.numpy()).clip(min=0).tolist()
 
     def _place_sinks(self, deltas: list[int], keys: Tensor) -> None:
         """Write each row's sink keys as written, moved ``deltas[row]`` frames later, into ``keys`` (L, B, H,

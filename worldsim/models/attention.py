@@ -15,6 +15,7 @@ seen in training (RoPE is relative, so rotating keys by ``delta`` is the same as
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -65,11 +66,13 @@ class Rope3D:
 
         self.head_dim = head_dim
         self.freq_t = freqs(n_t, theta_time)
+        self._freq_t_list = self.freq_t.tolist()
         self.freq_y = freqs(n_y, theta_space)
         self.freq_x = freqs(n_x, theta_space)
         self._last: tuple | None = None
         self._last_shift: tuple | None = None
         self._space: dict[tuple[int, int], Tensor] = {}
+        self._frames: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def _tables(self, angles: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         cos, sin = angles.cos(), angles.sin()
@@ -82,12 +85,29 @@ class Rope3D:
     ) -> tuple[Tensor, Tensor]:
         """cos/sin tables (F*N, head_dim) for frames at ``t_positions`` (F,) on a ``grid`` of patches."""
         # The K+1 passes of one frame share positions: remember the last table.
-        key = (tuple(t_positions.tolist()), grid, dtype, device)
+        positions = tuple(t_positions.tolist())
+        key = (positions, grid, dtype, device)
         if self._last is not None and self._last[0] == key:
             return self._last[1]
-        tables = self._build_table(t_positions, grid, dtype, device)
+        if len(positions) == 2:  # a merged pass (``write_then_denoise``): the frame before's rows were made for it
+            rows = [self._frame_table(p, grid, dtype, device) for p in positions]
+            tables = (torch.cat([rows[0][0], rows[1][0]]), torch.cat([rows[0][1], rows[1][1]]))
+        elif len(positions) == 1:
+            tables = self._frame_table(positions[0], grid, dtype, device)
+        else:
+            tables = self._build_table(t_positions, grid, dtype, device)
         self._last = (key, tables)
         return tables
+
+    def _frame_table(self, position: int, grid: tuple[int, int], dtype, device) -> tuple[Tensor, Tensor]:
+        """``table`` of one frame, kept for the next few calls: a rollout's frame g + 1 is the second frame of one
+        pass and the only frame of the next, and frame g of the pass after."""
+        key = (position, grid, dtype, device)
+        if key not in self._frames:
+            if len(self._frames) >= 4:
+                del self._frames[next(iter(self._frames))]  # the oldest
+            self._frames[key] = self._build_table(torch.tensor([position]), grid, dtype, device)
+        return self._frames[key]
 
     def _space_angles(self, grid: tuple[int, int]) -> Tensor:
         """(N, n_y + n_x) float64 angles of the patches of a ``grid``, the same for every frame (kept per grid)."""
@@ -114,9 +134,12 @@ class Rope3D:
         key = (delta, dtype, device)
         if self._last_shift is not None and self._last_shift[0] == key:
             return self._last_shift[1]
-        a_t = float(delta) * self.freq_t
-        zeros = torch.zeros(len(self.freq_y) + len(self.freq_x), dtype=torch.float64)
-        tables = self._tables(torch.cat([a_t, zeros])[None], dtype, device)
+        # Made once per frame: a handful of angles in Python floats (float64, as torch's would be), one tensor call.
+        angles = [delta * f for f in self._freq_t_list] + [0.0] * (len(self.freq_y) + len(self.freq_x))
+        cos = [math.cos(a) for a in angles]
+        sin = [math.sin(a) for a in angles]
+        both = torch.tensor([cos + cos, [-v for v in sin] + sin], dtype=dtype, device=device)
+        tables = (both[:1], both[1:])
         self._last_shift = (key, tables)
         return tables
 
