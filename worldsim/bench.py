@@ -62,7 +62,7 @@ class BenchConfig:
     host, so the times include the GPU's work)."""
     compile: bool = False
     """Run the DiT's passes as compiled graphs (torch.compile; not under a prompt; CUDA graphs on a GPU): a faster
-    step after ~25 s of compiling on a CPU (~6 s from inductor's on-disk cache), reported as compile_seconds and not
+    step after ~20-25 s of compiling on a CPU, reported as compile_seconds and not
     timed as steps."""
 
 

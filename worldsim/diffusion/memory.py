@@ -435,8 +435,8 @@ class CompiledPass:
     """KV-cache passes of the steady state as graphs compiled by ``torch.compile`` (``FrozenGraphs``: inductor, the
     C++ wrapper, the weights frozen in on a CPU): a pass is one call into generated code instead of ~1,000 PyTorch
     ops, each with its dispatch. On a 2-core CPU, with the decoder compiled too, this takes a batch-1 step of the
-    shipped world from ~120 to ~190 frames/s in bf16 and from ~100 to ~180 in fp32, at ~25 s of compiling the first
-    time and less from inductor's on-disk cache (``docs/results.md``).
+    shipped world from ~126 to ~214 frames/s in bf16 and from ~108 to ~193 in fp32, at ~20-25 s of compiling
+    (``docs/results.md``).
 
     The cache's steady state only (``KVCache.steady``), unguided and without a prompt: those passes repeat the same
     shapes frame after frame, so two graphs serve a whole rollout (the merged write-then-denoise pass and a plain
