@@ -27,6 +27,9 @@ def test_fp32_packs_from_a_number_of_rows_and_bf16_always(monkeypatch: pytest.Mo
     with torch.inference_mode():
         assert not packed_linear.use_packed(torch.randn(2, 255, 64), layer.weight)  # 510 rows
         assert packed_linear.use_packed(torch.randn(2, 256, 64), layer.weight)
+        if packed_linear.mkl_packs():  # fewer rows: MKL's packed sgemm
+            assert packed_linear.use_mkl_packed(torch.randn(2, 255, 64), layer.weight)
+            assert not packed_linear.use_mkl_packed(torch.randn(2, 256, 64), layer.weight)
         if torch.bfloat16 in DTYPES:
             assert packed_linear.use_packed(torch.randn(1, 64, dtype=torch.bfloat16), layer.weight.bfloat16())
 
@@ -61,7 +64,46 @@ def test_fused_gelu_matches_gelu_of_the_linear(dtype: torch.dtype) -> None:
     torch.testing.assert_close(out.float(), expected, atol=tol * expected.abs().max().item(), rtol=0)
 
 
-def test_the_packed_copy_follows_every_change_of_the_weight() -> None:
+needs_mkl = pytest.mark.skipif(not packed_linear.mkl_packs(), reason="no MKL packed sgemm in this torch build")
+
+# Both packed fp32 calls: oneDNN's (from FP32_PACKED_FROM_ROWS rows, 0 here) and MKL's (under it).
+FP32_PATHS = ["onednn", pytest.param("mkl", marks=needs_mkl)]
+
+
+def _take(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send every fp32 call of a test to oneDNN's packed call or to MKL's."""
+    monkeypatch.setattr(packed_linear, "FP32_PACKED_FROM_ROWS", 0 if path == "onednn" else 10**9)
+    monkeypatch.setattr(packed_linear, "MKL_FROM_ROWS", 1)
+
+
+@needs_mkl
+@pytest.mark.parametrize("activation", [None, "gelu"])
+def test_small_fp32_calls_take_mkls_packed_sgemm_and_match_f_linear(monkeypatch, activation) -> None:
+    _take("mkl", monkeypatch)
+    monkeypatch.setattr(packed_linear, "MKL_FROM_ROWS", 8)
+    layer = _layer(torch.float32, activation)
+    inputs = [
+        torch.randn(16, 64),
+        torch.randn(2, 3, 16, 64),
+        torch.randn(64, 8).t(),  # transposed
+        torch.randn(3, 64)[:, None].expand(3, 5, 64),  # broadcast rows
+        torch.randn(2, 64),  # fewer than MKL_FROM_ROWS rows: F.linear
+        torch.randn(0, 64),  # an empty batch: F.linear
+    ]
+    for x in inputs:
+        with torch.inference_mode():
+            mkl = packed_linear.use_mkl_packed(x, layer.weight)
+            assert mkl == (x.numel() >= 8 * 64) and not packed_linear.use_packed(x, layer.weight)
+            out = layer(x)
+        expected = F.linear(x, layer.weight, layer.bias).detach()
+        expected = F.gelu(expected) if activation else expected
+        assert out.shape == expected.shape
+        torch.testing.assert_close(out, expected, atol=1e-5 * max([1.0, *expected.abs().flatten().tolist()]), rtol=0)
+
+
+@pytest.mark.parametrize("path", FP32_PATHS)
+def test_the_packed_copy_follows_every_change_of_the_weight(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _take(path, monkeypatch)
     layer = _layer(torch.float32)
     x = torch.randn(8, 64)
 
@@ -101,11 +143,13 @@ def test_training_is_plain_nn_linear() -> None:
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
 
 
-def test_flop_counter_counts_the_packed_call_as_the_plain_one(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", FP32_PATHS)
+def test_flop_counter_counts_the_packed_call_as_the_plain_one(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from worldsim.bench import _count_cpu_kernel_flops
 
+    _take(path, monkeypatch)
     _count_cpu_kernel_flops()
     layer = _layer(torch.float32)
     x = torch.randn(2, 16, 64)
@@ -117,6 +161,7 @@ def test_flop_counter_counts_the_packed_call_as_the_plain_one(monkeypatch: pytes
 
     packed = flops()
     monkeypatch.setattr(packed_linear, "use_packed", lambda x, weight: False)
+    monkeypatch.setattr(packed_linear, "use_mkl_packed", lambda x, weight: False)
     assert packed == flops() == 2 * 32 * 64 * 96
 
 

@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 from worldsim.config import ActionSpec, ModelSize, WorldConfig, dit_config
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError
+from worldsim.kernels import packed_linear
 from worldsim.precision import Precision, model_dtype
 
 PROMPT_FRAMES = 220
@@ -133,11 +134,12 @@ def report_alternating(
     rounds: int = 5,
     steps: int = 60,
     world: str = "carracing",
+    dtype: torch.dtype = torch.bfloat16,
 ) -> None:
-    """``print_rates`` of ``alternating_rates`` on a freshly loaded bf16 ``world`` at each batch size: the A/B run of
-    a docs/measure_*.py script whose variants patch the engine (they need no handle on the world)."""
+    """``print_rates`` of ``alternating_rates`` on a freshly loaded ``world`` (bf16 unless told) at each batch size:
+    the A/B run of a docs/measure_*.py script whose variants patch the engine (they need no handle on the world)."""
     for batch in batches:
-        wm = WorldModel.from_pretrained(world, dtype=torch.bfloat16)
+        wm = WorldModel.from_pretrained(world, dtype=dtype)
         rates = alternating_rates(wm, variants, batch=batch, rounds=rounds, steps=steps)
         print_rates(rates, baseline, f"batch {batch}, ")
 
@@ -163,14 +165,20 @@ def psnr_per_horizon(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _count_cpu_kernel_flops() -> None:
-    """Teach FlopCounterMode the two CPU calls of a step it does not know, which it would count as none: the packed
-    linear call (``worldsim.kernels.packed_linear``) and PyTorch's CPU flash attention (SDPA at batch 1; a batch of
-    bf16 worlds attends through matrix products, which it counts). Attention is counted as SDPA is elsewhere: the
-    two matrix products, 2 * L * S * (E + Ev) per head."""
+    """Teach FlopCounterMode the CPU calls of a step it does not know, which it would count as none: the packed
+    linear calls (``worldsim.kernels.packed_linear``, oneDNN's and MKL's) and PyTorch's CPU flash attention (SDPA at
+    batch 1; a batch of bf16 worlds attends through matrix products, which it counts). Attention is counted as SDPA
+    is elsewhere: the two matrix products, 2 * L * S * (E + Ev) per head."""
 
     @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
     def _linear_flops(x_shape, w_shape, *args, **kwargs) -> int:
         return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
+
+    if packed_linear.mkl_packs():  # MKL's packed sgemm: (x, packed weight, the weight itself, bias, rows)
+
+        @register_flop_formula(torch.ops.mkl._mkl_linear)
+        def _mkl_linear_flops(x_shape, packed_shape, w_shape, *args, **kwargs) -> int:
+            return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
 
     @register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
     def _attention_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:

@@ -1,10 +1,16 @@
-"""Linear layers whose inference on a CPU runs oneDNN on weights packed once, instead of repacked on every call.
+"""Linear layers whose inference on a CPU runs on weights packed once (oneDNN, or MKL's packed sgemm for small fp32
+calls), instead of repacked on every call.
 
 ``F.linear`` hands oneDNN a plain row-major weight, which it reorders into its blocked layout on every call. A world
 step makes ~30 linear calls a pass over 16-32 tokens (batch 1), where that reorder is most of the call: on a 2-core
 Xeon with AMX, a bf16 (16 x 256) @ (256 x 1024) takes 37.6 us through ``F.linear`` and 21.7 us on a packed weight;
 (512 x 256) @ (256 x 1024), a batch of 32 worlds, 182 against 98 us (``docs/measure_packed_linear.py``). The packed
 call gives ``F.linear``'s numbers up to float rounding (tested; a whole fp32 rollout stays within 95 dB PSNR of it).
+
+fp32 calls of fewer than ``FP32_PACKED_FROM_ROWS`` rows lose on oneDNN's packed weight; they take MKL's packed
+sgemm instead (``torch.ops.mkl._mkl_linear``, what inductor's frozen fp32 graphs call), which beats ``F.linear``
+there: the 28 largest linear layers of a batch-1 pass, 0.82 against 1.18 ms at 16 rows, 1.23 against 1.64 at 32;
+an eager fp32 step of the shipped world x1.05 at batch 1, x1.01 at 8 worlds, x0.99 at 32 (``docs/results.md``).
 
 ``PackedLinear`` is an ``nn.Linear`` (same parameters, same checkpoint keys, same training path); only its inference
 differs. The packed copy of a weight is made on the first inference call and again whenever the weight changes (an
@@ -20,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_PACKED: dict[int, tuple[weakref.ref, tuple[int, int, torch.dtype], Tensor]] = {}
-"""id(weight) -> (the weight, the key it was packed under, its packed copy); an entry leaves with its weight."""
+_PACKED: dict[tuple[int, str], tuple[weakref.ref, tuple[int, int, torch.dtype], Tensor]] = {}
+"""(id(weight), "onednn" or "mkl") -> (the weight, the key it was packed under, its packed copy); an entry leaves
+with its weight."""
 
 
 @functools.cache
@@ -33,27 +40,62 @@ def _packed_dtypes() -> frozenset[torch.dtype]:
     return frozenset({torch.float32, *bf16})
 
 
+@functools.cache
+def mkl_packs() -> bool:
+    """Whether this torch has MKL's packed sgemm (x86 builds with MKL)."""
+    return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
 FP32_PACKED_FROM_ROWS = 512
-"""fp32 inputs of fewer rows take ``F.linear``: at those sizes its fp32 call is as fast as the packed one or faster
-(a batch-1 step of the shipped world: 110.2 frames/s all ``F.linear``, 100.4 all packed, 8 worlds 289.6 against 280.9;
-32 worlds, whose block layers see 512-1,024 rows, 366.1 packed against 353.1). bf16 packs at every size."""
+"""fp32 inputs of fewer rows take MKL's packed sgemm instead of oneDNN's packed call, which at those sizes is no
+faster than ``F.linear`` (a batch-1 step of the shipped world: 110.2 frames/s all ``F.linear``, 100.4 all on oneDNN's
+packed weights, 8 worlds 289.6 against 280.9; 32 worlds, whose block layers see 512-1,024 rows, 366.1 packed against
+353.1). bf16 takes oneDNN at every size."""
 
 
-def use_packed(x: Tensor, weight: Tensor) -> bool:
-    """Whether ``PackedLinear`` takes the packed path: inference (no autograd, no autocast) on a CPU with oneDNN
-    (not switched off by ``torch.backends.mkldnn.flags``), in bf16 where oneDNN has it natively, or in fp32 over at
-    least ``FP32_PACKED_FROM_ROWS`` rows, and not inside ``torch.compile`` (which plans its own calls). Called ~60
-    times a batch-1 step, so it checks the cheap things first (but the compiler's first: it cannot trace the cached
-    ``_packed_dtypes``)."""
+def _cpu_inference(x: Tensor, weight: Tensor) -> bool:
+    """Inference (no autograd, no autocast) on a CPU with oneDNN (not switched off by ``torch.backends.mkldnn.flags``),
+    not inside ``torch.compile`` (which plans its own calls). Called ~60 times a batch-1 step, so it checks the cheap
+    things first (but the compiler's first: it cannot trace the cached checks)."""
     return (
         not torch.compiler.is_compiling()
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")  # autocast picks the dtype itself (a distillation's teacher pass)
         and x.dtype is weight.dtype
         and x.device.type == "cpu"
-        and x.dtype in _packed_dtypes()
         and torch.backends.mkldnn.enabled
+    )
+
+
+def use_packed(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``PackedLinear`` takes oneDNN's packed call: CPU inference (``_cpu_inference``) in bf16 where oneDNN
+    has it natively, or in fp32 over at least ``FP32_PACKED_FROM_ROWS`` rows."""
+    return (
+        _cpu_inference(x, weight)
+        and x.dtype in _packed_dtypes()
         and (x.dtype is not torch.float32 or x.numel() >= FP32_PACKED_FROM_ROWS * x.shape[-1])
+    )
+
+
+MKL_FROM_ROWS = 8
+"""fp32 calls of fewer rows (a batch of few worlds' per-frame conditioning) stay on ``F.linear``, as fast there."""
+
+MKL_PACK_ROWS = 32
+"""The row count MKL packs a weight for. Its pack serves any count (it is told the rows at each call) but runs
+best near the one it was made for: the 24 block layers over 16 / 32 rows took 0.85 / 1.35 ms packed for 1 row, 0.71 /
+1.09 for 16 or 32, against 1.04 / 1.47 through ``F.linear``; at 256 rows 6.59 ms packed for 32, 7.01 ``F.linear``.
+One pack a weight: the block layers of a batch-1 step see 16 rows in one pass and 32 in the other."""
+
+
+def use_mkl_packed(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``PackedLinear`` takes MKL's packed sgemm: CPU inference in fp32 over ``MKL_FROM_ROWS`` to
+    ``FP32_PACKED_FROM_ROWS`` rows, where this torch has it."""
+    return (
+        x.dtype is torch.float32
+        and MKL_FROM_ROWS * x.shape[-1] <= x.numel() < FP32_PACKED_FROM_ROWS * x.shape[-1]
+        and _cpu_inference(x, weight)
+        and torch.float32 in _packed_dtypes()
+        and mkl_packs()
     )
 
 
@@ -65,17 +107,24 @@ def write_version(t: Tensor) -> int:
         return -1
 
 
-def packed_weight(weight: Tensor) -> Tensor:
-    """oneDNN's packed copy of ``weight`` (out, in), made once per weight and again after the weight changes."""
+def packed_weight(weight: Tensor, kind: str = "onednn") -> Tensor:
+    """oneDNN's (``kind="onednn"``) or MKL's (``"mkl"``) packed copy of ``weight`` (out, in), made once per weight
+    and again after the weight changes. MKL's pack serves every number of rows (it is told the rows at each call)."""
     key = (weight.data_ptr(), write_version(weight), weight.dtype)
-    entry = _PACKED.get(id(weight))
+    slot = (id(weight), kind)
+    entry = _PACKED.get(slot)
     if entry is not None and entry[0]() is weight and entry[1] == key:
         return entry[2]
     with torch.inference_mode():
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+        w = weight.detach()
+        packed = (
+            torch.ops.mkl._mkl_reorder_linear_weight(w, MKL_PACK_ROWS)
+            if kind == "mkl"
+            else torch.ops.mkldnn._reorder_linear_weight(w)
+        )
     if entry is None or entry[0]() is not weight:
-        weakref.finalize(weight, _PACKED.pop, id(weight), None)
-    _PACKED[id(weight)] = (weakref.ref(weight), key, packed)
+        weakref.finalize(weight, _PACKED.pop, slot, None)
+    _PACKED[slot] = (weakref.ref(weight), key, packed)
     return packed
 
 
@@ -95,7 +144,11 @@ class PackedLinear(nn.Linear):
             return torch.ops.mkldnn._linear_pointwise(
                 x, packed_weight(self.weight), self.bias, attr, [], "none" if self.activation else ""
             )
-        y = F.linear(x, self.weight, self.bias)
+        if use_mkl_packed(x, self.weight):
+            rows = x.numel() // x.shape[-1]
+            y = torch.ops.mkl._mkl_linear(x, packed_weight(self.weight, "mkl"), self.weight, self.bias, rows)
+        else:
+            y = F.linear(x, self.weight, self.bias)
         return F.gelu(y) if self.activation else y
 
     def extra_repr(self) -> str:
