@@ -11,12 +11,11 @@ median step of each round, the decode included), then 16 frames of 8 worlds from
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from worldsim.bench import psnr_per_horizon, report_alternating, rollout_frames
+from worldsim.bench import mean_call_us, psnr_per_horizon, report_alternating, rollout_frames
 from worldsim.engine import WorldModel
 from worldsim.kernels import packed_linear
 
@@ -43,12 +42,7 @@ def layers_ms(rows: int, packed: bool, loops: int = 200) -> float:
                 F.linear(x, w, b)
 
     with torch.inference_mode():
-        for _ in range(10):
-            one_pass()
-        start = time.perf_counter()
-        for _ in range(loops):
-            one_pass()
-    return (time.perf_counter() - start) / loops * 1e3
+        return mean_call_us(one_pass, loops, warmup=10) / 1e3
 
 
 def main() -> None:

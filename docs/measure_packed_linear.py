@@ -12,12 +12,11 @@ the decode included); then 16 frames of 8 worlds from each variant in fp32 and b
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from worldsim.bench import psnr_per_horizon, report_alternating, rollout_frames
+from worldsim.bench import mean_call_us, psnr_per_horizon, report_alternating, rollout_frames
 from worldsim.engine import WorldModel
 from worldsim.kernels import packed_linear
 
@@ -48,15 +47,6 @@ def use(name: str) -> None:
     packed_linear.use_packed, packed_linear.PackedLinear.forward = VARIANTS[name]
 
 
-def kernel_us(fn, calls: int = 2000) -> float:
-    for _ in range(50):
-        fn()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
 def kernels() -> None:
     for rows in (16, 32, 512):
         for k, n in ((256, 768), (256, 1024), (1024, 256)):
@@ -64,8 +54,10 @@ def kernels() -> None:
             w, b = torch.randn(n, k, dtype=torch.bfloat16), torch.randn(n, dtype=torch.bfloat16)
             packed = packed_linear.packed_weight(w)
             with torch.inference_mode():
-                plain = kernel_us(lambda x=x, w=w, b=b: F.linear(x, w, b))
-                fast = kernel_us(lambda x=x, p=packed, b=b: torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], ""))
+                plain = mean_call_us(lambda x=x, w=w, b=b: F.linear(x, w, b))
+                fast = mean_call_us(
+                    lambda x=x, p=packed, b=b: torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "")
+                )
             print(f"({rows} x {k}) @ ({k} x {n}): F.linear {plain:.1f} us, packed {fast:.1f} us (x{plain / fast:.2f})")
 
 

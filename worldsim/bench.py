@@ -88,6 +88,17 @@ def measure_matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, 
     return 2 * n**3 / best / 1e9
 
 
+def mean_call_us(fn: Callable[[], Any], calls: int = 2000, warmup: int = 50) -> float:
+    """Mean microseconds of ``fn()`` over ``calls`` calls after ``warmup``: the kernel timings of the docs/measure_*.py
+    scripts."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
 def alternating_rates(
     wm: WorldModel,
     variants: dict[str, Callable[[], None]],
