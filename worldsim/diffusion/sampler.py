@@ -124,7 +124,7 @@ class Rollout:
         """Write each finished frame in the next frame's first pass (module doc); False: in a pass of its own."""
         self.pending: WrittenBlock | None = None
         """Finished frames (noised to the context level) whose write rides along with the next pass."""
-        self._schedule: tuple[tuple, Tensor] | None = None
+        self._schedule: tuple[tuple, list[tuple[Tensor, Tensor, Tensor]]] | None = None
 
     @property
     def frame_index(self) -> int:
@@ -200,13 +200,17 @@ class Rollout:
             self.null_text = self.dit.null_text(len(rows), self.device)
         self.batch = len(rows)
 
-    def _levels(self, frames: int) -> Tensor:
-        """``pyramid_levels`` of a block of ``frames`` under the current settings: the same each frame of a
-        frame-by-frame rollout, so the last one is kept (it is only read)."""
+    def _iterations(self, frames: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """The Euler iterations of a block of ``frames`` under the current settings (``pyramid_levels``): each
+        iteration's levels (B, F) and the levels it moves from and to (1, F). The same every frame of a frame-by-frame
+        rollout, so the last ones are kept (they are only read)."""
         s = self.settings
-        key = (frames, s.steps, s.pyramid_delay, s.shift)
+        key = (frames, s.steps, s.pyramid_delay, s.shift, self.batch)
         if self._schedule is None or self._schedule[0] != key:
-            self._schedule = (key, pyramid_levels(*key).to(self.device))
+            levels = pyramid_levels(*key[:4]).to(self.device)
+            rows = [levels[i][None] for i in range(levels.shape[0])]
+            steps = [(rows[i].expand(self.batch, frames), rows[i], rows[i + 1]) for i in range(len(rows) - 1)]
+            self._schedule = (key, steps)
         return self._schedule[1]
 
     def generate(
@@ -224,14 +228,12 @@ class Rollout:
         # A merged pass is one finished frame then one new frame (the cache's look-ahead sinks serve one frame on).
         merge = self.merge_writes and not guided and frames == 1
         with torch.inference_mode():  # every pass's inputs inference tensors alike (a compiled pass guards on it)
-            schedule = self._levels(frames)
+            iterations = self._iterations(frames)
             x = self._noise(frames)
             if not merge:
                 self.flush()
             out = None
-            for i in range(schedule.shape[0] - 1):
-                level, next_level = schedule[i], schedule[i + 1]
-                levels = level.expand(self.batch, frames)
+            for levels, level, next_level in iterations:
                 # Frames not in flight this iteration have level == next_level: the step leaves them.
                 if guided:
                     v = guided_velocity(
@@ -244,7 +246,7 @@ class Rollout:
                     else:
                         out = self.memory.denoise(x, levels, cond, self.text)
                     v = out.velocity
-                x = euler_step(x, v, level[None], next_level[None])
+                x = euler_step(x, v, level, next_level)
             finished = x if observed is None else observed
             if not merge:
                 reward, term = self.write(finished, cond)
