@@ -82,6 +82,20 @@ def test_a_compiled_world_makes_the_eager_worlds_frames(one_torch_thread):
     assert counters["stats"]["unique_graphs"] == 3 + 1 + 3  # the decoder's graph (one batch size), then 3 again
 
 
+def test_two_compiled_worlds_keep_graphs_of_their_own_weights(one_torch_thread):
+    """Frozen graphs hold their world's weights and skip the guards on the module tree: a second world of the same
+    shapes must not reuse the first one's graphs (each world compiles its own copy of the code)."""
+    worlds = [tiny_world(seed=s, sinks=1, window=3) for s in (3, 4)]
+    eager = [rollout_latents(wm) for wm in worlds]
+    assert (eager[0] - eager[1]).abs().max() > 0.1
+    for wm in worlds:
+        wm.compile()
+    for wm, expected in zip(worlds, eager):
+        calls = count_calls(wm)
+        torch.testing.assert_close(rollout_latents(wm), expected, atol=1e-4, rtol=0)
+        assert len(calls) >= 3 * 7
+
+
 def test_a_text_world_compiles_its_passes_without_a_prompt_and_steps_eagerly_under_one(one_torch_thread):
     """Without a prompt a text world's blocks add the null prompt's constant, which the graphs compute themselves;
     under a prompt (its cross-attention folded per prompt, a Python-side cache) every pass stays eager."""
