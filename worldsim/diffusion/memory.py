@@ -102,6 +102,7 @@ class KVCache:
         self.next_frame = 0
         """Global index of the first frame of the next block."""
         self._bias_key: tuple[int, int, bool] | None = None
+        self._bias_memo: dict[tuple, Tensor | None] = {}
         self._bias: Tensor | None = None
         self._version = 0
         self._ahead_version = -1
@@ -198,19 +199,37 @@ class KVCache:
 
     def block_bias(self, frames: int, ahead: bool = False) -> Tensor | None:
         """(B, 1, frames*N, keys*N) additive attention bias of ``visibility`` (0 seen, -inf not), or None when
-        everything is visible; built once per write (the K passes of a frame share it)."""
+        everything is visible; built once per write (the K passes of a frame share it), and kept by what it depends
+        on (``_visibility_key``): in a rollout's steady state the same few patterns come round as the ring turns."""
         key = (self._version, frames, ahead)  # the version changes with every write and restart
         if self._bias_key != key:
-            vis = self.visibility(frames, ahead)
-            if vis.all():
-                self._bias = None
-            else:  # the frames' bias, each entry then spread over its N x N tokens in one copy
-                B, F_, K = vis.shape
-                N = self.tokens
-                bias = visibility_bias(vis, self._k.dtype)[:, None, :, None, :, None]
-                self._bias = bias.expand(B, 1, F_, N, K, N).reshape(B, 1, F_ * N, K * N).to(self._k.device)
+            pattern = self._visibility_key(frames, ahead)
+            if pattern not in self._bias_memo:
+                if len(self._bias_memo) >= 64:
+                    self._bias_memo.clear()
+                self._bias_memo[pattern] = self._build_bias(self.visibility(frames, ahead))
+            self._bias = self._bias_memo[pattern]
             self._bias_key = key
         return self._bias
+
+    def _build_bias(self, vis: Tensor) -> Tensor | None:
+        if vis.all():
+            return None
+        B, F_, K = vis.shape  # the frames' bias, each entry then spread over its N x N tokens in one copy
+        N = self.tokens
+        bias = visibility_bias(vis, self._k.dtype)[:, None, :, None, :, None]
+        return bias.expand(B, 1, F_, N, K, N).reshape(B, 1, F_ * N, K * N).to(self._k.device)
+
+    def _visibility_key(self, frames: int, ahead: bool) -> tuple:
+        """All that ``visibility(frames, ahead)`` depends on, with the clock taken out: for each row its episode's
+        age (frames since its origin) up to ``sinks`` (a sink slot is seen once written), and for each used slot how
+        many frames ago its frame was (-1 if empty) up to ``window + 1`` (a ring slot holds a frame at least ``sinks``
+        into its episode, seen by frame f of the block while fewer than ``window - f`` frames ago)."""
+        slot_frame = self.slot_frame[:, : self.used].numpy()
+        age = np.minimum(self.next_frame - self.origin.numpy(), self.sinks)
+        ago = np.minimum(self.next_frame - slot_frame, self.window + 1)
+        ago[slot_frame == EMPTY] = -1
+        return (frames, ahead, *ago.shape, age.tobytes(), ago.tobytes())
 
     def kv_slots(self, layer: int, batch: int, length: int) -> KVSlots | None:
         """Where ``attend`` puts the block in flight: right after the used slots, when the block fits the scratch room;
