@@ -15,7 +15,6 @@ seen in training (RoPE is relative, so rotating keys by ``delta`` is the same as
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -66,11 +65,10 @@ class Rope3D:
 
         self.head_dim = head_dim
         self.freq_t = freqs(n_t, theta_time)
-        self._freq_t_list = self.freq_t.tolist()
         self.freq_y = freqs(n_y, theta_space)
         self.freq_x = freqs(n_x, theta_space)
         self._last: tuple | None = None
-        self._last_shift: tuple | None = None
+        self._shift_block: tuple | None = None
         self._space: dict[tuple[int, int], Tensor] = {}
         self._frames: dict[tuple, tuple[Tensor, Tensor]] = {}
 
@@ -130,18 +128,14 @@ class Rope3D:
 
     def time_shift_table(self, delta: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         """cos/sin (1, head_dim) that move a key ``delta`` frames later in time, leaving y and x alone."""
-        # A frame's look-ahead sinks and the next frame's sinks in place take the same shift: remember the last one.
-        key = (delta, dtype, device)
-        if self._last_shift is not None and self._last_shift[0] == key:
-            return self._last_shift[1]
-        # Made once per frame: a handful of angles in Python floats (float64, as torch's would be), one tensor call.
-        angles = [delta * f for f in self._freq_t_list] + [0.0] * (len(self.freq_y) + len(self.freq_x))
-        cos = [math.cos(a) for a in angles]
-        sin = [math.sin(a) for a in angles]
-        both = torch.tensor([cos + cos, [-v for v in sin] + sin], dtype=dtype, device=device)
-        tables = (both[:1], both[1:])
-        self._last_shift = (key, tables)
-        return tables
+        # A rollout asks for delta, delta + 1, ... one frame after another: tables are made 64 deltas at a time.
+        block = self._shift_block
+        if block is None or block[1:3] != (dtype, device) or not 0 <= delta - block[0] < len(block[3]):
+            a_t = torch.arange(delta, delta + 64, dtype=torch.float64)[:, None] * self.freq_t  # (64, n_t)
+            angles = torch.cat([a_t, a_t.new_zeros(64, len(self.freq_y) + len(self.freq_x))], dim=-1)
+            block = self._shift_block = (delta, dtype, device, *self._tables(angles, dtype, device))
+        i = delta - block[0]
+        return block[3][i : i + 1], block[4][i : i + 1]
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
