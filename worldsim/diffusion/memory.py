@@ -454,7 +454,7 @@ class CompiledPass:
     """KV-cache passes of the steady state as graphs compiled by ``torch.compile`` (``FrozenGraphs``: inductor, the
     C++ wrapper, the weights frozen in on a CPU): a pass is one call into generated code instead of ~1,000 PyTorch
     ops, each with its dispatch. On a 2-core CPU, with the decoder compiled too, this takes a batch-1 step of the
-    shipped world from ~126 to ~214 frames/s in bf16 and from ~108 to ~193 in fp32, at ~20-25 s of compiling
+    shipped world from ~130 to ~225 frames/s in bf16 and from ~116 to ~202 in fp32, at ~20-25 s of compiling
     (``docs/results.md``).
 
     The cache's steady state only (``KVCache.steady``), unguided and without a prompt: those passes repeat the same
