@@ -181,15 +181,18 @@ def _count_cpu_kernel_flops() -> None:
     batch 1; a batch of bf16 worlds attends through matrix products, which it counts). Attention is counted as SDPA
     is elsewhere: the two matrix products, 2 * L * S * (E + Ev) per head."""
 
-    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
-    def _linear_flops(x_shape, w_shape, *args, **kwargs) -> int:
+    def linear(x_shape, w_shape) -> int:
         return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
+
+    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+    def _onednn_linear_flops(x_shape, w_shape, *args, **kwargs) -> int:
+        return linear(x_shape, w_shape)
 
     if packed_linear.mkl_packs():  # MKL's packed sgemm: (x, packed weight, the weight itself, bias, rows)
 
         @register_flop_formula(torch.ops.mkl._mkl_linear)
         def _mkl_linear_flops(x_shape, packed_shape, w_shape, *args, **kwargs) -> int:
-            return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
+            return linear(x_shape, w_shape)
 
     @register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
     def _attention_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:

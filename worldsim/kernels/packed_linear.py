@@ -69,11 +69,12 @@ def _cpu_inference(x: Tensor, weight: Tensor) -> bool:
 
 def use_packed(x: Tensor, weight: Tensor) -> bool:
     """Whether ``PackedLinear`` takes oneDNN's packed call: CPU inference (``_cpu_inference``) in bf16 where oneDNN
-    has it natively, or in fp32 over at least ``FP32_PACKED_FROM_ROWS`` rows."""
+    has it natively, or in fp32 over at least ``FP32_PACKED_FROM_ROWS`` rows. The row count first: a small fp32
+    call then goes on to ``use_mkl_packed`` without checking ``_cpu_inference`` twice."""
     return (
-        _cpu_inference(x, weight)
+        (x.dtype is not torch.float32 or x.numel() >= FP32_PACKED_FROM_ROWS * x.shape[-1])
+        and _cpu_inference(x, weight)
         and x.dtype in _packed_dtypes()
-        and (x.dtype is not torch.float32 or x.numel() >= FP32_PACKED_FROM_ROWS * x.shape[-1])
     )
 
 
