@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from worldsim.devices import resolve_device
 from worldsim.display import DEFAULT_ACTION_KEYS, WINDOW_PIXELS, import_pygame, key_code
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError, WorldsimError
@@ -41,6 +42,7 @@ def load_world(
 ) -> WorldModel:
     """The engine behind an env: a checkpoint at a device and precision, optionally fewer/more Euler steps, optionally
     with its passes compiled (``WorldModel.compile``)."""
+    device = resolve_device(device)  # before model_dtype asks a missing GPU whether it has bf16
     world = WorldModel.from_pretrained(checkpoint, device=device, dtype=model_dtype(precision, device))
     if sampler_steps is not None:
         world.set_sampler(steps=sampler_steps)

@@ -80,6 +80,39 @@ def test_bench_device_is_checked_before_loading(capsys):
     assert "cpu or cuda" in one_line_error(capsys, "bench", "--device", "gpu0")
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_every_command_with_a_device_refuses_a_missing_gpu_in_one_line(tmp_path, capsys):
+    """A new user's first try on a CPU-only machine: one line, exit 2, no traceback, nothing written."""
+    agent, out = str(tmp_path / "agent"), tmp_path / "run"
+    for argv in [
+        ("play", "--device", "cuda", "--headless", "--steps", "2"),
+        ("bench-env", "--device", "cuda", "--num-envs", "1"),
+        ("rl", "train", "--device", "cuda", "--out", str(out)),
+        ("rl", "eval", "--device", "cuda", "--agent", agent, "--dream"),
+        ("train", "world", "--device", "cuda", "--data", str(tmp_path / "d.h5"), "--out", str(out)),
+    ]:
+        assert "--device cuda: this machine has no CUDA GPU" in one_line_error(capsys, *argv), argv
+    assert "cpu or cuda" in one_line_error(capsys, "play", "--device", "tpu", "--headless", "--steps", "2")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_the_gpu_training_preset_refuses_a_machine_without_one(tmp_path, capsys):
+    out = tmp_path / "run"
+    data = str(tmp_path / "d.h5")
+    err = one_line_error(capsys, "train", "world", "--preset", "gpu", "--data", data, "--out", str(out))
+    assert "--preset gpu: this machine has no CUDA GPU" in err and "--preset default" in err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_play_on_a_missing_gpu_is_one_line_from_the_shell():
+    """The command of issue 38, as typed: it ended in ``AssertionError: Torch not compiled with CUDA enabled``."""
+    p = run("play", "--device", "cuda", "--headless", "--steps", "2")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.startswith("worldsim play: error: --device cuda: this machine has no CUDA GPU")
+
+
 def test_library_bench_rejects_an_unknown_precision():
     from worldsim.bench import BenchConfig, run_bench
     from worldsim.errors import InputError

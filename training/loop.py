@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from worldsim.checkpoint import atomic_path
+from worldsim.devices import resolve_device
 from worldsim.errors import CheckpointError, ConfigError, InputError
 from worldsim.precision import use_bf16
 from worldsim.training.config import TrainConfig
@@ -57,8 +58,14 @@ class Distributed:
         return self.rank == 0
 
 
-def init_distributed(device: str | None = None) -> Distributed:
-    """Join the process group ``torchrun`` describes in the environment (gloo on CPU, NCCL on GPU)."""
+def init_distributed(device: str | None = None, preset: str = "default") -> Distributed:
+    """Join the process group ``torchrun`` describes in the environment (gloo on CPU, NCCL on GPU). ``device`` None:
+    cuda where there is one, but the gpu preset refuses a machine without one (its settings would take days on a CPU)
+    rather than fall back to the CPU."""
+    if device is not None:
+        resolve_device(device)
+    elif preset == "gpu":
+        resolve_device("cuda", asked_by="--preset gpu", instead="train with --preset default (or tiny)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available() and device != "cpu"
     if world == 1:

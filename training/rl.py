@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from worldsim.agents.ppo import ActorCritic, AgentConfig, FrameStack, save_agent
+from worldsim.devices import resolve_device
 from worldsim.errors import InputError
 from worldsim.training.loop import _deferred_interrupt, load_state_file, save_state
 
@@ -89,6 +90,7 @@ class RLTrainConfig:
     """Step the world with its passes compiled (torch.compile; not under a prompt): faster dreams after ~25 s of
     compiling in the first episode (a few more at the first autoreset)."""
     device: str = "cpu"
+    """cpu or cuda: where the world dreams."""
     seed: int = 0
     real: bool = False
     """Baseline: train in the world's source env instead of its dreams (every step is a real step; CarRacing runs
@@ -109,6 +111,7 @@ class RLTrainConfig:
     honest."""
 
     def check(self) -> None:
+        resolve_device(self.device)
         if self.algo != "ppo":
             raise InputError(f"--algo {self.algo}: worldsim rl trains with ppo")
         for name in ("steps", "num_envs", "rollout", "epochs", "minibatch", "history"):

@@ -27,8 +27,8 @@ from gymnasium import spaces as gym_spaces
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 from worldsim.config import ActionSpec, ModelSize, WorldConfig, dit_config
+from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
-from worldsim.errors import InputError
 from worldsim.kernels import packed_linear
 from worldsim.precision import Precision, model_dtype
 
@@ -199,19 +199,6 @@ def _count_cpu_kernel_flops() -> None:
         return 2 * math.prod(q_shape[:-1]) * k_shape[-2] * (q_shape[-1] + v_shape[-1])
 
 
-def check_device(device: str) -> str:
-    """``device`` if this machine has it, else an InputError that says what to run instead."""
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise InputError(f"--device must be cpu or cuda (or cuda:N), got {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: this machine has no CUDA GPU that torch can use; bench with --device cpu")
-    if kind not in ("cpu", "cuda"):
-        raise InputError(f"--device must be cpu or cuda (or cuda:N), got {device!r}")
-    return device
-
-
 def default_world_config(size: str = "S") -> WorldConfig:
     """The architecture meant for the default 64x64 world (CarRacing, Discrete(5))."""
     return WorldConfig(frame_size=[64, 64], action=ActionSpec(kind="discrete", n=5), dit=dit_config(size))
@@ -230,7 +217,7 @@ def _load(cfg: BenchConfig, dtype: torch.dtype) -> WorldModel:
 
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
-    check_device(cfg.device)
+    resolve_device(cfg.device, instead="bench with --device cpu")
     dtype = model_dtype(cfg.precision, cfg.device)
     wm = _load(cfg, dtype)
     # Nothing here trains. A parameter that asks for gradients and enters a block as an input (the null prompt's

@@ -17,6 +17,7 @@ import torch
 
 from worldsim.bench import BenchConfig, _load, cpu_name
 from worldsim.checkpoint import load_config
+from worldsim.devices import resolve_device
 from worldsim.errors import InputError
 from worldsim.precision import Precision, model_dtype
 from worldsim.worlds import ASSETS, DEFAULT_WORLD, resolve_world
@@ -44,6 +45,8 @@ class EnvBenchConfig:
     steps of each size (an autoreset's masked pass builds one more where it first happens)."""
     seed: int = 0
     """Seed of weights, starts and actions."""
+    device: str = "cpu"
+    """cpu, or cuda (the world's device; the real env runs on the CPU either way)."""
 
 
 def _timed(step, actions: np.ndarray, steps: int, warmup: int = 5) -> float:
@@ -60,7 +63,8 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
 
     import worldsim  # noqa: F401  (registers the env ids)
 
-    model_dtype(cfg.precision, "cpu")  # a bad --precision fails here, before any world is built
+    device = resolve_device(cfg.device)  # a bad --device or --precision fails here, before any world is built
+    model_dtype(cfg.precision, device)
     try:
         sizes = [int(n) for n in cfg.num_envs.split(",")]
     except ValueError:
@@ -71,7 +75,7 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = cfg.checkpoint
         if checkpoint is None:  # a random S world with one start context, like the default world's shape and env
-            wm = _load(BenchConfig(seed=cfg.seed), torch.float32)
+            wm = _load(BenchConfig(seed=cfg.seed), torch.float32)  # saved, then loaded on the device below
             wm.starts = {"frames": torch.from_numpy(rng.integers(0, 255, (1, 2, 64, 64, 3), dtype=np.uint8))}
             shipped = ASSETS / DEFAULT_WORLD
             wm.config.source_env = load_config(shipped).source_env if shipped.is_dir() else ""
@@ -87,6 +91,7 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
                 precision=cfg.precision,
                 sampler_steps=cfg.sampler_steps,
                 compile=cfg.compile,
+                device=cfg.device,
             )
             venv.reset(seed=cfg.seed)
             actions = np.stack([venv.action_space.sample() for _ in range(16)])
@@ -110,7 +115,7 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
         "checkpoint": cfg.checkpoint or "random size-S 64x64",
         "source": source,
         "threads": torch.get_num_threads(),
-        "machine": cpu_name(),
+        "machine": cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
         "precision": cfg.precision,
         "compiled": cfg.compile,
         "rows": rows,

@@ -64,7 +64,7 @@ class TrainRun(Generic[C]):
 
     config: Flat[C]
     device: str | None = None
-    """cpu or cuda (default: cuda when available)."""
+    """cpu or cuda (default: cuda when available; --preset gpu refuses a machine without it)."""
     json: bool = False
     """Print the run summary as one JSON object."""
 
@@ -374,7 +374,7 @@ def cmd_train(argv: list[str]) -> int:
     run = parse(autoencoder | world | t2v | bc | distill, argv, "train", cmd_train.__doc__)
     cfg = run.config
     require_tensorboard()
-    d = init_distributed(run.device)
+    d = init_distributed(run.device, cfg.preset)
     if isinstance(cfg, AutoencoderTrainConfig):
         from worldsim.training.autoencoder import AutoencoderStage
 

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from worldsim.checkpoint import load_checkpoint, load_state, save_checkpoint, strip_prefix
 from worldsim.config import ActionSpec, WorldConfig, replace
+from worldsim.devices import resolve_device
 from worldsim.diffusion.memory import CompiledPass
 from worldsim.diffusion.sampler import Rollout
 from worldsim.errors import ConfigError, InputError, WorldsimError
@@ -150,7 +151,7 @@ class WorldModel:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.config = config
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype
         self.autoencoder = (autoencoder or FrameAutoencoder(config.autoencoder)).to(self.device).eval()
         self.dit = (dit or DiT(config.dit, config.action, config.autoencoder.latent_channels)).to(self.device).eval()
@@ -171,6 +172,7 @@ class WorldModel:
         (``"owner/name"`` or ``"owner/name@revision"``, through huggingface_hub's cache: offline once cached)."""
         from worldsim.worlds import resolve_world
 
+        resolve_device(device)  # a device this machine lacks is refused before a world is read or downloaded
         path = resolve_world(path)
         config, state, starts = load_checkpoint(path)
         wm = cls(config, starts=starts, device=device, dtype=dtype)

@@ -24,6 +24,7 @@ import torch
 from worldsim.agents.policy import Policy
 from worldsim.agents.ppo import ActorCritic, AgentPolicy, FrameStack, check_agent_fits, load_agent
 from worldsim.config import WorldConfig
+from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError
 
@@ -62,6 +63,7 @@ class RLEvalConfig:
     workers: int = 2
     """Processes for the real episodes (each runs its own env)."""
     device: str = "cpu"
+    """cpu or cuda: where the world dreams."""
     precision: str = "auto"
     """The dream world's precision: fp32, bf16 or auto."""
 
@@ -371,6 +373,7 @@ def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
 
     if not cfg.agent:
         raise InputError("--agent is required: a run directory of worldsim rl train or an agent directory")
+    resolve_device(cfg.device)
     if cfg.episodes < 1 or cfg.workers < 1:
         raise InputError(f"--episodes and --workers must be >= 1, got {cfg.episodes} and {cfg.workers}")
     if cfg.real is None and not cfg.dream:
