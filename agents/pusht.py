@@ -63,6 +63,19 @@ def pose_of(env: gymnasium.Env) -> PushTPose:
     )
 
 
+def pusht_state(env: gymnasium.Env) -> dict[str, float]:
+    """What the recorder logs per frame of a PushT episode (``SourceWorld.probe``): the pusher's centre and the T's
+    centre of gravity (world units) and angle (radians), so evaluations and auxiliary losses can use the true pose."""
+    pose = pose_of(env)
+    return {
+        "agent_x": float(pose.agent[0]),
+        "agent_y": float(pose.agent[1]),
+        "block_x": float(pose.block_cog[0]),
+        "block_y": float(pose.block_cog[1]),
+        "block_angle": pose.block_angle,
+    }
+
+
 def wrap_angle(angle: float) -> float:
     """An angle in [-pi, pi)."""
     return (angle + math.pi) % (2 * math.pi) - math.pi

@@ -69,6 +69,9 @@ class SourceWorld:
     """The reward of one world step that means the task is done (PushT: 1.0, its reward clip(coverage / 0.95, 0, 1)
     reaching 1 at 95% coverage); ``worldsim predict`` and ``rank`` report success rates and the mean of each
     episode's highest reward with it. None: the env has no notion of success."""
+    judge: str = ""
+    """``module:Class`` of the env's judge (``worldsim.envs.judges``): reads task state off any frame, real or
+    dreamt, and scores it by the env's own rule (PushT: the T's pose -> coverage -> success); empty: none."""
     success_terminates: bool = False
     """The env terminates exactly when it succeeds (PushT), so an episode succeeded when it terminated, in the real
     env and in a dream, where the world's termination head is then a success detector (``predict.episode_success``)."""
@@ -100,10 +103,12 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         "gym_pusht",
         "gym-pusht",
         {"obs_type": "pixels"},
+        probe="worldsim.agents.pusht:pusht_state",
         captioner=f"{CAPTIONS}:PushTCaptioner",
         action_point=True,
         success_reward=1.0,  # gym_pusht: reward clip(coverage / 0.95, 0, 1); terminated = success = coverage > 0.95
         success_terminates=True,
+        judge="worldsim.envs.judges:PushTJudge",
     ),
     SourceWorld(("ALE/",), "ale_py", "ale-py", captioner=f"{CAPTIONS}:AtariCaptioner"),
     SourceWorld(("worldsim/Crafter-v0",), "crafter", "crafter", captioner=f"{CAPTIONS}:CrafterCaptioner"),

@@ -24,6 +24,14 @@ they were recorded on:
   and dreams forked from them (``worldsim.predict``); the mean dreamed and real H-step returns per policy are
   compared by Pearson and Spearman correlation and by MAE (also as a share of the real returns' range).
 
+* **state fidelity** (worlds whose source env has a judge, ``worldsim.envs.judges``; PushT): from ``context`` real
+  frames the world replays the recorded actions open loop; at each of ``state_horizons`` the judge reads the task
+  object off the dreamt and the real frame. ``state_iou_h{h}``: overlap (IoU) of the object's pixel masks;
+  ``block_error_h{h}`` / ``angle_error_h{h}``: median error of its pose (table units, degrees; a dream where the
+  object cannot be read counts as infinitely wrong, ``state_readable_h{h}`` says how often); each beside
+  copy-last (the last context frame held), overall and split by whether the real object moved
+  (``_moved`` / ``_still``). The real pose is the recorded one where the data logs it, else read off the frame.
+
 The open-loop numbers are also split by whether anything moves in the context (``psnr_h{h}_moving`` /
 ``_still``): a world can score well on still starts by copying, and the split shows it.
 
@@ -48,13 +56,20 @@ from worldsim.checkpoint import load_config
 from worldsim.data.compat import check_data_matches_world
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel, resize_frames
+from worldsim.envs.judges import Judge, judge_for
 from worldsim.envs.sources import SourceWorld, frame_of, make_source_env, source_world
 from worldsim.errors import InputError, WorldsimError
 from worldsim.precision import Precision, model_dtype
-from worldsim.stats import pearson, spearman
+from worldsim.progress import progress_bar
+from worldsim.stats import format_correlation, pearson, spearman
 from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
-PARTS = ("teacher", "open_loop", "stability", "policy_shift")
+PARTS = ("teacher", "open_loop", "stability", "policy_shift", "state")
+DEFAULT_PARTS = PARTS[:4]
+"""What ``worldsim eval`` runs unless ``--parts`` says: ``state`` needs a judge, which not every source has."""
+MOVED_UNITS, MOVED_DEGREES = 10.0, 10.0
+"""A state rollout counts as one where the object moved when, between the last context frame and frame h, the
+real object's position changed by at least this many table units or its angle by at least this many degrees."""
 STILL_SPEED = 1.0
 """Speed (the source env's units per second: CarRacing's world units) below which a car counts as still."""
 STILL_PIXEL_CHANGE = 0.1
@@ -79,8 +94,9 @@ class EvalConfig:
     """Image key of --data to compare with, for datasets with several (the one the world was trained on)."""
     episodes: str = ""
     """Episode indices to use, e.g. '220-239' (default: all in the file)."""
-    parts: str = ",".join(PARTS)
-    """Which measurements to run: teacher, open_loop, stability, policy_shift (comma-separated)."""
+    parts: str = ",".join(DEFAULT_PARTS)
+    """Which measurements to run: teacher, open_loop, stability, policy_shift, state (comma-separated; state needs
+    a world whose source env has a judge, e.g. PushT)."""
     horizons: str = "1,4,16,64"
     """Comma-separated open-loop horizons at which PSNR/SSIM are reported."""
     context: int = 4
@@ -116,6 +132,8 @@ class EvalConfig:
     """Policy shift: real frames of the still car a standstill dream starts from."""
     standstill_tracks: int = 4
     """Policy shift: real tracks the standstill drift is averaged over."""
+    state_horizons: str = "10,30,60,100"
+    """State fidelity: open-loop horizons at which the task object's mask overlap and pose error are reported."""
     batch: int = 16
     """Rollouts run together (speed only: results do not depend on it)."""
     seed: int = 0
@@ -175,6 +193,23 @@ def pixel_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=(-3, -2, -1))
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per frame: intersection over union of two (N, H, W) bool masks; NaN where both are empty."""
+    inter = (a & b).reshape(len(a), -1).sum(1)
+    union = (a | b).reshape(len(a), -1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
+def _horizons(text: str, flag: str) -> list[int]:
+    try:
+        horizons = [int(h) for h in text.split(",")]
+    except ValueError:
+        raise InputError(f"{flag} {text}: expected comma-separated integers like 1,4,16,64") from None
+    if min(horizons) < 1:
+        raise InputError(f"{flag} {text}: horizons must be >= 1")
+    return horizons
+
+
 def context_is_still(frames: np.ndarray, speed: np.ndarray | None = None) -> bool:
     """Whether nothing moves in a context of uint8 frames (T, H, W, 3): every frame's logged ``speed`` (T,) below
     ``STILL_SPEED`` when the data has it, else consecutive frames closer than ``STILL_PIXEL_CHANGE`` on average."""
@@ -224,17 +259,16 @@ class _Evaluation:
         self.seeds = {e: reader.seed(e) for e in self.episodes}
         # Newer recordings log the source's per-frame state (SourceWorld.probe): CarRacing's speed tells moving
         # starts from still ones better than pixels do.
-        self.speeds = {e: reader.infos(e).get("speed") for e in self.episodes}
+        self.infos = {e: reader.infos(e) for e in self.episodes}
+        self.speeds = {e: self.infos[e].get("speed") for e in self.episodes}
         # Real tracks for the policy-shift part: seed, seed + 1, ... from the first held-out episode's (held-out
         # tracks, when the held-out episodes were recorded in a row), else --seed.
         first = self.seeds[self.episodes[0]] if self.episodes else None
         self.track_seed = first if first is not None else cfg.seed
         self.wm.action_space.seed(cfg.seed)  # random actions for the controllability rollouts
 
-    def _bar(self, total: int, desc: str):
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, disable=not self.progress)
+    def _bar(self, total: int, desc: str) -> Any:
+        return progress_bar(total, desc, self.progress)
 
     def _generators(self, keys: list[tuple[int, int]]) -> list[torch.Generator]:
         return [torch.Generator().manual_seed(self.cfg.seed + e * 100_003 + s) for e, s in keys]
@@ -293,19 +327,10 @@ class _Evaluation:
 
     def open_loop(self) -> dict[str, Any]:
         """Rollouts from the true actions and from random ones, scored at each horizon."""
-        cfg, c, skip = self.cfg, self.cfg.context, self.cfg.skip_frames
+        cfg, c = self.cfg, self.cfg.context
         horizons = [int(h) for h in cfg.horizons.split(",")]
         longest = max(horizons)
-        keys = []
-        for e in self.episodes:
-            last_start = len(self.frames[e]) - c - longest
-            if last_start >= skip:
-                spread = np.linspace(skip, last_start, cfg.starts_per_episode).astype(int)
-                keys += [(e, int(s)) for s in np.unique(spread)]
-        if not keys:
-            raise InputError(
-                f"no episode in {cfg.data} is long enough for skipped frames {skip} + context {c} + horizon {longest}"
-            )
+        keys = self._rollout_starts(longest)
         still = np.array([context_is_still(self.frames[e][s : s + c], self._speed(e, s, c)) for e, s in keys])
         scores: dict[str, list[np.ndarray]] = {}
 
@@ -346,6 +371,73 @@ class _Evaluation:
                 for group, rows in (("moving", ~still), ("still", still)):
                     if rows.any():
                         result[f"{name}_{group}"] = float(values[rows].mean())
+        return result
+
+    def _rollout_starts(self, longest: int) -> list[tuple[int, int]]:
+        """(episode, start) of the open-loop rollouts: ``starts_per_episode`` spread over each episode long enough
+        for the skipped frames, the context and ``longest`` dreamt frames."""
+        cfg, c, skip = self.cfg, self.cfg.context, self.cfg.skip_frames
+        keys = []
+        for e in self.episodes:
+            last_start = len(self.frames[e]) - c - longest
+            if last_start >= skip:
+                spread = np.linspace(skip, last_start, cfg.starts_per_episode).astype(int)
+                keys += [(e, int(s)) for s in np.unique(spread)]
+        if not keys:
+            raise InputError(
+                f"no episode in {cfg.data} is long enough for skipped frames {skip} + context {c} + horizon {longest}"
+            )
+        return keys
+
+    def _real_states(self, judge: Judge, keys: list[tuple[int, int]], at: int) -> dict[str, np.ndarray]:
+        """The real task state of frame ``start + at`` of each rollout: recorded where the data logs every key of
+        the judge's state (the source's probe), else read off the frame by the judge."""
+        infos = [self.infos[e] for e, _ in keys]
+        if all(all(k in info for k in judge.STATE) for info in infos):
+            return {k: np.array([info[k][s + at] for info, (_, s) in zip(infos, keys)], float) for k in judge.STATE}
+        return judge.state(np.stack([self.frames[e][s + at] for e, s in keys]))
+
+    def state(self) -> dict[str, Any]:
+        """State fidelity (module doc): the task object's mask overlap and pose error after h open-loop steps of
+        the recorded actions, beside copy-last, split by whether the real object moved."""
+        cfg, c = self.cfg, self.cfg.context
+        judge = judge_for(self.wm.config.source_env, cfg.checkpoint)
+        horizons = _horizons(cfg.state_horizons, "--state-horizons")
+        keys = self._rollout_starts(max(horizons))
+        dreams: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
+        with self._bar(len(keys), "state fidelity") as bar:
+            for i in range(0, len(keys), cfg.batch):
+                part = keys[i : i + cfg.batch]
+                actions = np.stack([self.steps[e]["actions"][s + c - 1 : s + c - 1 + max(horizons)] for e, s in part])
+                self._start(part)
+                dream = self.wm.predict(actions).frames
+                for h in horizons:
+                    dreams[h].append(dream[:, h - 1])
+                bar.update(len(part))
+        last_frames = np.stack([self.frames[e][s + c - 1] for e, s in keys])
+        last_mask, last_state = judge.mask(last_frames), self._real_states(judge, keys, c - 1)
+        result: dict[str, Any] = {"state_rollouts": len(keys), "state_horizons": horizons}
+        for h in horizons:
+            real_frames = np.stack([self.frames[e][s + c - 1 + h] for e, s in keys])
+            dream_frames = np.concatenate(dreams[h])
+            real_mask, real_state = judge.mask(real_frames), self._real_states(judge, keys, c - 1 + h)
+            dream_state = judge.state(dream_frames)
+            moved_by = judge.state_errors(last_state, real_state)
+            moved = (moved_by["block"] >= MOVED_UNITS) | (moved_by["angle"] >= MOVED_DEGREES)
+            scores = {  # name -> per-rollout values; the "_copy" twins are the last context frame held
+                "state_iou": mask_iou(judge.mask(dream_frames), real_mask),
+                "state_iou_copy": mask_iou(last_mask, real_mask),
+                **{f"{k}_error": v for k, v in judge.state_errors(dream_state, real_state).items()},
+                **{f"{k}_error_copy": v for k, v in moved_by.items()},
+            }
+            result[f"state_readable_h{h}"] = float(np.isfinite(scores["block_error"]).mean())
+            result[f"state_moved_h{h}"] = int(moved.sum())
+            for group, rows in (("", np.ones(len(keys), bool)), ("_moved", moved), ("_still", ~moved)):
+                if rows.any():
+                    for name, values in scores.items():
+                        # Overlaps are averaged; errors (inf where unreadable) take the median.
+                        stat = np.nanmean if name.startswith("state_iou") else np.median
+                        result[f"{name}_h{h}{group}"] = float(stat(values[rows]))
         return result
 
     def _speed(self, episode: int, start: int, n: int) -> np.ndarray | None:
@@ -618,10 +710,10 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise InputError(f"--parts: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
-    try:
-        [int(h) for h in cfg.horizons.split(",")]
-    except ValueError:
-        raise InputError(f"--horizons {cfg.horizons}: expected comma-separated integers like 1,4,16,64") from None
+    _horizons(cfg.horizons, "--horizons")
+    _horizons(cfg.state_horizons, "--state-horizons")
+    if "state" in parts:  # before loading the world and the data: a judge reads the task state off the frames
+        judge_for(load_config(resolve_world(cfg.checkpoint)).source_env, cfg.checkpoint)
     if min(cfg.family_episodes, cfg.family_horizon, cfg.standstill_context, cfg.standstill_tracks) < 1:
         raise InputError(
             "--family-episodes, --family-horizon, --standstill-context and --standstill-tracks must be >= 1"
@@ -659,7 +751,8 @@ def format_eval_table(result: dict[str, Any], horizons: list[int]) -> str:
             f"| copy last frame | {result['teacher_baseline_psnr']:.2f} | {result['teacher_baseline_ssim']:.3f} |",
             "",
             f"Reward head: MAE {result['reward_mae']:.3f} (constant median guess {result['reward_baseline_mae']:.3f}), "
-            f"correlation {result['reward_corr']:.2f}. Termination head: {result['terminations']} real terminations"
+            f"correlation {format_correlation(result['reward_corr'], 2)}. "
+            f"Termination head: {result['terminations']} real terminations"
             + (f", recall {result['termination_recall']:.2f}" if "termination_recall" in result else "")
             + f", {result['termination_false_alarms_per_1k']:.1f} false alarms per 1000 frames.",
             "",
@@ -706,7 +799,31 @@ def format_eval_table(result: dict[str, Any], horizons: list[int]) -> str:
         )
         lines.append("")
     lines += _policy_shift_lines(result)
+    lines += _state_lines(result)
     return "\n".join(lines).rstrip()
+
+
+def _state_lines(result: dict[str, Any]) -> list[str]:
+    if "state_rollouts" not in result:
+        return []
+
+    def cell(key: str, digits: int) -> str:
+        return f"{result[key]:.{digits}f}" if key in result else "-"
+
+    lines = [
+        "",
+        f"State fidelity ({result['state_rollouts']} open-loop rollouts of the recorded actions; the task object read "
+        "off the frames by the source's judge; copy-last in brackets):",
+        "| horizon | mask IoU | IoU, moved | IoU, still | position error | angle error (deg) | readable | moved |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for h in result["state_horizons"]:
+        groups = ("", "_moved", "_still")
+        iou = [f"{cell(f'state_iou_h{h}{g}', 2)} ({cell(f'state_iou_copy_h{h}{g}', 2)})" for g in groups]
+        pose = [f"{cell(f'{k}_error_h{h}', 1)} ({cell(f'{k}_error_copy_h{h}', 1)})" for k in ("block", "angle")]
+        tail = [cell(f"state_readable_h{h}", 2), str(result[f"state_moved_h{h}"])]
+        lines.append(f"| {h} | " + " | ".join(iou + pose + tail) + " |")
+    return lines
 
 
 def _policy_shift_lines(result: dict[str, Any]) -> list[str]:
@@ -740,7 +857,8 @@ def _policy_shift_lines(result: dict[str, Any]) -> list[str]:
                 f"{row['episode_return_mae']:.1f} |"
             )
         lines.append(
-            f"Pearson {result['policy_return_pearson']:.3f}, Spearman {result['policy_return_spearman']:.3f}, "
+            f"Pearson {format_correlation(result['policy_return_pearson'])}, "
+            f"Spearman {format_correlation(result['policy_return_spearman'])}, "
             f"MAE {result['policy_return_mae']:.2f}"
             + (
                 f" ({100 * result['policy_return_mae_share']:.1f}% of the real returns' range)"

@@ -9,7 +9,9 @@ numpy only (scipy is not a dependency); each function is checked against hand-co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,11 +22,28 @@ CI = tuple[float, float]
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of two 1-D samples; 0 where either is constant (no linear relation to measure)."""
+    """Pearson correlation of two 1-D samples; NaN where either is constant: the correlation is undefined (e.g. no
+    dream succeeds), which is not the same as no correlation (``format_correlation`` prints it as undefined)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.std() == 0 or y.std() == 0:
-        return 0.0
+        return math.nan
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def format_correlation(value: float | None, digits: int = 3) -> str:
+    """A correlation for a report: its value, or "undefined" where one side was constant (NaN or None)."""
+    return "undefined" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN float (an undefined correlation) as None, so the JSON written is standard JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
