@@ -17,6 +17,7 @@ from worldsim.models.dit import DiT
 from worldsim.training.config import DistillTrainConfig, with_preset
 from worldsim.training.distill import DistillStage, TeacherForced
 from worldsim.training.loop import train
+from worldsim.training.objectives import own_rollout
 from worldsim.training.t2v import TextToVideoStage
 from worldsim.training.world import WorldStage
 
@@ -123,14 +124,16 @@ def test_own_rollout_keeps_the_real_start_and_makes_the_rest_from_the_students_p
     x = batch["latents"] if "latents" in batch else stage.autoencoder.encode(batch["frames"]).float()
     g = torch.Generator().manual_seed(0)
     context_noise, noise = torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)
-    args = (batch["actions"], batch["action_null"])
-    made = stage.own_rollout(stage.model, x, context_noise, noise, *args)
+    args = (stage.config.sampler, context_noise, noise, batch["actions"], batch["action_null"])
+    T = x.shape[1]
+    made = own_rollout(stage.model, x, 1, T, *args)
     assert torch.equal(made[:, :1], x[:, :1])
     assert (made[:, 1:] - x[:, 1:]).abs().mean() > 1e-3  # the student's frames, not the data's
     scrambled = x.clone()
     scrambled[:, 1:] = torch.randn(scrambled[:, 1:].shape, generator=g)
-    torch.testing.assert_close(stage.own_rollout(stage.model, scrambled, context_noise, noise, *args), made)
-    other = stage.own_rollout(stage.model, x, context_noise, noise.flip(0), *args)
+    torch.testing.assert_close(own_rollout(stage.model, scrambled, 1, T, *args), made)
+    args = (stage.config.sampler, context_noise, noise.flip(0), batch["actions"], batch["action_null"])
+    other = own_rollout(stage.model, x, 1, T, *args)
     assert not torch.allclose(other[:, 1:], made[:, 1:])
 
 

@@ -17,10 +17,12 @@ from worldsim.checkpoint import save_autoencoder
 from worldsim.cli import main
 from worldsim.config import ActionSpec, AutoencoderConfig
 from worldsim.engine import WorldModel
+from worldsim.errors import InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.training.autoencoder import AutoencoderStage
 from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
 from worldsim.training.loop import train
+from worldsim.training.objectives import draw_forcing_noise
 from worldsim.training.world import WorldStage, load_trained_autoencoder
 
 TINY_AE = AutoencoderConfig(widths=[8, 16], latent_channels=4)
@@ -292,3 +294,41 @@ def test_world_training_with_captions_builds_a_text_world(tmp_path, autoencoder_
     wm = WorldModel.from_pretrained(tmp_path / "run" / "world")
     wm.reset(seed=0, text="episode 1")
     assert wm.step([2]).frames.shape == (1, 16, 16, 3)
+
+
+def test_own_context_makes_the_context_after_the_real_start_and_keeps_the_targets(tmp_path, data, autoencoder_dir):
+    """--own-context: in the chosen teacher-forced clips the context frames after the first real ones are the
+    model's own rollout; the real start and the target frames (from the split on) stay recorded; other clips are
+    untouched; the same draw gives the same clip."""
+    cfg = world_cfg(data, autoencoder_dir, tmp_path / "w", own_context=1.0, own_context_from=1, clip_frames=4)
+    stage = WorldStage(cfg)
+    batch = torch.utils.data.default_collate([stage.dataset[i] for i in range(4)])
+    clip = stage.clip_batch(stage.model, batch)
+    T, shape = clip.latents.shape[1], tuple(clip.latents.shape[2:])
+    g = torch.Generator().manual_seed(0)
+    draw = draw_forcing_noise(4, T, shape, stage.loss_config, g)
+    draw.is_context[:] = torch.tensor(
+        [[True, True, True, False], [True, False, False, False], [False] * 4, [True, True, False, False]]
+    )
+    own = torch.tensor([True, True, True, False])
+    context_noise, noise = torch.randn(2, 4, T, *shape, generator=g)
+    made, share = stage._with_own_context(stage.model, clip, draw, own, context_noise, noise)
+    x, y = clip.latents, made.latents
+    assert share == 0.25  # only row 0 has own context after frame 1 (row 1's context is its real start alone)
+    assert torch.equal(y[0, :1], x[0, :1]) and torch.equal(y[0, 3:], x[0, 3:])
+    assert (y[0, 1:3] - x[0, 1:3]).abs().mean() > 1e-3
+    assert torch.equal(y[1:], x[1:])
+    again, _ = stage._with_own_context(stage.model, clip, draw, own, context_noise, noise)
+    torch.testing.assert_close(again.latents, y)
+    result = train(stage, cfg, progress=False)  # and the loop trains with it
+    assert result["step"] == cfg.steps
+
+
+def test_a_fine_tuned_world_keeps_its_sampler(tmp_path, data, autoencoder_dir):
+    base = WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "base", steps=1))
+    base.config.sampler = dataclasses.replace(base.config.sampler, steps=2, shift=0.5)
+    base.world_model(base.model).save_pretrained(tmp_path / "two_step")
+    tuned = WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "tuned", steps=1, init=str(tmp_path / "two_step")))
+    assert (tuned.config.sampler.steps, tuned.config.sampler.shift) == (2, 0.5)
+    with pytest.raises(InputError, match="own-context-from"):
+        WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "bad", own_context=0.5, own_context_from=9))

@@ -102,6 +102,13 @@ class WorldTrainConfig(TrainConfig):
     text_holdout: int = 2
     """Episodes at the end of each --text-data file kept out (as ``train t2v --holdout`` does, so eval-text's
     held-out prompts stay unseen)."""
+    own_context: float = 0.0
+    """Share of teacher-forced clips whose context is, after the first ``--own-context-from`` real frames, the
+    model's own rollout (its sampler, the clip's actions, no gradient) while the targets stay recorded frames: the
+    network learns to continue, and correct, the contexts its own dreams give it (self-forcing). 0: all context
+    real."""
+    own_context_from: int = 1
+    """Real frames at the start of an own-context clip."""
 
 
 @dataclass

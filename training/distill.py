@@ -55,7 +55,7 @@ from worldsim.models.dit import DiT, DiTOutput
 from worldsim.training.common import BucketedClips, cached_latents, open_training_data
 from worldsim.training.config import DistillTrainConfig
 from worldsim.training.loop import Distributed
-from worldsim.training.objectives import LossConfig, drop_text
+from worldsim.training.objectives import LossConfig, drop_text, own_rollout
 from worldsim.training.t2v import captioned_clips, check_frame_sizes, log_text_rollouts, open_captioned
 from worldsim.training.world import EXPORT_DIR, log_open_loop
 
@@ -190,7 +190,8 @@ class DistillStage:
             rollout_noise = torch.randn(global_batch, T, *shape, generator=generator)[rows].to(device)
             seen = (actions[:, :T] if actions is not None else None, null[:, :T])
             rollout_text = None if text is None else TextContext(text.tokens.detach(), text.mask)  # no gradient
-            x = self.own_rollout(model, x, context_noise, rollout_noise, *seen, rollout_text)
+            start, sampler = self.cfg.rollout_from, self.config.sampler
+            x = own_rollout(model, x, start, T, sampler, context_noise, rollout_noise, *seen, rollout_text)
         context = add_noise(x, context_noise, context_level)
 
         def noisy_part(net: nn.Module, frames: Tensor, frame_levels: Tensor, prompt: TextContext | None) -> DiTOutput:
@@ -230,37 +231,6 @@ class DistillStage:
             loss = flow + self.head_weight * (reward + term)
             metrics |= {"reward": reward.item(), "termination": term.item()}
         return loss, {"loss": loss.item()} | metrics
-
-    @torch.no_grad()
-    def own_rollout(
-        self,
-        net: nn.Module,
-        x: Tensor,
-        context_noise: Tensor,
-        noise: Tensor,
-        actions: Tensor | None,
-        null: Tensor,
-        text: TextContext | None = None,
-    ) -> Tensor:
-        """Latents (B, T, C, h, w) of real clips -> the same clips with frames ``rollout_from``.. made by ``net``, one
-        at a time as the engine makes them: from ``noise``, the student's Euler steps, each frame attending to the
-        frames before it at the context level (noised by ``context_noise``, as the training pass will show them)."""
-        T, B = x.shape[1], x.shape[0]
-        steps = sampling_levels(self.config.sampler.steps, self.config.sampler.shift).tolist()
-        level = self.config.sampler.context_noise
-        x = x.clone()
-        for t in range(self.cfg.rollout_from, T):
-            past_levels = torch.full((B, t), level, device=x.device)
-            past = add_noise(x[:, :t], context_noise[:, :t], past_levels)
-            frame = noise[:, t : t + 1]
-            for a, b in zip(steps[:-1], steps[1:]):
-                now, then = (torch.full((B, 1), s, device=x.device) for s in (a, b))
-                levels = torch.cat([past_levels, now], 1)
-                seen = (actions[:, : t + 1] if actions is not None else None, null[:, : t + 1])
-                out = net(torch.cat([past, frame], 1), levels, *seen, torch.arange(t + 1), text)
-                frame = euler_step(frame, out.velocity[:, -1:].float(), now, then)
-            x[:, t] = frame[:, 0]
-        return x
 
     def world_model(self, ema: nn.Module) -> WorldModel:
         dit = DiT(self.config.dit, self.config.action, self.config.autoencoder.latent_channels)

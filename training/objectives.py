@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from worldsim.diffusion.schedule import add_noise, sample_training_levels, velocity_target
+from worldsim.config import SamplerConfig
+from worldsim.diffusion.schedule import add_noise, euler_step, sample_training_levels, sampling_levels, velocity_target
 from worldsim.models.conditioning import TextContext
 from worldsim.models.dit import DiT
 
@@ -153,3 +154,39 @@ def drop_text(dit: DiT, text: TextContext, drop: Tensor) -> TextContext:
     mask[drop] = False
     mask[drop, 0] = True
     return TextContext(tokens=tokens, mask=mask)
+
+
+@torch.no_grad()
+def own_rollout(
+    net: nn.Module,
+    x: Tensor,
+    start: int,
+    stop: int,
+    sampler: SamplerConfig,
+    context_noise: Tensor,
+    noise: Tensor,
+    actions: Tensor | None,
+    null: Tensor,
+    text: TextContext | None = None,
+) -> Tensor:
+    """Latents (B, T, C, h, w) of real clips -> the same clips with frames ``start..stop-1`` made by ``net``, one at
+    a time as the engine makes them: from ``noise``, the sampler's Euler steps, each frame attending to the frames
+    before it at the sampler's context level (noised by ``context_noise``, as the training pass will show them).
+
+    Training on such clips (self-forcing, Huang et al. 2025; DIAMOND and GameNGen approximate it with noise) shows
+    the network the errors its own rollouts make, which a teacher-forced network never sees and which compound
+    over a long dream."""
+    B = x.shape[0]
+    steps = sampling_levels(sampler.steps, sampler.shift).tolist()
+    x = x.clone()
+    for t in range(start, stop):
+        past_levels = torch.full((B, t), sampler.context_noise, device=x.device)
+        past = add_noise(x[:, :t], context_noise[:, :t], past_levels)
+        frame = noise[:, t : t + 1]
+        seen = (actions[:, : t + 1] if actions is not None else None, null[:, : t + 1])
+        for a, b in zip(steps[:-1], steps[1:]):
+            now, then = (torch.full((B, 1), s, device=x.device) for s in (a, b))
+            out = net(torch.cat([past, frame], 1), torch.cat([past_levels, now], 1), *seen, torch.arange(t + 1), text)
+            frame = euler_step(frame, out.velocity[:, -1:].float(), now, then)
+        x[:, t] = frame[:, 0].to(x.dtype)
+    return x

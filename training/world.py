@@ -22,13 +22,20 @@ from worldsim.engine import WorldModel
 from worldsim.envs.sources import source_world
 from worldsim.errors import CheckpointError, ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
-from worldsim.models.conditioning import TextEncoder
+from worldsim.models.conditioning import TextContext, TextEncoder
 from worldsim.models.dit import DiT
 from worldsim.training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
 from worldsim.training.common import BucketedClips, add_rollout, cached_latents, open_training_data
 from worldsim.training.config import WorldTrainConfig
 from worldsim.training.loop import Distributed
-from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
+from worldsim.training.objectives import (
+    ClipBatch,
+    ForcingNoise,
+    LossConfig,
+    diffusion_forcing_loss,
+    draw_forcing_noise,
+    own_rollout,
+)
 from worldsim.worlds import resolve_world
 
 EXPORT_DIR = "world"
@@ -103,7 +110,11 @@ class WorldStage:
                     patch=cfg.patch or max(1, PIXELS_PER_TOKEN // ae_config.factor),
                     action_point=init_world.dit.action_point if init_world else _action_point(self.reader, action),
                 ),
-                sampler=SamplerConfig(window=min(SamplerConfig().window, cfg.clip_frames - sinks)),
+                # A fine-tuned world keeps the sampler it was tuned to (its steps and shift), within the new clips.
+                sampler=dataclasses.replace(
+                    init_world.sampler if init_world else SamplerConfig(),
+                    window=min((init_world.sampler if init_world else SamplerConfig()).window, cfg.clip_frames - sinks),
+                ),
                 # A fine-tuned world keeps the name (its Gymnasium id) and keys of the world it starts from.
                 name=cfg.name or (init_world.name if init_world else _world_name(self.reader.env_id)),
                 key_map=dict(init_world.key_map) if init_world else dict(source_world(self.reader.env_id).key_map),
@@ -112,6 +123,13 @@ class WorldStage:
             )
         except ConfigError as e:
             raise InputError(str(e)) from None
+        if not 0.0 <= cfg.own_context <= 1.0:
+            raise InputError(f"--own-context {cfg.own_context} must be a share in [0, 1]")
+        if not 1 <= cfg.own_context_from < cfg.clip_frames - 1:
+            raise InputError(
+                f"--own-context-from {cfg.own_context_from} must be in 1..{cfg.clip_frames - 2} (real frames before the"
+                " model's own, with at least one target frame after them)"
+            )
         torch.manual_seed(cfg.seed)
         self.model = DiT(self.config.dit, action, ae_config.latent_channels)
         if init_state is not None:
@@ -218,7 +236,44 @@ class WorldStage:
         T = clip.latents.shape[1]
         shape = tuple(clip.latents.shape[2:])  # text-only clips may have another frame size
         draw = draw_forcing_noise(global_batch, T, shape, self.loss_config, generator).rows(rows)
-        return diffusion_forcing_loss(model, clip, self.loss_config, draw=draw)
+        metrics: dict[str, float] = {}
+        if self.cfg.own_context > 0:
+            # Drawn for the global batch whatever this batch holds, so every rank and step sees the same stream.
+            own = (torch.rand(global_batch, generator=generator) < self.cfg.own_context)[rows]
+            own_noise = torch.randn(global_batch, 2, T, *shape, generator=generator)[rows]  # context, frame
+            if clip.actions is not None:
+                clip, share = self._with_own_context(model, clip, draw, own, *own_noise.unbind(1))
+                metrics["own_context"] = share
+        loss, out = diffusion_forcing_loss(model, clip, self.loss_config, draw=draw)
+        return loss, out | metrics
+
+    def _with_own_context(
+        self, model: nn.Module, clip: ClipBatch, draw: ForcingNoise, own: Tensor, context_noise: Tensor, noise: Tensor
+    ) -> tuple[ClipBatch, float]:
+        """The clip with the teacher-forced context of the ``own`` rows made by the model itself after the first
+        ``own_context_from`` real frames (``own_rollout``); the frames from the split on (the targets) stay
+        recorded. Returns it and the share of rows changed."""
+        start = self.cfg.own_context_from
+        split = draw.is_context.sum(1)  # (B,) context frames of a teacher-forced clip; 0 for the others
+        rows = (own & (split > start)).nonzero().flatten().tolist()
+        if not rows:
+            return clip, 0.0
+        device = clip.latents.device
+        stop = int(split[rows].max())
+        x = clip.latents[rows]
+        was_training = model.training
+        model.eval()
+        made = own_rollout(
+            model, x, start, stop, self.config.sampler, context_noise[rows].to(device, x.dtype),
+            noise[rows].to(device, x.dtype),
+            clip.actions[rows], clip.action_null[rows],
+            None if clip.text is None else TextContext(clip.text.tokens[rows], clip.text.mask[rows]),
+        )  # fmt: skip
+        model.train(was_training)
+        own_frames = torch.arange(x.shape[1], device=device)[None, :] < split[rows].to(device)[:, None]  # (b, T)
+        latents = clip.latents.clone()
+        latents[rows] = torch.where(own_frames[:, :, None, None, None], made, x)
+        return dataclasses.replace(clip, latents=latents), len(rows) / len(own)
 
     def world_model(self, ema: nn.Module) -> WorldModel:
         dit = DiT(self.config.dit, self.config.action, self.config.autoencoder.latent_channels)
