@@ -316,7 +316,7 @@ def test_a_pusht_dream_succeeds_when_its_termination_head_fires(pusht_world):
         keep(rows)
 
     wm.step, wm.keep_worlds = heads, keep_worlds
-    r = worldsim.predict(wm, "random", episodes=2, horizon=4)
+    r = worldsim.predict(wm, "random", episodes=2, horizon=4, judge=False)  # the heads alone
     assert live == [1]  # the ended dream left the batch
     assert r.success_reward == 1.0 and r.dream_success.tolist() == [True, False]
     assert r.dream_max_reward.tolist() == pytest.approx([0.5, 1.0]) and r.dream_return == pytest.approx([0.8, 2.3])
@@ -434,3 +434,37 @@ def test_cli_bad_input_is_one_line_exit_2(ckpt, capsys, flags, message):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("worldsim predict: error: ") and message in err, err
+
+
+def test_a_judged_dream_is_scored_and_ended_by_the_judge_with_the_heads_beside_it(pusht_world, monkeypatch):
+    """Where the source has a judge, the dream's rewards are the judge's (the env's rule on the frames) and a dream
+    ends where the judged reward reaches success; the heads' return and success are reported beside it."""
+    wm = WorldModel.from_pretrained(pusht_world)
+    t, live = [0], [0, 1]
+    judged = np.array([[0.3, 1.0, 0.2, 0.2], [0.1, 0.2, 0.4, 0.6]])
+
+    class ScheduledJudge:
+        success_score = 0.95
+
+        def reward(self, frames: np.ndarray) -> np.ndarray:
+            assert len(frames) == len(live)
+            out = judged[live, t[0]]
+            t[0] += 1
+            return out
+
+    keep = wm.keep_worlds
+
+    def keep_worlds(rows):
+        live[:] = [live[r] for r in rows]
+        keep(rows)
+
+    wm.keep_worlds = keep_worlds
+    monkeypatch.setattr(sys.modules["worldsim.predict"], "judge_for", lambda env_id, label: ScheduledJudge())
+    r = worldsim.predict(wm, "random", episodes=2, horizon=4)
+    assert live == [1] and r.judge == "ScheduledJudge"
+    assert r.dream_success.tolist() == [True, False] and r.dream_terminated.tolist() == [True, False]
+    assert r.dream_return == pytest.approx([1.3, 1.3]) and r.dream_max_reward == pytest.approx([1.0, 0.6])
+    assert r.dream_head_return is not None and r.dream_head_success is not None  # the heads, beside the judge
+    s = r.summary()
+    assert "dream_head_return_mean" in s and "dream_head_success_rate" in s
+    assert r.to_dict()["judge"] == "ScheduledJudge"

@@ -155,15 +155,16 @@ def cmd_eval(argv: list[str]) -> int:
     """
     from worldsim.checkpoint import atomic_path, check_output_path
     from worldsim.eval import EvalConfig, evaluate, format_eval_table
+    from worldsim.stats import json_ready
 
     args = parse(WithJsonFile[EvalConfig], argv, "eval", cmd_eval.__doc__, WithJsonFile(EvalConfig()))
     cfg = args.config
     if args.json:
         check_output_path(args.json)  # before minutes of evaluation, not after
-    result = evaluate(cfg, progress=sys.stderr.isatty())
+    result = evaluate(cfg, progress=True)
     if args.json:
         with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
+            tmp.write_text(json.dumps(json_ready(result), indent=2))
     print(format_eval_table(result, [int(h) for h in cfg.horizons.split(",")]))
     return 0
 
@@ -208,8 +209,10 @@ def cmd_predict(argv: list[str]) -> int:
         seed=cfg.seed,
         context=cfg.context,
         keep_frames=bool(cfg.video),
-        progress=sys.stderr.isatty(),
+        progress=True,
+        device=cfg.device,
         precision=cfg.precision,
+        judge=cfg.judge,
     )
     if cfg.json:
         write_predict_json(result, cfg.json)
@@ -240,8 +243,10 @@ def cmd_rank(argv: list[str]) -> int:
         seed=cfg.seed,
         context=cfg.context,
         keep_frames=cfg.video_episodes if cfg.video_dir else 0,
-        progress=sys.stderr.isatty(),
+        progress=True,
+        device=cfg.device,
         precision=cfg.precision,
+        judge=cfg.judge,
     )
     if cfg.json:
         write_rank_json(result, cfg.json)

@@ -27,7 +27,14 @@ one rule for both sides (``episode_success``): an env that terminates exactly wh
 termination head fired. That head is a classifier trained on exactly the success event and it is what ends the
 dream, as success ends the real episode; the reward head is a regression whose target reaches 1.0 only on that same
 last frame, so a threshold on it would need a tolerance to tune. Other envs succeed when the reward reaches
-``success_reward`` (less ``SUCCESS_TOLERANCE``). ``summary()`` gives success rates, mean highest reward and mean
+``success_reward`` (less ``SUCCESS_TOLERANCE``).
+
+**Judges.** Where the source env has a judge (``SourceWorld.judge``, ``worldsim.envs.judges``; PushT), the dream is
+scored as the real env scores itself: each dreamt frame's state is read off its pixels (PushT: the T's pose) and
+the env's own rule gives its reward (PushT: coverage / 0.95, capped at 1), so the dream's return, highest reward
+and success are the judge's, and a dream ends where the judged reward reaches ``success_reward`` (as a PushT
+episode ends on success). The heads' return and success come beside them (``dream_head_*``); ``judge=False``
+(``--no-judge``) scores by the heads alone. ``summary()`` gives success rates, mean highest reward and mean
 return, each with a 95% bootstrap interval over episodes.
 
 **Actions.** A Box action outside the bounds (PushT's targets outside [0, 512]^2) is clipped into them, the same
@@ -59,16 +66,19 @@ import torch
 from worldsim.agents.policy import Policy, make_seeing_policy, policy_name
 from worldsim.checkpoint import atomic_path, check_output_path, load_config
 from worldsim.config import ActionSpec, WorldConfig
+from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel, check_actions, resize_frames
+from worldsim.envs.judges import Judge, has_judge, judge_for
+from worldsim.envs.sources import SourceWorld, source_world
 from worldsim.errors import ActionClippedWarning, ConfigError, InputError, WorldsimError
 from worldsim.precision import Precision, model_dtype
+from worldsim.progress import progress_bar
 from worldsim.stats import bootstrap_ci
 from worldsim.video import VideoWriter, check_video_path
 from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
 if TYPE_CHECKING:
     from worldsim.data.reader import TrajectoryReader  # h5py: imported only where data is read
-    from worldsim.envs.sources import SourceWorld
 
 SUCCESS_TOLERANCE = 1e-3
 """How far below ``success_reward`` a step's reward may fall and still count as reaching it (float rounding), for
@@ -104,8 +114,14 @@ class PredictConfig:
     """Write a grid of the episodes to this .mp4 or .gif, each cell real | dream (dream only without --real)."""
     precision: Precision = "auto"
     """fp32, bf16 or auto (bf16 where the hardware has it natively)."""
+    device: str = "cpu"
+    """cpu or cuda (cuda:N): where the world runs; refused in one line on a machine without it."""
+    judge: bool = True
+    """Score the dreams by the source env's judge where it has one (PushT: the T's pose read off each dreamt frame ->
+    coverage -> success, the env's own rule), the world's heads beside it; --no-judge: by the heads alone."""
 
     def __post_init__(self) -> None:
+        resolve_device(self.device)
         if self.json:
             check_output_path(self.json)  # before the rollouts, not after
         if self.video:
@@ -153,6 +169,12 @@ class PredictResult:
     """(N,) bool where the env has a notion of success: the dream succeeded (``episode_success``)."""
     real_success: np.ndarray | None = None
     """(N,) bool with real=True where the env has a notion of success: the real episode succeeded."""
+    judge: str = ""
+    """The judge that scored the dreams (``worldsim.envs.judges``), or empty: the world's heads did."""
+    dream_head_return: np.ndarray | None = None
+    """(N,) float with a judge: the reward head's return over the same dreamt steps."""
+    dream_head_success: np.ndarray | None = None
+    """(N,) bool with a judge, where the env knows success: the termination head's verdict (``episode_success``)."""
 
     def summary(self) -> dict[str, Any]:
         """Means, (population) standard deviations and 95% bootstrap intervals over episodes (``*_ci95``: [low,
@@ -162,6 +184,10 @@ class PredictResult:
         out: dict[str, Any] = {"episodes": len(self.seeds)}
         out.update(_side_summary("dream", self.dream_return, self.dream_terminated, self.dream_max_reward,
                                  self.dream_success))  # fmt: skip
+        if self.dream_head_return is not None:
+            out["dream_head_return_mean"] = float(np.mean(self.dream_head_return))
+        if self.dream_head_success is not None:
+            out["dream_head_success_rate"] = float(np.mean(self.dream_head_success))
         if self.real_return is not None and self.real_terminated is not None and self.real_max_reward is not None:
             out.update(_side_summary("real", self.real_return, self.real_terminated, self.real_max_reward,
                                      self.real_success))  # fmt: skip
@@ -195,6 +221,8 @@ class PredictResult:
                                 "frame_rate": self.frame_rate}  # fmt: skip
         if self.success_reward is not None:
             head["success_reward"] = self.success_reward
+        if self.judge:
+            head["judge"] = self.judge
         return {**head, **self.summary(), "per_episode": self.per_episode()}
 
 
@@ -303,12 +331,6 @@ def _to_world(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize_frames(torch.from_numpy(np.ascontiguousarray(frame)), size).numpy()
 
 
-def _bar(total: int, desc: str, progress: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not progress)
-
-
 @dataclass
 class _PolicyEpisodes:
     """One policy's instances, one per episode for the dream and one per real episode, and its action check."""
@@ -384,8 +406,6 @@ def _data_starts(reader: TrajectoryReader, config: WorldConfig, seeds: list[int]
 def _intro_frames(config: WorldConfig) -> int:
     """Frames at the start of every episode of the world's source env that are not play (CarRacing's zoom-in): its
     adapter's ``intro_seconds`` at the world's frame rate, the frames ``worldsim eval`` skips too."""
-    from worldsim.envs.sources import source_world
-
     return round(source_world(config.source_env).intro_seconds * config.frame_rate)
 
 
@@ -424,7 +444,7 @@ def _real_starts(
     fork = intro + context - 1  # world steps before the fork: the fork's frame is the context's last
     act = policies.act
     contexts, actions, seen, real = [], [], [], []
-    with _bar(len(seeds) * (fork + horizon), f"real env: {act.name}", progress) as bar:
+    with progress_bar(len(seeds) * (fork + horizon), f"real env: {act.name}", progress) as bar:
         for i, (seed, policy) in enumerate(zip(seeds, policies.real)):
             obs, _ = env.reset(seed=seed)
             frames = [_to_world(frame_of(env, obs), size)]
@@ -485,22 +505,48 @@ class DreamRow:
 
 
 @dataclass
+class HeadOutcome:
+    """What the world's own reward and termination heads said of each row, up to the dream's end."""
+
+    returns: np.ndarray
+    """(N,) float: the reward head summed."""
+    terminated: np.ndarray
+    """(N,) bool: the termination head fired."""
+    max_reward: np.ndarray
+    """(N,) float: the reward head's highest per-step reward."""
+
+
+@dataclass
 class DreamOutcome:
-    """What the reward and termination heads said of each row of a rollout, and the kept frames."""
+    """What each row of a rollout earned, and the kept frames: by the source's judge where one scored the dream
+    (the env's own rule on the state read off each dreamt frame), else by the world's heads."""
 
     returns: np.ndarray
     """(N,) float: rewards summed up to the termination."""
     terminated: np.ndarray
-    """(N,) bool: the termination head fired within the horizon."""
+    """(N,) bool: the dream ended within the horizon (the judge saw success, or the termination head fired)."""
     max_reward: np.ndarray
     """(N,) float: the highest per-step reward up to the termination."""
     frames: list[np.ndarray | None]
     """Per row, uint8 (H+1, h, w, 3) where it keeps frames: the context's last frame, then the dream."""
+    heads: HeadOutcome | None = None
+    """With a judge: what the heads said beside it (without one, the fields above are the heads')."""
 
 
-def dream_rows(wm: WorldModel, rows: Sequence[DreamRow], horizon: int, progress: bool = False) -> DreamOutcome:
+def dream_rows(
+    wm: WorldModel,
+    rows: Sequence[DreamRow],
+    horizon: int,
+    progress: bool = False,
+    judge: Judge | None = None,
+    success_reward: float | None = None,
+) -> DreamOutcome:
     """All rows' dreams together, one ``step`` per time step; row i's dream depends only on row i (its own noise
-    generator, start and policy instance), not on the rows beside it."""
+    generator, start and policy instance), not on the rows beside it.
+
+    With a ``judge`` each dreamt frame is scored by the source env's own rule on the state the judge reads off it,
+    and a dream ends where that reward reaches ``success_reward`` (as a PushT episode ends on success); the heads'
+    outcomes come beside it. Without one, the heads score the dream and the termination head ends it."""
     N = len(rows)
     generators = [torch.Generator().manual_seed(row.seed) for row in rows]
     contexts = np.stack([row.context for row in rows])  # (N, T, h, w, 3)
@@ -510,22 +556,30 @@ def dream_rows(wm: WorldModel, rows: Sequence[DreamRow], horizon: int, progress:
         for t, frame in enumerate(row.seen):
             row.act(row.policy, frame, t, row.episode, "real env, shown to the dream's policy")
     returns, terminated, best = np.zeros(N), np.zeros(N, bool), np.full(N, -np.inf)
+    heads = HeadOutcome(np.zeros(N), np.zeros(N, bool), np.full(N, -np.inf))
     live = np.arange(N)  # the rows still dreaming, in the engine's batch order
     keep = np.array([row.keep_frames for row in rows])
     kept = [frames[keep]]
-    with _bar(horizon, f"dream ({N} worlds)", progress) as bar:
+    with progress_bar(horizon, f"dream ({N} worlds)", progress) as bar:
         for t in range(horizon):
             actions = [rows[i].act(rows[i].policy, frames[i], t, rows[i].episode, "dream") for i in live]
             out = wm.step(torch.stack(actions))
-            returns[live] += out.reward
-            best[live] = np.maximum(best[live], out.reward)
-            terminated[live] |= out.terminated
+            heads.returns[live] += out.reward
+            heads.max_reward[live] = np.maximum(heads.max_reward[live], out.reward)
+            heads.terminated[live] |= out.terminated
+            reward, ended = out.reward, out.terminated
+            if judge is not None:
+                reward = judge.reward(out.frames)
+                ended = reward >= (success_reward if success_reward is not None else np.inf) - SUCCESS_TOLERANCE
+            returns[live] += reward
+            best[live] = np.maximum(best[live], reward)
+            terminated[live] |= ended
             frames[live] = out.frames  # an ended dream's last frame stays
             if keep.any():
                 kept.append(frames[keep])
             bar.update(1)
-            if out.terminated.any():  # an ended dream leaves the batch: the rest step cheaper
-                going = np.flatnonzero(~out.terminated)
+            if ended.any():  # an ended dream leaves the batch: the rest step cheaper
+                going = np.flatnonzero(~ended)
                 if len(going) == 0:
                     kept += [frames[keep]] * (horizon - 1 - t) if keep.any() else []
                     bar.update(horizon - 1 - t)
@@ -534,7 +588,8 @@ def dream_rows(wm: WorldModel, rows: Sequence[DreamRow], horizon: int, progress:
                 live = live[going]
     stacked = np.stack(kept, 1)  # (K, H+1, h, w, 3)
     where = np.cumsum(keep) - 1
-    return DreamOutcome(returns, terminated, best, [stacked[where[i]] if keep[i] else None for i in range(N)])
+    frames_kept = [stacked[where[i]] if keep[i] else None for i in range(N)]
+    return DreamOutcome(returns, terminated, best, frames_kept, heads if judge is not None else None)
 
 
 # ----------------------------------------------------------------------------- the whole run
@@ -564,6 +619,7 @@ def run_policies(
     *,
     device: str = "cpu",
     precision: Precision = "fp32",
+    judge: bool = True,
 ) -> PolicyRuns:
     """``episodes`` episodes of each policy, all dreamed in one batch of P x N worlds; episode i of every policy
     uses seed + i (the same start, dream noise, policy seed and real env seed: a paired comparison), so a policy's
@@ -575,6 +631,7 @@ def run_policies(
         raise InputError(f"seed must be >= 0 (episode i uses seed + i), got {seed}")
     if real and data:
         raise InputError("real and data both give the dreams their start: pick one")
+    resolve_device(device)
     if isinstance(world, WorldModel):
         label, config = world.config.name, world.config
     else:
@@ -585,10 +642,13 @@ def run_policies(
         raise InputError(f"context {context}: world {label!r} takes 1 to {visible} context frames (sinks + window)")
     seeds = [seed + i for i in range(episodes)]
     made = [_make_policies(p, config, seeds, real) for p in policies]
+    source = source_world(config.source_env)
+    # Where the source env has a judge, the dream is scored by the env's own rule on the state read off its frames.
+    scorer = judge_for(config.source_env, label) if judge and has_judge(config.source_env) else None
 
     env, reader = None, None
     if real:
-        env = _source_env(config, label)
+        env = _source_env(config, label, _intro_frames(config) + context - 1 + horizon)
     elif data:
         from worldsim.data.compat import check_data_matches_world
         from worldsim.data.reader import TrajectoryReader
@@ -625,19 +685,20 @@ def run_policies(
         for i, s in enumerate(seeds)
     ]
     began = time.perf_counter()
-    outcome = dream_rows(wm, rows, horizon, progress)
+    outcome = dream_rows(wm, rows, horizon, progress, scorer, source.success_reward)
     dream_seconds = time.perf_counter() - began
-    from worldsim.envs.sources import source_world
-
-    source = source_world(config.source_env)
     results = []
     for k, (m, start) in enumerate(zip(made, starts)):
         mine = slice(k * episodes, (k + 1) * episodes)  # policy k's rows
-        dream = DreamOutcome(outcome.returns[mine], outcome.terminated[mine], outcome.max_reward[mine],
-                             outcome.frames[mine])  # fmt: skip
+        heads = outcome.heads
+        dream = DreamOutcome(
+            outcome.returns[mine], outcome.terminated[mine], outcome.max_reward[mine], outcome.frames[mine],
+            None if heads is None else HeadOutcome(heads.returns[mine], heads.terminated[mine], heads.max_reward[mine]),
+        )  # fmt: skip
         results.append(
             PredictResult(**_outcomes(dream, start.real, source), seeds=seeds, world=label, policy=m.act.name,
-                          horizon=horizon, frame_rate=config.frame_rate, success_reward=source.success_reward)
+                          horizon=horizon, frame_rate=config.frame_rate, success_reward=source.success_reward,
+                          judge=type(scorer).__name__ if scorer is not None else "")
         )  # fmt: skip
     return PolicyRuns(results, dream_seconds, real_seconds)
 
@@ -651,6 +712,10 @@ def _outcomes(dream: DreamOutcome, real: list[_RealEpisode] | None, source: Sour
         "dream_max_reward": dream.max_reward,
         "dream_frames": np.stack(kept) if kept else None,
         "dream_success": episode_success(dream.max_reward, dream.terminated, source),
+        "dream_head_return": None if dream.heads is None else dream.heads.returns,
+        "dream_head_success": None
+        if dream.heads is None
+        else episode_success(dream.heads.max_reward, dream.heads.terminated, source),
         "real_return": None,
         "real_terminated": None,
         "real_max_reward": None,
@@ -683,6 +748,7 @@ def predict(
     *,
     device: str = "cpu",
     precision: Precision = "fp32",
+    judge: bool = True,
 ) -> PredictResult:
     """Run ``episodes`` dreams of ``horizon`` steps under ``policy`` (and with ``real`` the real env beside each).
 
@@ -694,18 +760,24 @@ def predict(
     data: start the dreams from this trajectory file's episodes instead of the world's start contexts.
     context: frames each dream starts from.
     keep_frames: also return the frames (``dream_frames``, and ``real_frames`` with ``real``).
+    judge: score the dreams by the source env's judge where it has one (the env's rule on the state read off each
+        dreamt frame; the heads' numbers come beside it); False: by the world's heads alone.
 
     Box actions outside the bounds are clipped with one ``ActionClippedWarning`` per policy; NaN or infinite actions
     are refused (see the module docstring). Inputs are checked before anything is loaded or run: one-line
     InputError / ConfigError.
     """
     runs = run_policies(world, [policy], episodes, horizon, real, data, seed, context,
-                        episodes if keep_frames else 0, progress, device=device, precision=precision)  # fmt: skip
+                        episodes if keep_frames else 0, progress, device=device, precision=precision,
+                        judge=judge)  # fmt: skip
     return runs.results[0]
 
 
-def _source_env(config: WorldConfig, label: str) -> Any:
-    """The world's real env, checked against the world's actions; one-line errors."""
+def _source_env(config: WorldConfig, label: str, world_steps: int = 0) -> Any:
+    """The world's real env, checked against the world's actions; one-line errors. ``world_steps``: the world steps
+    one real episode must be able to run (intro, context and horizon); an env whose time limit would cut it sooner
+    (PushT's 300 steps, counted from its reset, would end a 300-step horizon three steps early after a 4-frame
+    context) is made with a limit that fits, so the real episode covers every step its dream does."""
     from worldsim.data.compat import describe_space
     from worldsim.envs.sources import make_source_env
 
@@ -727,6 +799,11 @@ def _source_env(config: WorldConfig, label: str) -> Any:
             f"world {label!r} takes {describe_space(config.action)} but its real env {config.source_env} takes "
             f"{env.action_space}"
         )
+    needed = world_steps * real_repeat(env, config)
+    limit = env.spec.max_episode_steps if env.spec is not None else None
+    if limit is not None and needed > limit:
+        env.close()
+        env = make_source_env(config.source_env, max_episode_steps=needed)
     return env
 
 

@@ -35,11 +35,12 @@ import numpy as np
 
 from worldsim.agents.policy import policy_name
 from worldsim.checkpoint import atomic_path, check_output_path
+from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError
 from worldsim.precision import Precision
 from worldsim.predict import PredictResult, format_ci, run_policies, write_predict_video
-from worldsim.stats import mmrv, pearson, spearman
+from worldsim.stats import format_correlation, json_ready, mmrv, pearson, spearman
 from worldsim.video import check_video_path
 from worldsim.worlds import DEFAULT_WORLD
 
@@ -74,8 +75,14 @@ class RankConfig:
     """Episodes (the first ones) in each policy's video grid."""
     precision: Precision = "auto"
     """fp32, bf16 or auto (bf16 where the hardware has it natively)."""
+    device: str = "cpu"
+    """cpu or cuda (cuda:N): where the world runs; refused in one line on a machine without it."""
+    judge: bool = True
+    """Score the dreams by the source env's judge where it has one (PushT: the T's pose read off each dreamt frame ->
+    coverage -> success, the env's own rule), the world's heads beside it; --no-judge: by the heads alone."""
 
     def __post_init__(self) -> None:
+        resolve_device(self.device)
         names = check_policies(policy_list(self.policies))  # before the rollouts, not after
         if self.video_episodes < 1:
             raise ConfigError(f"--video-episodes must be >= 1, got {self.video_episodes}")
@@ -153,8 +160,10 @@ class RankResult:
 
     def summary(self) -> dict[str, Any]:
         """How well the predicted numbers order and size the real ones across policies (with the real env): Pearson,
-        Spearman and MMRV of the policies' success rates (``success_*``, where the env knows success) and mean
-        returns (``return_*``; MMRV in return units); and the times."""
+        Spearman and MMRV of the policies' success rates (``success_*``) and mean highest per-step rewards
+        (``max_reward_*``; PushT: highest coverage / 0.95), where the env knows success, and mean returns
+        (``return_*``; MMRV in return units); and the times. A correlation where one side is the same for every
+        policy (no dream succeeds) is undefined: NaN here, null in the JSON, "undefined" in the table."""
         out: dict[str, Any] = {
             "policies": len(self.results),
             "episodes": len(self.results[0].seeds),
@@ -166,7 +175,11 @@ class RankResult:
         out["real_seconds"] = self.real_seconds
         pairs = {"return": ("dream_return", "real_return")}
         if self.has_success:
-            pairs = {"success": ("dream_success", "real_success"), **pairs}
+            pairs = {
+                "success": ("dream_success", "real_success"),
+                "max_reward": ("dream_max_reward", "real_max_reward"),
+                **pairs,
+            }
         for what, (dream_field, real_field) in pairs.items():
             predicted = np.array([np.mean(getattr(r, dream_field)) for r in self.results])
             real = np.array([np.mean(getattr(r, real_field)) for r in self.results])
@@ -194,7 +207,7 @@ class RankResult:
             if r.dream_success is not None and r.real_success is not None:
                 entry["success_abs_error"] = abs(float(np.mean(r.dream_success)) - float(np.mean(r.real_success)))
             per_policy.append(entry)
-        return {**head, **self.summary(), "per_policy": per_policy}
+        return json_ready({**head, **self.summary(), "per_policy": per_policy})
 
 
 def rank(
@@ -210,6 +223,7 @@ def rank(
     *,
     device: str = "cpu",
     precision: Precision = "fp32",
+    judge: bool = True,
 ) -> RankResult:
     """Dream ``episodes`` episodes of each of two or more ``policies`` in one batch (and with ``real`` run them in
     the real env) and rank the policies; see the module docstring.
@@ -219,6 +233,7 @@ def rank(
     policies: names that need only frames, ``module:factory`` strings or factory callables (as ``predict`` takes),
         each once.
     keep_frames: keep the frames of each policy's first ``keep_frames`` episodes (for ``write_rank_videos``).
+    judge: score the dreams by the source env's judge where it has one (see ``worldsim.predict``).
 
     Every input is checked before anything is loaded or run (fewer than two policies, a name given twice, an unknown
     policy, ``real`` for a world without a real env): a one-line ConfigError / InputError.
@@ -227,7 +242,7 @@ def rank(
     if keep_frames < 0:
         raise InputError(f"keep_frames must be >= 0, got {keep_frames}")
     runs = run_policies(world, policies, episodes, horizon, real, None, seed, context, min(keep_frames, episodes),
-                        progress, device=device, precision=precision)  # fmt: skip
+                        progress, device=device, precision=precision, judge=judge)  # fmt: skip
     return RankResult(runs.results, runs.dream_seconds, runs.real_seconds, seed)
 
 
@@ -264,12 +279,20 @@ def format_rank_table(result: RankResult) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     summary = result.summary()
     lines.append("")
-    for what, label in (("success", "success rate"), ("return", "mean return")):
+    for what, label in (("success", "success rate"), ("max_reward", "mean highest reward"), ("return", "mean return")):
         if f"{what}_pearson" in summary:
             lines.append(
-                f"predicted vs real {label} across policies: Pearson {summary[f'{what}_pearson']:.3f}, Spearman "
-                f"{summary[f'{what}_spearman']:.3f}, MMRV {summary[f'{what}_mmrv']:.3f}"
+                f"predicted vs real {label} across policies: Pearson {format_correlation(summary[f'{what}_pearson'])}"
+                f", Spearman {format_correlation(summary[f'{what}_spearman'])}, MMRV {summary[f'{what}_mmrv']:.3f}"
             )
+    if first.judge:
+        head_rates = ", ".join(
+            f"{r.policy} {r.summary()['dream_head_success_rate']:.0%}"
+            for r in result.ranked()
+            if "dream_head_success_rate" in r.summary()
+        )
+        lines.append(f"dreams scored by {first.judge} (state read off the dreamt frames); the termination head's "
+                     f"success beside it: {head_rates}")  # fmt: skip
     time = f"time: dream {result.dream_seconds:.1f} s ({summary['dream_worlds']} worlds in one batch)"
     if real:
         time += f", real env {result.real_seconds:.1f} s (one episode after another)"
