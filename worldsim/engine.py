@@ -218,7 +218,8 @@ class WorldModel:
         worlds x1.33 / x1.09 (``docs/results.md``). The first rollout pays ~20-25 s of compiling (a C++ compiler is
         needed). On a CPU the weights are frozen into the graphs: weights changed later take effect at the next
         ``reset``, which builds the graphs again. On a GPU the passes become CUDA graphs (not yet measured in this
-        project). Returns the world."""
+        project), whose first calls are checked against the eager passes (``worldsim.kernels.selfcheck``: the world
+        steps eagerly, with a warning, where they disagree). Returns the world."""
         self._compiled = CompiledPass(self.dit)
         autoencoder = self.autoencoder
         self._compiled_decoder = FrozenGraphs(autoencoder.latents_to_frames, autoencoder, self.device.type == "cuda")

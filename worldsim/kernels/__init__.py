@@ -7,21 +7,42 @@
   reads qkv once and writes every output in place.
 
 The kernels run only on CUDA tensors at inference (they have no backward), when Triton imports, and unless
-``WORLDSIM_NO_TRITON`` is set; everywhere else, the CPU included, the model runs exactly the PyTorch ops below. Each
-kernel is tested against them under Triton's CPU interpreter (``tests/test_triton_kernels.py``).
+``WORLDSIM_KERNELS=torch`` (or the older ``WORLDSIM_NO_TRITON``) is set; everywhere else, the CPU included, the model
+runs exactly the PyTorch ops below. Each kernel is tested against them under Triton's CPU interpreter
+(``tests/test_triton_kernels.py``), and checked against them again on the first call of each shape on a GPU
+(``worldsim.kernels.selfcheck``): one that disagrees there is dropped for them, with a warning.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from types import ModuleType
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from worldsim.kernels.selfcheck import KernelChecks, kernel_path
 from worldsim.models.attention import AttentionMemory, apply_rope
+
+KERNEL_CHECKS = KernelChecks()
+"""What the fused kernels showed on this process's devices (``selfcheck.KernelChecks``)."""
+
+_PLAIN: ContextVar[bool] = ContextVar("worldsim_plain_torch", default=False)
+
+
+@contextmanager
+def plain_torch() -> Iterator[None]:
+    """Within it the PyTorch ops run whatever the tensors: the path a compiled graph is checked against."""
+    token = _PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
 
 
 def use_triton(t: Tensor) -> bool:
@@ -31,7 +52,9 @@ def use_triton(t: Tensor) -> bool:
         t.is_cuda
         and not torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
+        and not _PLAIN.get()
         and not os.environ.get("WORLDSIM_NO_TRITON")
+        and kernel_path() != "torch"
         and _triton_ops() is not None
     )
 
@@ -59,9 +82,14 @@ def norm_modulate_torch(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Ten
 
 def norm_modulate(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """``norm_modulate_torch``, as one kernel on the GPU (for a LayerNorm without affine weights, as adaLN's are)."""
-    if norm.weight is None and use_triton(x):
-        return _triton_ops().norm_modulate(x, shift, scale, norm.eps)
-    return norm_modulate_torch(norm, x, shift, scale)
+    if not (norm.weight is None and use_triton(x) and KERNEL_CHECKS.trusted("norm_modulate", x)):
+        return norm_modulate_torch(norm, x, shift, scale)
+    out = _triton_ops().norm_modulate(x, shift, scale, norm.eps)
+    if KERNEL_CHECKS.due("norm_modulate", x):
+        plain = norm_modulate_torch(norm, x, shift, scale)
+        if not KERNEL_CHECKS.agree("norm_modulate", x, out, plain):
+            return plain
+    return out
 
 
 # ----------------------------------------------------------------- qkv split + RoPE + KV-cache write
@@ -85,7 +113,7 @@ def split_heads_rope(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``split_heads_rope_torch``, as one kernel on the GPU that writes k and v where ``memory`` keeps them for
     ``layer`` (``kv_slots``), so the cache has nothing left to copy."""
-    if not use_triton(qkv):
+    if not (use_triton(qkv) and KERNEL_CHECKS.trusted("split_heads_rope", qkv)):
         return split_heads_rope_torch(qkv, heads, cos, sin)
     B, F_, N, three_width = qkv.shape
     shape = (B, heads, F_ * N, three_width // (3 * heads))
@@ -93,4 +121,10 @@ def split_heads_rope(
     slots = memory.kv_slots(layer, B, F_ * N)
     k, v = slots if slots is not None else (qkv.new_empty(shape), qkv.new_empty(shape))
     _triton_ops().split_heads_rope_into(qkv, cos, sin, q, k, v)
+    if KERNEL_CHECKS.due("split_heads_rope", qkv):
+        plain = split_heads_rope_torch(qkv, heads, cos, sin)
+        if not KERNEL_CHECKS.agree("split_heads_rope", qkv, dict(q=q, k=k, v=v), dict(zip("qkv", plain))):
+            k.copy_(plain[1])  # the cache's slots (when k and v are them) get what the PyTorch path computes
+            v.copy_(plain[2])
+            return plain[0], k, v
     return q, k, v
