@@ -272,3 +272,42 @@ def test_standstill_in_held_out_data(tmp_path):
     assert result["standstill_drift_h30_data_real"] == 0.0
     assert result["standstill_drift_h30_data"] > 0.0  # a random world does not hold a frozen scene
     assert "no source env" in result["policy_shift_note"]
+
+
+def test_state_part_scores_a_copying_world_like_copy_last(tmp_path, capsys, monkeypatch):
+    """eval --parts state on real PushT frames (recorded with their state): a world that holds its last context
+    frame must score exactly the copy-last overlap, and pose errors within the pose reader's error of copy-last's
+    (which uses the recorded pose) — an off-by-one between dreamt and real frames would break both."""
+    pytest.importorskip("gym_pusht")
+    from helpers import save_pusht_world
+
+    from worldsim.engine import StepOutput
+
+    data = tmp_path / "pusht.h5"
+    assert main(["record", "--env", "gym_pusht/PushT-v0", "--policy", "random", "--episodes", "2",
+                 "--max-steps", "24", "--out", str(data)]) == 0  # fmt: skip
+    world = save_pusht_world(tmp_path / "world", frame_size=64)
+    held = {}
+    reset = WorldModel.reset
+
+    def remember(self, frames=None, *args, **kwargs):
+        held["last"] = np.asarray(frames)[:, -1]
+        return reset(self, frames, *args, **kwargs)
+
+    def copy_last(self, actions):
+        B, T = np.asarray(actions).shape[:2]
+        return StepOutput(np.repeat(held["last"][:, None], T, 1), np.zeros((B, T), np.float32), np.zeros((B, T), bool))
+
+    monkeypatch.setattr(WorldModel, "reset", remember)
+    monkeypatch.setattr(WorldModel, "predict", copy_last)
+    out = tmp_path / "state.json"
+    argv = ["eval", "--checkpoint", world, "--data", str(data), "--parts", "state", "--state-horizons", "1,8",
+            "--context", "2", "--starts-per-episode", "3", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["state_rollouts"] == 6 and result["state_horizons"] == [1, 8]
+    for h in (1, 8):
+        assert result[f"state_iou_h{h}"] == pytest.approx(result[f"state_iou_copy_h{h}"])
+        assert 0.0 <= result[f"state_iou_h{h}"] <= 1.0 and result[f"state_readable_h{h}"] == 1.0
+        assert abs(result[f"block_error_h{h}"] - result[f"block_error_copy_h{h}"]) < 6.0
+    assert "State fidelity (6 open-loop rollouts" in capsys.readouterr().out

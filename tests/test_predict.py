@@ -468,3 +468,22 @@ def test_a_judged_dream_is_scored_and_ended_by_the_judge_with_the_heads_beside_i
     s = r.summary()
     assert "dream_head_return_mean" in s and "dream_head_success_rate" in s
     assert r.to_dict()["judge"] == "ScheduledJudge"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_predict_rank_and_eval_refuse_a_missing_gpu_in_one_line(tmp_path, capsys):
+    for argv in [
+        ("predict", "--policy", "random", "--device", "cuda"),
+        ("rank", "--policies", "random,idle", "--device", "cuda"),
+        ("eval", "--data", str(tmp_path / "d.h5"), "--device", "cuda"),
+    ]:
+        code = main(list(argv))
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "--device cuda: this machine has no CUDA GPU" in err, err
+
+
+def test_eval_state_needs_a_judge_and_says_so_in_one_line(tmp_path, capsys):
+    """--parts state on a world whose source has no judge (the default CarRacing world): refused before loading."""
+    code = main(["eval", "--data", str(tmp_path / "d.h5"), "--parts", "state"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "has no judge" in err, err

@@ -55,6 +55,7 @@ from einops import rearrange
 from worldsim.checkpoint import load_config
 from worldsim.data.compat import check_data_matches_world
 from worldsim.data.reader import TrajectoryReader
+from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel, resize_frames
 from worldsim.envs.judges import Judge, judge_for
 from worldsim.envs.sources import SourceWorld, frame_of, make_source_env, source_world
@@ -140,6 +141,8 @@ class EvalConfig:
     """Seed of sampling noise and of the random actions."""
     precision: Precision = "fp32"
     """fp32, bf16 or auto: the precision of the world's DiT and decoder (to check that bf16 play loses nothing)."""
+    device: str = "cpu"
+    """cpu or cuda (cuda:N): where the world runs; refused in one line on a machine without it."""
 
 
 # ----------------------------------------------------------------------------- frame metrics
@@ -252,7 +255,8 @@ class _Evaluation:
             cfg = dataclasses.replace(cfg, stability_policy=source.driver or "replay")
         self.cfg = cfg
         self.progress = progress
-        self.wm = WorldModel.from_pretrained(path, dtype=model_dtype(cfg.precision, "cpu"))
+        device = resolve_device(cfg.device)
+        self.wm = WorldModel.from_pretrained(path, device=device, dtype=model_dtype(cfg.precision, device.type))
         size = self.wm.frame_size
         self.frames = {e: resize_frames(torch.from_numpy(reader.frames(e)), size).numpy() for e in self.episodes}
         self.steps = {e: reader.steps(e) for e in self.episodes}
@@ -450,8 +454,8 @@ class _Evaluation:
         out = []
         with torch.inference_mode():
             for i in range(0, len(frames), 256):
-                z = self.wm.autoencoder.encode(torch.from_numpy(frames[i : i + 256]))
-                out.append(F.adaptive_avg_pool2d(z.float(), 4).flatten(1).numpy())
+                z = self.wm.autoencoder.encode(torch.from_numpy(frames[i : i + 256]).to(self.wm.device))
+                out.append(F.adaptive_avg_pool2d(z.float(), 4).flatten(1).cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     def _long_dream(
@@ -706,6 +710,7 @@ def _names(text: str) -> list[str]:
 
 
 def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
+    resolve_device(cfg.device)  # before any loading
     parts = _names(cfg.parts)
     unknown = set(parts) - set(PARTS)
     if unknown:
