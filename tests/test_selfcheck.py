@@ -46,7 +46,7 @@ def cached_passes(dit: DiT, latent_size: tuple[int, int]) -> list[torch.Tensor]:
 
 
 @pytest.fixture
-def dit():
+def dit(one_torch_thread):
     cfg = tiny_config()
     return randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels)), cfg.latent_size
 
