@@ -46,10 +46,8 @@ CHECKED_CALLS = 3
 """Calls of each input shape a compiled graph is checked on: a CUDA graph's first call warms up, the second records
 it, the third is its first replay, and each can go wrong on its own."""
 
-REPORT = (
-    "please report it (a worldsim issue) with this line and the gpu_check.json that `bash benchmarks/gpu_check.sh` "
-    "writes; WORLDSIM_KERNELS=fused skips the check"
-)
+REPORT = "please report it (a worldsim issue) with this line and the gpu_check.json of `bash benchmarks/gpu_check.sh`"
+"""How to report a mismatch: the script's JSON holds the GPU, the versions and the self-check's numbers."""
 
 
 class SelfCheckWarning(WorldsimWarning):
