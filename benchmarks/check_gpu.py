@@ -14,6 +14,7 @@ and every ``SelfCheckWarning``, whose absence is the verdict.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
@@ -36,6 +37,13 @@ WORLD = "carracing"
 
 
 # ----------------------------------------------------------------- selfcheck
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def frames_on(wm: WorldModel, path: str | None) -> tuple[np.ndarray, list[str]]:
     """``rollout_frames`` of ``wm`` with ``WORLDSIM_KERNELS=path`` (None: unset, the checked default), and the
     self-check's warning lines."""
@@ -64,7 +72,13 @@ def against(frames: np.ndarray, plain: np.ndarray) -> dict[str, float]:
 
 
 def selfcheck() -> dict[str, Any]:
-    result: dict[str, Any] = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "runs": []}
+    result: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": _version("triton"),
+        "gpu": torch.cuda.get_device_name(),
+        "runs": [],
+    }
     for dtype, compiled in ((torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)):
         wm = WorldModel.from_pretrained(WORLD, device="cuda", dtype=dtype)
         plain, _ = frames_on(wm, "torch")
