@@ -41,6 +41,15 @@ def test_the_dry_run_lists_every_part_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_the_run_refuses_a_machine_without_a_gpu_before_installing_anything(tmp_path):
+    out = tmp_path / "out"
+    script = str(ROOT / "benchmarks" / "gpu_check.sh")
+    run = subprocess.run(["bash", script], env={**os.environ, "OUT": str(out)}, capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.startswith("gpu_check: torch sees no CUDA GPU here"), run.stderr
+    assert run.stdout == "" and not out.exists()
+
+
 def test_a_wrong_flag_is_refused():
     run = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--wet-run"], capture_output=True)
     assert run.returncode == 2 and b"usage" in run.stderr
