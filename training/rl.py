@@ -4,7 +4,7 @@ Why our own single-file PPO (cleanrl's recipe: Huang et al. 2022, "The 37 implem
 Stable-Baselines3 through ``worldsim.envs.sb3``: the rollout is one batched engine call per step either way, but
 here the policy acts on a frame stack kept as one tensor (no per-env Python wrappers), the checkpoint is safetensors
 + JSON (SB3's zip pickles its optimizer and settings), and a resumed run keeps the policy, optimiser, return
-normaliser and RNG (its dreams start new episodes). ``docs/measure_rl_sb3.py`` times the two on the same dreams.
+normaliser and RNG (its dreams start new episodes). ``benchmarks/measure_rl_sb3.py`` times the two on the same dreams.
 
 What PPO sees: rewards from the world's reward head, episodes ended by its termination head or by the real env's
 time limit (``rl_eval.dream_episode_steps``), a truncated episode bootstrapped with the value of its last frame.

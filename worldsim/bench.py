@@ -89,8 +89,8 @@ def measure_matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, 
 
 
 def mean_call_us(fn: Callable[[], Any], calls: int = 2000, warmup: int = 50) -> float:
-    """Mean microseconds of ``fn()`` over ``calls`` calls after ``warmup``: the kernel timings of the docs/measure_*.py
-    scripts."""
+    """Mean microseconds of ``fn()`` over ``calls`` calls after ``warmup``: the kernel timings of the
+    benchmarks/measure_*.py scripts."""
     for _ in range(warmup):
         fn()
     start = time.perf_counter()
@@ -110,7 +110,7 @@ def alternating_rates(
     """Frames/s of ``wm`` under each variant, rounds alternating between them: each round resets ``batch`` worlds,
     calls the variant's set-up (after the reset, so it may change the fresh rollout) and takes the median of
     ``steps`` timed steps (random actions, the decode included) after ``warmup``. This VM's speed drifts by tens of
-    percent within minutes, so A/B numbers come from side-by-side rounds (the docs/measure_*.py scripts)."""
+    percent within minutes, so A/B numbers come from side-by-side rounds (the benchmarks/measure_*.py scripts)."""
     space = wm.action_space
     space.seed(0)
     rates: dict[str, list[float]] = {name: [] for name in variants}
@@ -130,7 +130,7 @@ def alternating_rates(
 
 def print_rates(rates: dict[str, list[float]], baseline: str, label: str = "") -> None:
     """One line per variant of ``alternating_rates``: the median of its rounds, its ratio to ``baseline``'s median,
-    and every round (the docs/measure_*.py scripts' report)."""
+    and every round (the benchmarks/measure_*.py scripts' report)."""
     base = statistics.median(rates[baseline])
     for name, runs in rates.items():
         med = statistics.median(runs)
@@ -148,7 +148,8 @@ def report_alternating(
     dtype: torch.dtype = torch.bfloat16,
 ) -> None:
     """``print_rates`` of ``alternating_rates`` on a freshly loaded ``world`` (bf16 unless told) at each batch size:
-    the A/B run of a docs/measure_*.py script whose variants patch the engine (they need no handle on the world)."""
+    the A/B run of a benchmarks/measure_*.py script whose variants patch the engine (they need no handle on the
+    world)."""
     for batch in batches:
         wm = WorldModel.from_pretrained(world, dtype=dtype)
         rates = alternating_rates(wm, variants, batch=batch, rounds=rounds, steps=steps)
@@ -157,7 +158,7 @@ def report_alternating(
 
 def rollout_frames(wm: WorldModel, frames: int = 16, batch: int = 8, seed: int = 3) -> np.ndarray:
     """(batch, frames, H, W, 3) float64 frames of ``wm`` from a fixed start, noise and random actions: what the
-    docs/measure_*.py scripts compare between two variants of the engine (PSNR per horizon)."""
+    benchmarks/measure_*.py scripts compare between two variants of the engine (PSNR per horizon)."""
     wm.reset(seed=seed, batch_size=batch)
     if isinstance(wm.action_space, gym_spaces.Discrete):  # the draws the earlier measurements made
         actions = np.random.default_rng(seed).integers(0, wm.action_space.n, (frames, batch))

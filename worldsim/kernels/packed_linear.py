@@ -4,8 +4,9 @@ calls), instead of repacked on every call.
 ``F.linear`` hands oneDNN a plain row-major weight, which it reorders into its blocked layout on every call. A world
 step makes ~30 linear calls a pass over 16-32 tokens (batch 1), where that reorder is most of the call: on a 2-core
 Xeon with AMX, a bf16 (16 x 256) @ (256 x 1024) takes 37.6 us through ``F.linear`` and 21.7 us on a packed weight;
-(512 x 256) @ (256 x 1024), a batch of 32 worlds, 182 against 98 us (``docs/measure_packed_linear.py``). The packed
-call gives ``F.linear``'s numbers up to float rounding (tested; a whole fp32 rollout stays within 95 dB PSNR of it).
+(512 x 256) @ (256 x 1024), a batch of 32 worlds, 182 against 98 us (``benchmarks/measure_packed_linear.py``).
+The packed call gives ``F.linear``'s numbers up to float rounding (tested; a whole fp32 rollout stays within 95 dB
+PSNR of it).
 
 fp32 calls of fewer than ``FP32_PACKED_FROM_ROWS`` rows lose on oneDNN's packed weight; they take MKL's packed
 sgemm instead (``torch.ops.mkl._mkl_linear``, what inductor's frozen fp32 graphs call), which beats ``F.linear``

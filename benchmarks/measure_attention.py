@@ -1,6 +1,6 @@
 """Steps/s of the shipped world with three ways to compute the cache's attention (bf16, CPU).
 
-    python docs/measure_attention.py [ROUNDS]
+    python benchmarks/measure_attention.py [ROUNDS]
 
 * ``sdpa``: ``F.scaled_dot_product_attention`` with the bool visibility mask (the path before issue 15's change);
 * ``matmul, masked_fill``: two matrix products and a softmax, the masked scores by an out-of-place ``masked_fill``

@@ -1,7 +1,7 @@
 """Steps/s of the shipped world eager and with its passes compiled (``WorldModel.compile``), and what compiling changes
 in the frames.
 
-    python docs/measure_compile.py [ROUNDS] [WORLD]     # WORLD: carracing (default), pusht, a checkpoint dir
+    python benchmarks/measure_compile.py [ROUNDS] [WORLD]     # WORLD: carracing (default), pusht, a checkpoint dir
 
 For each precision (bf16, fp32) and batch size (1 and 32 worlds): one eager and one compiled world, loaded side by
 side, rounds alternating between them, the median step of each round (``WorldModel.step``, the decode included; the

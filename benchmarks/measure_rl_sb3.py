@@ -2,7 +2,7 @@
 Stable-Baselines3's PPO on the same native vector env through ``worldsim.envs.sb3.SB3VecEnv``, same batch (32 dreams x
 64 steps), same 4 epochs of minibatch 512, same Nature-CNN policy on 3 stacked frames, bf16 world. Run it alone:
 
-    python docs/measure_rl_sb3.py [--updates 3]
+    python benchmarks/measure_rl_sb3.py [--updates 3]
 
 Prints one line per side: env steps/s over the timed updates (the first update, with its warm-up, is not timed).
 """

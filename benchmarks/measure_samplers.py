@@ -1,6 +1,6 @@
 """Frames/s of one world's weights under several samplers, in one process, rounds alternating between them.
 
-    python docs/measure_samplers.py [ROUNDS]
+    python benchmarks/measure_samplers.py [ROUNDS]
 
 The CarRacing world at 4 and 3 evenly spaced Euler steps and at its shipped 2 steps (levels 1 -> 1/3 -> 0), bf16,
 batch 1, the median step of each round (``WorldModel.step``, the decode included); this VM's speed drifts by tens of

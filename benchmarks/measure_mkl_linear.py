@@ -1,6 +1,6 @@
 """Eager fp32 steps/s of the shipped world with its small linear calls on MKL's packed sgemm or through ``F.linear``.
 
-    python docs/measure_mkl_linear.py [ROUNDS]
+    python benchmarks/measure_mkl_linear.py [ROUNDS]
 
 fp32 calls of fewer than ``FP32_PACKED_FROM_ROWS`` rows take MKL's packed sgemm in ``PackedLinear``
 (``worldsim/kernels/packed_linear.py``). First the 32 linear layers of a batch-1 pass alone, in a loop (16 and 32 rows),

@@ -1,6 +1,6 @@
 """Steps/s of the shipped world with its linear layers through ``F.linear`` or on oneDNN weights packed once.
 
-    python docs/measure_packed_linear.py [ROUNDS]
+    python benchmarks/measure_packed_linear.py [ROUNDS]
 
 ``F.linear`` reorders the weight into oneDNN's blocked layout on every call; ``PackedLinear`` (``worldsim/kernels/
 packed_linear.py``) does it once per weight. First the kernels alone (bf16, 2 threads, the shapes of a pass at batch 1

@@ -1,7 +1,7 @@
 """How far two correct paths of one pass apart can be: the shipped world's steady-state DiT pass and its decoder in
 bf16 against the same weights in fp32, on the same inputs (the rounding that ``selfcheck.TOLERANCE`` must allow).
 
-    python docs/measure_selfcheck_tolerance.py [world] [batch]
+    python benchmarks/measure_selfcheck_tolerance.py [world] [batch]
 
 Prints, for each output, the largest difference as a fraction of the fp32 output's largest magnitude (or of 1).
 """

@@ -3,11 +3,11 @@
 Read-only with respect to the project: it imports worldsim's model, training stage and training loop
 and writes only under --out / the run directories it is given.
 
-    python docs/measure_autoencoder_tiny.py info                 # param counts, MACs
-    python docs/measure_autoencoder_tiny.py time --out /tmp/ae_time.json > timing.log
-    python docs/measure_autoencoder_tiny.py report timing.log    # markdown table with ratios to ours
-    python docs/measure_autoencoder_tiny.py train --model ours --data data/ae_probe.h5 --out runs/ae_probe_ours
-    python docs/measure_autoencoder_tiny.py train --model tiny --tiny-width 24 --data ... --out runs/ae_probe_tiny24
+    python benchmarks/measure_autoencoder_tiny.py info                 # param counts, MACs
+    python benchmarks/measure_autoencoder_tiny.py time --out /tmp/ae_time.json > timing.log
+    python benchmarks/measure_autoencoder_tiny.py report timing.log    # markdown table with ratios to ours
+    python benchmarks/measure_autoencoder_tiny.py train --model ours --data data/ae_probe.h5 --out runs/ae_probe_ours
+    python benchmarks/measure_autoencoder_tiny.py train --model tiny --tiny-width 24 --data ... --out runs/ae_tiny24
 
 The commands and numbers are in docs/autoencoder.md.
 

@@ -1,6 +1,6 @@
 """Frames/s of a bf16 world whose decoder runs in fp32 (as before) vs in bf16 (as now), batch 1 and batch 32.
 
-    python docs/measure_decode.py [world]
+    python benchmarks/measure_decode.py [world]
 
 Alternating rounds on one loaded world (the decoder cast back and forth), median step time of each round.
 """

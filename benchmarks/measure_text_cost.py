@@ -1,6 +1,6 @@
 """What the text path costs per play step, with and without its two shortcuts, in one run on one machine.
 
-    python docs/measure_text_cost.py --checkpoint runs/t2v --json docs/measurements/text_cost.json
+    python benchmarks/measure_text_cost.py --checkpoint runs/t2v --json benchmarks/measurements/text_cost.json
 
 Four rollouts of one world (bf16 where the CPU has it, the play setting): no prompt / a prompt, each with the
 shortcuts (the null prompt's cross-attention as a per-block constant; a prompt's keys and values, with the query and

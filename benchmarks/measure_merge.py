@@ -1,6 +1,6 @@
 """Frames/s of a world with each finished frame written in the next frame's first pass vs in a pass of its own.
 
-    python docs/measure_merge.py carracing bf16
+    python benchmarks/measure_merge.py carracing bf16
 
 Alternating rounds on one loaded world (``Rollout.merge_writes``), batch 1, median step time of each round.
 """

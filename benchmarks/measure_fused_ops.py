@@ -1,6 +1,6 @@
 """Steps/s of the shipped world with the block's small elementwise ops as written out or as fused multiply-adds.
 
-    python docs/measure_fused_ops.py [ROUNDS]
+    python benchmarks/measure_fused_ops.py [ROUNDS]
 
 Written out (before): modulate ``x * (1 + scale) + shift``, gated residuals ``x + gate * y``, RoPE
 ``x * cos + roll(x) * sin``: two or three ops each. Fused (now): one ``torch.addcmul`` each (``modulate`` in

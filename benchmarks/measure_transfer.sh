@@ -5,14 +5,14 @@
 #
 # The learning rate is constant after a short warmup (--min-lr-ratio 1), so stopping at 250 steps and resuming to
 # 500 and 1000 trains exactly as one run to 1000 would; each stop is evaluated. Run on an idle machine:
-#   bash docs/measure_transfer.sh                       # ~45 min on CPU-2
-#   CHUNKS="500 1000 2000" bash docs/measure_transfer.sh  # longer
+#   bash benchmarks/measure_transfer.sh                       # ~45 min on CPU-2
+#   CHUNKS="500 1000 2000" bash benchmarks/measure_transfer.sh  # longer
 set -euo pipefail
 T2V=${T2V:-runs/t2v}
 AE=${AE:-runs/ae_t2v}
 DATA=${DATA:-data/carracing_mix.h5}
 TEXT=${TEXT:-data/t2v/carracing.h5}
-OUT=${OUT:-docs/measurements/transfer}
+OUT=${OUT:-benchmarks/measurements/transfer}
 CHUNKS=${CHUNKS:-"250 500 1000"}
 EPISODES=${EPISODES:-220-229}
 ARMS=${ARMS:-"t2v scratch"}
