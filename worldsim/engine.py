@@ -213,10 +213,10 @@ class WorldModel:
 
     def compile(self) -> WorldModel:
         """Step with the DiT's passes and the decoder compiled by ``torch.compile`` (``FrozenGraphs``), from the next
-        ``reset`` on (passes under a prompt stay eager). Frames are those of the eager model up to float rounding. On
-        a 2-core CPU a batch-1 step of the shipped CarRacing world is x1.73 faster in bf16 and x1.74 in fp32, 32
-        worlds x1.33 / x1.09 (``docs/results.md``). The first rollout pays ~20-25 s of compiling (a C++ compiler is
-        needed). On a CPU the weights are frozen into the graphs: weights changed later take effect at the next
+        ``reset`` on (passes under a prompt stay eager). Frames are those of the eager model up to float rounding. It
+        pays most at batch 1, where a step is bound by per-op dispatch, and less for large batches (speed-ups in
+        ``docs/results.md``, "Compiled passes"). The first rollout pays tens of seconds of compiling (a C++ compiler
+        is needed). On a CPU the weights are frozen into the graphs: weights changed later take effect at the next
         ``reset``, which builds the graphs again. On a GPU the passes become CUDA graphs (not yet measured in this
         project), whose first calls are checked against the eager passes (``worldsim.kernels.selfcheck``: the world
         steps eagerly, with a warning, where they disagree). Returns the world."""

@@ -144,8 +144,8 @@ def _probe(env_id: str) -> Any:
 
 def _one_thread() -> None:
     """A recording worker's torch runs on one thread: N workers already fill N cores, and policies that run a
-    network (a cloned CNN) would otherwise oversubscribe them (measured: 30 frames/s with 2 workers x 2 threads on
-    2 cores, against ~250 for scripted policies)."""
+    network (a cloned CNN) would otherwise oversubscribe them, which slows recording several-fold
+    (``docs/results.md``, "PushT robotics")."""
     import torch
 
     torch.set_num_threads(1)

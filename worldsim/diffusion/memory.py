@@ -431,8 +431,8 @@ class ContextAttention:
     own keys and values (``KVCache.attend`` reads the same keys in place), and keeps the block's for the caller.
 
     Always through SDPA, which the compiler keeps as one fused call. ``cache_attention``'s matmul-and-softmax path
-    (eager bf16 batches) is lowered to generated loops that were slow on large score tensors: PushT's 32 worlds ran
-    x0.91 of eager with it and x1.15 with SDPA (``docs/results.md``)."""
+    (eager bf16 batches) is lowered to generated loops that were slow on large score tensors: with it, PushT's 32
+    worlds ran slower compiled than eager (``docs/results.md``, "Compiled passes")."""
 
     def __init__(self, keys: Tensor, values: Tensor, bias: Tensor | None) -> None:
         self.keys, self.values, self.bias = keys, values, bias
@@ -453,9 +453,8 @@ class ContextAttention:
 class CompiledPass:
     """KV-cache passes of the steady state as graphs compiled by ``torch.compile`` (``FrozenGraphs``: inductor, the
     C++ wrapper, the weights frozen in on a CPU): a pass is one call into generated code instead of ~1,000 PyTorch
-    ops, each with its dispatch. On a 2-core CPU, with the decoder compiled too, this takes a batch-1 step of the
-    shipped world from ~130 to ~225 frames/s in bf16 and from ~116 to ~202 in fp32, at ~20-25 s of compiling
-    (``docs/results.md``).
+    ops, each with its dispatch, which is what bounds a batch-1 step on a CPU (speed-ups and compile times in
+    ``docs/results.md``, "Frozen weights, a compiled decoder").
 
     The cache's steady state only (``KVCache.steady``), unguided and without a prompt: those passes repeat the same
     shapes frame after frame, so two graphs serve a whole rollout (the merged write-then-denoise pass and a plain

@@ -4,10 +4,8 @@ a CPU.
 Frozen weights are constants to inductor, which packs each of them once for its GEMM library and folds what it can:
 fp32 linear layers become MKL's packed sgemm (``mkl_linear``), bf16 ones and the decoder's convolutions oneDNN calls on
 pre-packed weights, each with its activation fused in. With the weights as graph inputs instead, every call repacks
-them, and at batch 1 the repacking is a large part of a call: on a 2-core Xeon with AMX a compiled batch-1 step of
-the shipped world ran 149.5 frames/s in fp32 and 164 in bf16 with the weights as inputs, 179.5 and 191 with them
-frozen, and freezing the decoder's graph took its call from 1.23 to 0.90 ms (fp32) and 0.94 to 0.60 (bf16)
-(``docs/results.md``).
+them, and at batch 1 the repacking is a large part of a call, of the DiT's passes and the decoder's alike (measured
+in ``docs/results.md``, "Frozen weights, a compiled decoder").
 
 A frozen graph does not see its weights change, so the owner calls ``follow_weights`` where a change may take effect
 (``WorldModel.reset``): if any parameter was replaced or written since the graphs were built, they are built again.

@@ -2,16 +2,13 @@
 calls), instead of repacked on every call.
 
 ``F.linear`` hands oneDNN a plain row-major weight, which it reorders into its blocked layout on every call. A world
-step makes ~30 linear calls a pass over 16-32 tokens (batch 1), where that reorder is most of the call: on a 2-core
-Xeon with AMX, a bf16 (16 x 256) @ (256 x 1024) takes 37.6 us through ``F.linear`` and 21.7 us on a packed weight;
-(512 x 256) @ (256 x 1024), a batch of 32 worlds, 182 against 98 us (``benchmarks/measure_packed_linear.py``).
-The packed call gives ``F.linear``'s numbers up to float rounding (tested; a whole fp32 rollout stays within 95 dB
-PSNR of it).
+step makes ~30 linear calls a pass over 16-32 tokens (batch 1), where that reorder is most of the call
+(``benchmarks/measure_packed_linear.py``; the timings in ``docs/results.md``, "Linear layers on packed weights").
+The packed call gives ``F.linear``'s numbers up to float rounding (tested on a whole fp32 rollout).
 
 fp32 calls of fewer than ``FP32_PACKED_FROM_ROWS`` rows lose on oneDNN's packed weight; they take MKL's packed
 sgemm instead (``torch.ops.mkl._mkl_linear``, what inductor's frozen fp32 graphs call), which beats ``F.linear``
-there: the 28 largest linear layers of a batch-1 pass, 0.82 against 1.18 ms at 16 rows, 1.23 against 1.64 at 32;
-an eager fp32 step of the shipped world x1.05 at batch 1, x1.01 at 8 worlds, x0.99 at 32 (``docs/results.md``).
+there (``benchmarks/measure_mkl_linear.py``; ``docs/results.md``, "Eager fp32 on MKL's packed sgemm").
 
 ``PackedLinear`` is an ``nn.Linear`` (same parameters, same checkpoint keys, same training path); only its inference
 differs. The packed copy of a weight is made on the first inference call and again whenever the weight changes (an

@@ -146,8 +146,8 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 def cache_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
     """Inference attention of a few new frames' queries over the cache's keys: SDPA, except for a batch of bf16 worlds
     on a CPU, where PyTorch's flash kernel (tuned for long queries) loses to two matrix products and a softmax at
-    these shapes: 16-32 queries over ~250 keys, x1.3-1.8 from 2 to 8 worlds, x2 from 16 on; one world is x0.8-0.97,
-    so it keeps SDPA (docs/results.md). ``bias``: additive, 0 where a key is seen and -inf where not
+    these shapes (16-32 queries over ~250 keys) from 2 worlds on; one world does not gain, so it keeps SDPA
+    (``docs/results.md``, "Gymnasium vector env"). ``bias``: additive, 0 where a key is seen and -inf where not
     (``visibility_bias``); added in place to the fresh scores, which halves the masked call against a bool mask's
     out-of-place ``masked_fill``."""
     if q.dtype != torch.bfloat16 or q.device.type != "cpu" or q.shape[0] < 2 or torch.is_grad_enabled():

@@ -79,7 +79,7 @@ class FrameAutoencoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        # channels_last keeps oneDNN on its fast path for the thin convs (3.3 -> 2.3 ms per decoded frame).
+        # channels_last keeps oneDNN on its fast path for the thin convs (the decode time in docs/results.md).
         self.decoder = Decoder(cfg).to(memory_format=torch.channels_last)
         # A buffer, so it travels with the weights in the safetensors file.
         self.register_buffer("latent_scale", torch.ones(()))

@@ -56,8 +56,8 @@ class PlayConfig:
     """fp32, bf16 or auto (bf16 where the hardware has it natively: faster play)."""
     model_threads: int = 1
     """Torch threads of the worker that runs the world (0: torch's default). Torch ops called from a thread other
-    than the main one lose from a second intra-op thread: on the 2-core reference machine the shipped world steps
-    at 31 fps with 1 thread and 22 fps with 2 (40 fps with 2 on the main thread, where the UI must stay)."""
+    than the main one lose from a second intra-op thread, so one thread is faster in the worker on a 2-core machine
+    (``docs/results.md``, "Play")."""
 
     def __post_init__(self) -> None:
         if self.world and self.checkpoint:
