@@ -46,6 +46,9 @@ TEE_BLUE = 38.0
 """b - r of a pixel that is all T (41 inside, 34 on the outline)."""
 TEE_GREEN_SHARE = 0.49
 """g - r over b - r on the T (20 / 41); on the pusher it is 0.27, on the goal green it is unbounded."""
+FAINT_PUSHER_SHARE = 0.38
+"""Between the pusher's g - r share (0.27) and the T's (0.49): where no pusher is seen, bluer pixels count as T only
+above it, so a faintly drawn pusher is not taken for part of the T."""
 OUTLINE = 2.0
 """Width of the T's outline, drawn outside its polygon, world units."""
 VISIBLE = 0.3
@@ -62,10 +65,12 @@ COG_PAST_CENTROID = COG_LOCAL[1] - _CENTROID_Y
 two rectangles' centres without weighting them by area."""
 
 
-def read_pusht_pose(frame: np.ndarray) -> PushTPose | None:
+def read_pusht_pose(frame: np.ndarray, require_pusher: bool = True) -> PushTPose | None:
     """The pusher's and the T's pose in world units, read off one uint8 RGB frame (H, W, 3) of any size.
 
-    None when the pusher or the T does not show (less than ``VISIBLE`` of its area).
+    None when the pusher or the T does not show (less than ``VISIBLE`` of its area). With ``require_pusher=False``
+    a frame whose pusher does not show (a dream that drew it faintly) still gives the T's pose, the pusher's centre
+    then NaN: a judge of the T should not fail for want of the pusher.
     """
     H, W, _ = frame.shape
     unit = np.array([TABLE_SIZE / W, TABLE_SIZE / H])  # world units per pixel, x and y
@@ -76,15 +81,19 @@ def read_pusht_pose(frame: np.ndarray) -> PushTPose | None:
     green = f[..., 1] - f[..., 0]
 
     pusher = np.clip((blue - PUSHER_BLUE[0]) / (PUSHER_BLUE[1] - PUSHER_BLUE[0]), 0.0, 1.0)
-    if pusher.sum() * unit.prod() < VISIBLE * math.pi * PUSHER_RADIUS**2:
+    seen = pusher.sum() * unit.prod() >= VISIBLE * math.pi * PUSHER_RADIUS**2
+    if not seen and require_pusher:
         return None
-    agent = _centroid(pusher, xs, ys)
+    agent = _centroid(pusher, xs, ys) if seen else np.full(2, np.nan)
 
     tee = np.clip(blue / TEE_BLUE, 0.0, 1.0)
-    tee[green < TEE_GREEN_SHARE / 2 * blue] = 0.0  # blended with the pusher's blue
+    # Blended with the pusher's blue (its g - r share 0.27); where no pusher shows, a faint one may still be drawn
+    # (a dream's), so a pixel must be nearer the T's share than the pusher's to count.
+    tee[green < (TEE_GREEN_SHARE / 2 if seen else FAINT_PUSHER_SHARE) * blue] = 0.0
     # Round the pusher the T may be hidden (the pusher is drawn over it), and the pusher's rim blended with the
     # goal's green and the white can look like T: only pixels of the T's own colours are kept there.
-    from_pusher = np.hypot(xs[None, :] - agent[0], ys[:, None] - agent[1])  # (H, W) world units
+    # (H, W) world units; a pusher not seen is nowhere near (NaN compares False)
+    from_pusher = np.hypot(xs[None, :] - agent[0], ys[:, None] - agent[1])
     near = from_pusher < PUSHER_RADIUS + 1.5 * unit.max()
     # The T's colours: fill (143, 163, 184) and outline (119, 136, 153); blends with white or green are redder.
     plain = (np.abs(blue - TEE_BLUE) <= 8) & (np.abs(green - TEE_GREEN_SHARE * blue) <= 4) & (f[..., 0] <= 150)
@@ -93,7 +102,7 @@ def read_pusht_pose(frame: np.ndarray) -> PushTPose | None:
     if tee.sum() * unit.prod() < VISIBLE * TEE_AREA:
         return None
 
-    quarter = _edge_angle(tee, from_pusher > PUSHER_RADIUS + 2.5 * unit.max())
+    quarter = _edge_angle(tee, ~(from_pusher <= PUSHER_RADIUS + 2.5 * unit.max()))  # NaN (no pusher): all trusted
     centroid = _centroid(tee, xs, ys)
     rows, cols = np.nonzero(np.hypot(xs[None, :] - centroid[0], ys[:, None] - centroid[1]) < REACH + unit.max())
     points = np.stack([xs[cols], ys[rows]], axis=1)  # (N, 2) world units: every pixel the T can cover

@@ -32,14 +32,23 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     judge = PushTJudge()
     read, truth = {k: [] for k in judge.STATE}, {k: [] for k in judge.STATE}
+    episode_success = []  # (true, judged): the episode reached 95% coverage at some frame
     for e in parse_episodes(args.episodes, len(reader)):
         infos = reader.infos(e)
         if not all(k in infos for k in judge.STATE):
             raise SystemExit(f"{args.data} episode {e} logs no PushT state: record it with this worldsim")
         frames = resize_frames(torch.from_numpy(reader.frames(e)), size).numpy()
-        for k, v in judge.state(frames).items():
+        state = judge.state(frames)
+        for k, v in state.items():
             read[k].append(v)
             truth[k].append(infos[k].astype(np.float64))
+        true_state = {k: infos[k].astype(np.float64) for k in judge.STATE}
+        episode_success.append(
+            (
+                judge.score_states(true_state).max() >= judge.success_score,
+                judge.score_states(state).max() >= judge.success_score,
+            )
+        )
     read = {k: np.concatenate(v) for k, v in read.items()}
     truth = {k: np.concatenate(v) for k, v in truth.items()}
     coverage_read, coverage_true = judge.score_states(read), judge.score_states(truth)
@@ -56,6 +65,9 @@ def main() -> None:
         "success_agreement": float((success_true == success_read).mean()),
         "success_recall": float((success_read & success_true).sum() / max(1, success_true.sum())),
         "success_false_alarms": int((success_read & ~success_true).sum()),
+        "episodes": len(episode_success),
+        "episode_successes": int(sum(t for t, _ in episode_success)),
+        "episode_success_agreement": float(np.mean([t == j for t, j in episode_success])),
         "block_error_median": float(np.median(pose["block"])),
         "block_error_p99": float(np.quantile(pose["block"], 0.99)),
         "angle_error_median": float(np.median(pose["angle"])),

@@ -134,10 +134,10 @@ class PushTJudge:
 
     def state(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """Per frame of (N, H, W, 3) uint8: the pusher's centre, the T's centre of gravity (table units) and angle
-        (radians); NaN where the pusher or the T does not show."""
+        (radians); NaN where the T does not show (the pusher's alone where it does not: the T is read without it)."""
         values = np.full((len(frames), len(self.STATE)), np.nan)
         for i, frame in enumerate(frames):
-            pose = read_pusht_pose(frame)
+            pose = read_pusht_pose(frame, require_pusher=False)
             if pose is not None:
                 values[i] = [*pose.agent, *pose.block_cog, pose.block_angle]
         return {key: values[:, k] for k, key in enumerate(self.STATE)}

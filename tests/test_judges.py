@@ -87,3 +87,20 @@ def test_mask_and_errors_of_a_lost_block():
 def test_a_source_without_a_judge_is_refused_in_one_line():
     with pytest.raises(InputError, match="no judge"):
         judge_for("CarRacing-v3", "carracing")
+
+
+def test_the_t_is_read_without_the_pusher():
+    """A dream may draw the pusher too faintly to see: the judge still reads the T (its pusher NaN), while a policy
+    that needs the pusher gets no pose from the same frame."""
+    from worldsim.agents.pusht_pixels import read_pusht_pose
+
+    frames, _, truth = _frames_and_truth([[100.0, 450.0, 256.0, 256.0, 0.3]])
+    faded = frames.copy()
+    f = faded.astype(np.int16)
+    faded[(f[..., 2] - f[..., 0]) > 60] = 255  # the pusher's blue painted over with the table's white
+    assert read_pusht_pose(faded[0]) is None
+    state = PushTJudge().state(faded)
+    assert np.isnan(state["agent_x"][0])
+    recorded = {k: np.array([truth[0][k]]) for k in PushTJudge.STATE}
+    errors = PushTJudge().state_errors(state, recorded)
+    assert errors["block"][0] < 6.0 and errors["angle"][0] < 4.0
