@@ -200,7 +200,9 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
         interrupted = True
     finally:
         if pool:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # After a normal finish, wait for the workers to exit: leaving them to the interpreter's exit hooks printed
+            # an "Exception ignored ... Bad file descriptor" traceback after every recording with --workers.
+            pool.shutdown(wait=not interrupted, cancel_futures=True)
         bar.close()
         path = writer.close()
     seconds = time.perf_counter() - start
