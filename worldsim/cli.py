@@ -150,8 +150,9 @@ def cmd_eval(argv: list[str]) -> int:
 
     On held-out episodes: teacher-forced next-frame PSNR/SSIM and reward/termination head quality; open-loop
     PSNR/SSIM at each horizon beside the copy-last-frame baseline and beside random actions (delta PSNR);
-    stability_ratio = FD(late, real) / FD(early, real) over long dreams, on the world's encoder features. Prints a
-    markdown table; --json FILE writes every number.
+    stability_ratio = FD(late, real) / FD(early, real) over long dreams, on the world's encoder features; with
+    --parts state (worlds whose source has a judge, e.g. PushT), the task object's mask IoU and pose error after h
+    open-loop steps beside copy-last. Prints a markdown table; --json FILE writes every number.
     """
     from worldsim.checkpoint import atomic_path, check_output_path
     from worldsim.eval import EvalConfig, evaluate, format_eval_table
