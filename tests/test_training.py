@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+from types import SimpleNamespace
 
 import gymnasium as gym
 import pytest
@@ -16,13 +17,14 @@ from helpers import ddp_worker, write_dataset
 from worldsim.checkpoint import save_autoencoder
 from worldsim.cli import main
 from worldsim.config import ActionSpec, AutoencoderConfig
+from worldsim.diffusion.schedule import velocity_target
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.training.autoencoder import AutoencoderStage
 from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
 from worldsim.training.loop import train
-from worldsim.training.objectives import draw_forcing_noise
+from worldsim.training.objectives import diffusion_forcing_loss, draw_forcing_noise, motion_weights
 from worldsim.training.world import WorldStage, load_trained_autoencoder
 
 TINY_AE = AutoencoderConfig(widths=[8, 16], latent_channels=4)
@@ -332,3 +334,45 @@ def test_a_fine_tuned_world_keeps_its_sampler(tmp_path, data, autoencoder_dir):
     assert (tuned.config.sampler.steps, tuned.config.sampler.shift) == (2, 0.5)
     with pytest.raises(InputError, match="own-context-from"):
         WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "bad", own_context=0.5, own_context_from=9))
+
+
+def test_motion_weights_weigh_what_changed_and_leave_the_rest_at_one():
+    """The flow loss's motion weights: 1 where a latent pixel did not change from the frame before (and on a clip's
+    first frame), 1 + strength at the frame's largest change, in between in proportion."""
+    x = torch.zeros(2, 3, 4, 5, 5)
+    x[:, 1:, :, 2, 2] = 1.0  # appears in frame 1, then stays: changes only into frame 1
+    x[:, 2, :, 0, 4] = 0.5  # a smaller change into frame 2
+    x[:, 2, :, 1, 1] = -1.0  # the largest change into frame 2
+    w = motion_weights(x, 3.0)
+    assert w.shape == (2, 3, 1, 5, 5)
+    assert torch.equal(w[:, 0], torch.ones_like(w[:, 0]))  # first frame: no frame before
+    assert w[0, 1, 0, 2, 2] == 4.0 and (w[0, 1] == 1.0).sum() == 24
+    assert w[0, 2, 0, 1, 1] == 4.0 and w[0, 2, 0, 0, 4] == 2.5 and w[0, 2, 0, 2, 2] == 1.0
+
+
+def test_motion_weight_makes_an_error_where_things_moved_cost_more(tmp_path, data, autoencoder_dir):
+    """The same squared error costs more in the loss on a moving latent pixel than on a still one when
+    --motion-weight is set, and the same anywhere when it is 0."""
+    stage = WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "w", clip_frames=4))
+    batch = torch.utils.data.default_collate([stage.dataset[i] for i in range(2)])
+    clip = stage.clip_batch(stage.model, batch)
+    latents = torch.zeros_like(clip.latents)
+    latents[:, 1:, :, 0, 0] = 1.0  # one latent pixel changes into frame 1
+    clip = dataclasses.replace(clip, latents=latents, rewards=None, terminations=None)
+    draw = draw_forcing_noise(2, 4, tuple(latents.shape[2:]), stage.loss_config, torch.Generator().manual_seed(0))
+    draw.is_context[:] = False
+
+    def loss_with_error_at(pixel: tuple[int, int], strength: float) -> float:
+        class Net(torch.nn.Module):  # predicts the exact velocity, off by 1 at one latent pixel of frame 1
+            def forward(self, noisy, levels, *rest):
+                velocity = velocity_target(latents, draw.noise).clone()
+                velocity[:, 1, :, pixel[0], pixel[1]] += 1.0
+                return SimpleNamespace(velocity=velocity)
+
+        cfg = dataclasses.replace(stage.loss_config, motion_weight=strength)
+        return diffusion_forcing_loss(Net(), clip, cfg, draw=draw)[0].item()
+
+    assert loss_with_error_at((0, 0), 0.0) == pytest.approx(loss_with_error_at((1, 1), 0.0))
+    assert loss_with_error_at((0, 0), 4.0) > 2 * loss_with_error_at((1, 1), 4.0)
+    with pytest.raises(InputError, match="motion-weight"):
+        WorldStage(world_cfg(data, autoencoder_dir, tmp_path / "bad", motion_weight=-1.0))

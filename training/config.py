@@ -109,6 +109,9 @@ class WorldTrainConfig(TrainConfig):
     real."""
     own_context_from: int = 1
     """Real frames at the start of an own-context clip."""
+    motion_weight: float = 0.0
+    """Extra flow-loss weight, up to 1 + this, on the latent pixels that change from the frame before (what the
+    action moved); 0: a plain mean over the frame."""
 
 
 @dataclass

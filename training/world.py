@@ -130,6 +130,8 @@ class WorldStage:
                 f"--own-context-from {cfg.own_context_from} must be in 1..{cfg.clip_frames - 2} (real frames before the"
                 " model's own, with at least one target frame after them)"
             )
+        if cfg.motion_weight < 0:
+            raise InputError(f"--motion-weight {cfg.motion_weight} must be 0 or more")
         torch.manual_seed(cfg.seed)
         self.model = DiT(self.config.dit, action, ae_config.latent_channels)
         if init_state is not None:
@@ -147,7 +149,7 @@ class WorldStage:
         self.clips = ClipDataset(self.reader, cfg.clip_frames, tuple(frame_size), episodes=episodes, latents=latents)
         self.dataset = self.clips if not cfg.text_data else self._with_text_clips(cfg, d)
         self.text_encoder = TextEncoder(d.device) if text_dim else None
-        self.loss_config = LossConfig()
+        self.loss_config = LossConfig(motion_weight=cfg.motion_weight)
         h, w = self.config.latent_size
         self.latent_shape = (ae_config.latent_channels, h, w)
         self.tokens_per_sample = cfg.clip_frames * (h // self.config.dit.patch) * (w // self.config.dit.patch)
