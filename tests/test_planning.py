@@ -1,0 +1,125 @@
+"""Planning in a world: CEM finds what the score asks for, is deterministic, keeps to the action space, and drives a
+real env; bad settings are one-line errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import randomize, tiny_config
+from helpers import save_pusht_world
+
+from worldsim.config import ActionSpec
+from worldsim.engine import StepOutput, WorldModel
+from worldsim.errors import InputError
+from worldsim.planning import CEMConfig, CEMPlanner, goal_score, head_score, judge_score, run_planned_episode
+
+
+class ActionPainter:
+    """A stand-in world whose dreamt frame t shows action t as its grey level (box: the first component scaled to
+    0..255; discrete: 60 * choice): a score of the frames is then a score of the actions, so a search is checkable."""
+
+    def __init__(self, action: ActionSpec) -> None:
+        self.config = tiny_config(action=action)
+        self.resets: list[tuple[int, int]] = []
+
+    def reset(self, frames, actions=None, generator=None):
+        self.resets.append((len(frames), None if actions is None else actions.shape[1]))
+
+    def predict(self, actions):
+        a = np.asarray(actions, dtype=np.float64)
+        if self.config.action.kind == "box":
+            level = a.reshape(*a.shape[:2], -1)[..., 0] / 512 * 255
+        else:
+            level = 60 * a.reshape(*a.shape[:2], -1)[..., 0]
+        frames = np.broadcast_to(level[..., None, None, None], (*a.shape[:2], 4, 4, 3)).astype(np.uint8)
+        return StepOutput(frames, np.zeros(a.shape[:2], np.float32), np.zeros(a.shape[:2], bool))
+
+
+def grey_near(target: float):
+    return lambda frames, rewards: -np.abs(frames[..., 0, 0, 0].astype(np.float64) - target).mean(1)
+
+
+BOX = ActionSpec.from_gym(gym.spaces.Box(0, 512, (2,)))
+CONTEXT = np.zeros((3, 4, 4, 3), np.uint8)
+
+
+def test_cem_moves_a_box_plan_toward_what_the_score_wants_and_is_deterministic():
+    world = ActionPainter(BOX)
+    cfg = CEMConfig(horizon=6, candidates=24, elites=4, iterations=4, hold=2, std=0.2)
+    start = np.full((2, 2), 100.0, np.float32)  # the last action taken: grey level 50, the score wants 150
+    plan = CEMPlanner(world, grey_near(150), cfg).plan(CONTEXT, start)
+    assert plan.shape == (6, 2) and plan.dtype == np.float32
+    assert ((plan >= 0) & (plan <= 512)).all()
+    assert abs(plan[:, 0].mean() / 512 * 255 - 150) < 50  # the start is 100 grey levels off
+    assert (plan[0::2] == plan[1::2]).all()  # each searched action held for `hold` steps
+    again = CEMPlanner(world, grey_near(150), cfg).plan(CONTEXT, start)
+    np.testing.assert_array_equal(plan, again)
+    assert world.resets[0] == (24, 2)  # all candidates in one batch, from the context and its actions
+
+
+def test_cem_picks_the_discrete_choice_the_score_wants_and_warm_starts():
+    world = ActionPainter(ActionSpec(kind="discrete", n=4))
+    planner = CEMPlanner(world, grey_near(120), CEMConfig(horizon=4, candidates=16, elites=3, iterations=3, hold=1))
+    plan = planner.plan(CONTEXT)
+    assert plan.shape == (4,) and plan.dtype == np.int64
+    assert (plan == 2).all()  # 60 * 2 = 120
+    assert planner.last_score == 0.0
+    planner.shift(2)
+    assert planner.mean is not None and planner.mean.shape[0] == 4
+    assert (planner.plan(CONTEXT) == 2).all()
+
+
+def test_a_real_world_plans_in_bounds_and_a_goal_score_prefers_the_goal(tmp_path):
+    world = WorldModel.from_pretrained(save_pusht_world(tmp_path / "w", frame_size=16))
+    context = world.reset(seed=0)  # (1, h, w, 3): one context frame
+    cfg = CEMConfig(horizon=3, candidates=4, elites=2, iterations=1, hold=1)
+    plan = CEMPlanner(world, head_score, cfg).plan(context)
+    assert plan.shape == (3, 2) and ((plan >= 0) & (plan <= 512)).all()
+    goal = goal_score(world, context[0])
+    frames = np.stack([np.repeat(context, 2, 0), np.zeros((2, 16, 16, 3), np.uint8)])
+    near, far = goal(frames, np.zeros((2, 2)))
+    assert near > far
+    with pytest.raises(InputError, match="goal"):
+        goal_score(world, np.zeros((16, 16), np.uint8))
+
+
+def test_judge_score_sums_the_judged_reward_and_counts_unreadable_frames_as_zero():
+    class Judge:
+        def reward(self, frames):
+            r = frames[:, 0, 0, 0] / 100.0
+            r[frames[:, 0, 0, 1] == 1] = np.nan
+            return r
+
+    frames = np.zeros((2, 3, 4, 4, 3), np.uint8)
+    frames[0, :, 0, 0, 0] = 50
+    frames[1, :, 0, 0, 0] = 90
+    frames[1, 2, 0, 0, 1] = 1  # unreadable
+    np.testing.assert_allclose(judge_score(Judge())(frames, np.zeros((2, 3))), [1.5, 1.8])
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"elites": 9, "candidates": 4}, "cannot exceed"), ({"horizon": 0}, "--horizon"), ({"min_std": 0.5}, "spreads")],
+)
+def test_bad_search_settings_are_one_line_errors(changes, message):
+    with pytest.raises(InputError, match=message):
+        CEMConfig(**changes)
+
+
+def test_a_planner_drives_a_real_env_episode(tmp_path):
+    pytest.importorskip("gym_pusht")
+    from worldsim.predict import _source_env
+
+    world = WorldModel.from_pretrained(save_pusht_world(tmp_path / "w", frame_size=16))
+    randomize(world.dit, 3)
+    env = _source_env(world.config, "tiny")
+    planner = CEMPlanner(world, head_score, CEMConfig(horizon=4, candidates=3, elites=1, iterations=1, hold=2))
+    torch.manual_seed(0)
+    episode = run_planned_episode(planner, env, seed=5, max_steps=6, replan_every=3, context=2, keep_frames=True)
+    env.close()
+    assert episode.steps == 6 and episode.decisions == 2
+    assert episode.frames is not None and episode.frames.shape == (7, 16, 16, 3)
+    assert episode.success is False and 0.0 <= episode.best_reward <= 1.0
+    assert episode.plan_seconds > 0

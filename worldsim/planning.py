@@ -1,0 +1,293 @@
+"""Model-predictive control inside a world: candidate action sequences dreamt in one batch, the best one's first
+actions executed, then planned again from what really happened.
+
+The search is the cross-entropy method (CEM): sample candidates from a distribution over action sequences, dream
+them all in one batch, refit the distribution to the best few (the elites), repeat. CEM and not gradient descent
+through the dream, because the scores worth planning for are read off pixels (a source judge: PushT's coverage
+from the T's pose) and have no useful gradient; CEM and not MPPI, because with the few candidates a CPU can dream
+per decision a hard top-k keeps the distribution on the good sequences where MPPI's soft weights spread it over
+many poor ones (DINO-WM and TD-MPC plan with CEM for the same reason).
+
+A planner needs a world and a score: a function of the dreamt frames and the world's reward head
+(``judge_score``, ``head_score``, ``goal_score``, or your own). To plan with another score, write a function with
+the ``Score`` signature; to plan another way, write a class with ``reset()`` and ``plan(frames, actions)``.
+
+Action sequences are searched in blocks of ``hold`` world steps (one action held for the block): a PushT push is
+a direction held for a few frames, and fewer numbers to search is what lets few candidates find it. Box actions
+are Gaussian per block, clipped to the bounds; discrete ones are a categorical distribution per block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.engine import WorldModel
+from worldsim.errors import InputError
+
+Score = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(frames (N, H, h, w, 3) uint8 of N dreamt candidates, head rewards (N, H)) -> (N,) scores, higher is better."""
+
+
+def head_score(frames: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """The world's reward head summed over the dreamt horizon."""
+    return rewards.sum(1)
+
+
+def judge_score(judge: Any) -> Score:
+    """A source judge's reward (PushT: clip(coverage / 0.95, 0, 1), read off each dreamt frame) summed over the
+    horizon: reaching the goal early and staying there scores best. Frames the judge cannot read score 0."""
+
+    def score(frames: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        N, H = frames.shape[:2]
+        judged = np.asarray(judge.reward(frames.reshape(N * H, *frames.shape[2:])), dtype=np.float64)
+        return np.nan_to_num(judged, nan=0.0).reshape(N, H).sum(1)
+
+    return score
+
+
+def goal_score(world: WorldModel, goal: np.ndarray) -> Score:
+    """Closeness of the last dreamt frame to a goal frame (uint8 (h, w, 3) at the world's frame size), in the
+    world's latent space: minus the mean squared distance of their encodings (DINO-WM's goal cost, on our own
+    autoencoder's latents)."""
+    target = world.check_frames(goal, what="goal", one_world=True)
+    with torch.inference_mode():
+        goal_latent = world.autoencoder.encode(target.to(world.device)).float()[:, -1]
+
+    def score(frames: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            last = world.autoencoder.encode(torch.from_numpy(frames[:, -1:]).to(world.device)).float()[:, 0]
+        return -(last - goal_latent).pow(2).flatten(1).mean(1).cpu().numpy()
+
+    return score
+
+
+@dataclass
+class CEMConfig:
+    """The search's budget and shape: ``candidates`` x ``horizon`` dreamt frames per iteration."""
+
+    horizon: int = 8
+    """World steps dreamt per candidate."""
+    candidates: int = 32
+    """Action sequences dreamt side by side per iteration (one batch)."""
+    elites: int = 4
+    """Best candidates the distribution is refit to."""
+    iterations: int = 2
+    """Sample-dream-refit rounds per decision."""
+    hold: int = 2
+    """World steps each searched action is held for."""
+    std: float = 0.15
+    """Box actions: starting spread per block, as a share of the action range."""
+    min_std: float = 0.02
+    """Box actions: the spread never shrinks below this share of the range (the search keeps looking)."""
+    seed: int = 0
+    """Seeds the candidates and the dreams' noise: the same seed plans the same sequence."""
+
+    def __post_init__(self) -> None:
+        for name in ("horizon", "candidates", "elites", "iterations", "hold"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.elites > self.candidates:
+            raise InputError(f"--elites {self.elites} cannot exceed --candidates {self.candidates}")
+        if not 0.0 < self.min_std <= self.std:
+            raise InputError(f"the spreads need 0 < --min-std ({self.min_std}) <= --std ({self.std})")
+
+
+class CEMPlanner:
+    """Plans ``horizon`` actions from the frames (and actions) seen so far by dreaming candidates in ``world``.
+
+    ``plan`` returns the best sequence dreamt in the last round; after executing some of it, ``shift`` makes the
+    rest the next search's start. ``last_score`` is what the world predicted for it."""
+
+    def __init__(self, world: WorldModel, score: Score, config: CEMConfig | None = None) -> None:
+        self.world = world
+        self.score = score
+        self.cfg = config or CEMConfig()
+        self.spec = world.config.action
+        if self.spec.kind == "box":
+            self.low = np.asarray(self.spec.low, dtype=np.float64)
+            self.high = np.asarray(self.spec.high, dtype=np.float64)
+        else:
+            self.choices = [self.spec.n] if self.spec.kind == "discrete" else list(self.spec.nvec)
+        self.blocks = math.ceil(self.cfg.horizon / self.cfg.hold)
+        self.rng = np.random.default_rng(self.cfg.seed)
+        self.last_score = float("nan")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the warm start (a new episode)."""
+        self.mean: np.ndarray | None = None
+
+    def shift(self, steps: int) -> None:
+        """``steps`` world steps of the last plan were executed: the next search starts from the rest of it (the
+        last block repeated to fill the horizon)."""
+        if self.mean is not None:
+            drop = min(steps // self.cfg.hold, self.blocks - 1)
+            self.mean = np.concatenate([self.mean[drop:], np.repeat(self.mean[-1:], drop, 0)])
+
+    # ----------------------------------------------------------------------------- one decision
+    def plan(self, frames: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+        """frames: uint8 (T, h, w, 3), the latest real frames (the world's context); actions: the T-1 actions
+        between them, or None. Returns (horizon, *action shape) actions in the world's action space."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4:
+            raise InputError(f"plan takes the context frames (T, h, w, 3), got shape {frames.shape}")
+        mean, spread = self._start(actions)
+        for _ in range(self.cfg.iterations):
+            blocks = self._sample(mean, spread)
+            blocks[0] = mean if self.spec.kind == "box" else mean.argmax(-1)  # the current plan is always dreamt
+            sequences = np.repeat(blocks, self.cfg.hold, axis=1)[:, : self.cfg.horizon]
+            scores = self._dream(frames, actions, sequences)
+            elite = np.argsort(-scores, kind="stable")[: self.cfg.elites]
+            best, self.last_score = blocks[elite[0]], float(scores[elite[0]])
+            mean, spread = self._refit(blocks[elite], mean, spread)
+        # What is returned is what was dreamt and scored best; the next search starts from it (box) or from the
+        # refit choice probabilities (discrete, which must keep every choice possible).
+        self.mean = best.astype(np.float64) if self.spec.kind == "box" else mean
+        return self._to_actions(np.repeat(best, self.cfg.hold, axis=0)[: self.cfg.horizon])
+
+    def _start(self, actions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The search's first distribution: the warm start where there is one, else holding the last action taken
+        (PushT: the pusher stays where it is), else the middle of the range / uniform choices."""
+        if self.spec.kind == "box":
+            spread = np.full((self.blocks, len(self.low)), self.cfg.std) * (self.high - self.low)
+            if self.mean is not None:
+                return self.mean.copy(), spread
+            if actions is not None and len(actions):
+                last = np.asarray(actions[-1], dtype=np.float64).reshape(-1)
+            else:
+                last = (self.low + self.high) / 2
+            return np.repeat(last[None], self.blocks, 0), spread
+        if self.mean is not None:
+            return self.mean.copy(), np.zeros(0)
+        width = max(self.choices)
+        probs = np.zeros((self.blocks, len(self.choices), width))
+        for i, n in enumerate(self.choices):
+            probs[:, i, :n] = 1.0 / n
+        return probs, np.zeros(0)
+
+    def _sample(self, mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+        N = self.cfg.candidates
+        if self.spec.kind == "box":
+            draw = mean[None] + spread[None] * self.rng.standard_normal((N, *mean.shape))
+            return np.clip(draw, self.low, self.high)
+        cumulative = mean.cumsum(-1)
+        u = self.rng.random((N, *mean.shape[:-1], 1))
+        return (u > cumulative[None]).sum(-1).clip(0, mean.shape[-1] - 1)
+
+    def _refit(self, elites: np.ndarray, mean: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.spec.kind == "box":
+            floor = self.cfg.min_std * (self.high - self.low)
+            return elites.mean(0), np.maximum(elites.std(0), floor)
+        counts = np.stack([(elites == k).mean(0) for k in range(mean.shape[-1])], -1)
+        return 0.8 * counts + 0.2 * mean, spread  # smoothed, so no choice's probability falls to exactly 0
+
+    def _dream(self, frames: np.ndarray, actions: np.ndarray | None, sequences: np.ndarray) -> np.ndarray:
+        N = len(sequences)
+        context = np.repeat(frames[None], N, 0)
+        past = None if actions is None or len(frames) < 2 else np.repeat(np.asarray(actions)[None], N, 0)
+        # The same noise for every iteration and candidate row: candidates differ by their actions alone.
+        self.world.reset(context, past, generator=torch.Generator().manual_seed(self.cfg.seed))
+        out = self.world.predict(self._to_actions(sequences, lead=2))
+        scores = np.asarray(self.score(out.frames, out.reward), dtype=np.float64)
+        if scores.shape != (N,):
+            raise InputError(f"a planning score must return one number per candidate ({N}), got shape {scores.shape}")
+        return np.nan_to_num(scores, nan=-math.inf)
+
+    def _to_actions(self, plan: np.ndarray, lead: int = 1) -> np.ndarray:
+        """Searched numbers -> actions in the world's action space, keeping ``lead`` leading dimensions."""
+        lead_shape = plan.shape[:lead]
+        if self.spec.kind == "box":
+            return plan.reshape(*lead_shape, *self.spec.shape).astype(np.float32)
+        if self.spec.kind == "discrete":
+            return plan.reshape(lead_shape).astype(np.int64)
+        return plan.reshape(*lead_shape, len(self.choices)).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- executing plans
+@dataclass
+class PlannedEpisode:
+    """One episode a planner drove."""
+
+    seed: int
+    """The real env's reset seed."""
+    steps: int
+    """World steps taken."""
+    success: bool | None
+    """By the source env's own rule (``episode_success``: PushT, it terminated); None where it has no notion of
+    success."""
+    env_return: float
+    """The env's reward summed over the episode."""
+    best_reward: float
+    """The env's highest reward of one world step (PushT: coverage / 0.95, capped at 1)."""
+    decisions: int
+    """Plans made."""
+    plan_seconds: float
+    """Wall clock spent planning (dreaming and scoring), all decisions together."""
+    frames: np.ndarray | None = None
+    """uint8 (steps + 1, h, w, 3) at the world's frame size, when kept."""
+
+
+def run_planned_episode(
+    planner: CEMPlanner,
+    env: Any,
+    seed: int,
+    max_steps: int,
+    replan_every: int,
+    context: int,
+    keep_frames: bool = False,
+) -> PlannedEpisode:
+    """Reset ``env`` with ``seed`` and let ``planner`` drive it: plan from the latest ``context`` real frames (and
+    the actions between them), execute the plan's first ``replan_every`` actions (each held for the world's action
+    repeat of env steps), plan again, until the episode ends or ``max_steps`` world steps."""
+    import time
+
+    from worldsim.envs.sources import frame_of, source_world
+    from worldsim.predict import _env_action, _to_world, episode_success, real_repeat
+
+    config = planner.world.config
+    size = tuple(config.frame_size)
+    repeat = real_repeat(env, config)
+    obs, _ = env.reset(seed=seed)
+    frames = [_to_world(frame_of(env, obs), size)]
+    taken: list[np.ndarray] = []
+    planner.reset()
+    env_return, best, terminated, ended, decisions, seconds = 0.0, -math.inf, False, False, 0, 0.0
+    while not ended and len(taken) < max_steps:
+        seen = np.stack(frames[-context:])
+        between = np.stack(taken[-(len(seen) - 1) :]) if len(seen) > 1 else None
+        started = time.perf_counter()
+        plan = planner.plan(seen, between)
+        seconds += time.perf_counter() - started
+        decisions += 1
+        for action in plan[: min(replan_every, max_steps - len(taken))]:
+            reward = 0.0
+            for _ in range(repeat):
+                obs, r, terminated, truncated, _ = env.step(_env_action(torch.as_tensor(action), env.action_space))
+                reward += float(r)
+                ended = bool(terminated or truncated)
+                if ended:
+                    break
+            frames.append(_to_world(frame_of(env, obs), size))
+            taken.append(np.asarray(action))
+            env_return += reward
+            best = max(best, reward)
+            if ended:
+                break
+        planner.shift(replan_every)
+    success = episode_success(np.array([best]), np.array([terminated]), source_world(config.source_env))
+    return PlannedEpisode(
+        seed=seed,
+        steps=len(taken),
+        success=None if success is None else bool(success[0]),
+        env_return=env_return,
+        best_reward=best,
+        decisions=decisions,
+        plan_seconds=seconds,
+        frames=np.stack(frames) if keep_frames else None,
+    )
