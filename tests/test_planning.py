@@ -27,14 +27,11 @@ class ActionPainter:
     def reset(self, frames, actions=None, generator=None):
         self.resets.append((len(frames), None if actions is None else actions.shape[1]))
 
-    def predict(self, actions):
-        a = np.asarray(actions, dtype=np.float64)
-        if self.config.action.kind == "box":
-            level = a.reshape(*a.shape[:2], -1)[..., 0] / 512 * 255
-        else:
-            level = 60 * a.reshape(*a.shape[:2], -1)[..., 0]
-        frames = np.broadcast_to(level[..., None, None, None], (*a.shape[:2], 4, 4, 3)).astype(np.uint8)
-        return StepOutput(frames, np.zeros(a.shape[:2], np.float32), np.zeros(a.shape[:2], bool))
+    def step(self, actions):
+        a = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)[:, 0]
+        level = a / 512 * 255 if self.config.action.kind == "box" else 60 * a
+        frames = np.broadcast_to(level[:, None, None, None], (len(a), 4, 4, 3)).astype(np.uint8)
+        return StepOutput(frames, np.zeros(len(a), np.float32), np.zeros(len(a), bool))
 
 
 def grey_near(target: float):
@@ -123,3 +120,25 @@ def test_a_planner_drives_a_real_env_episode(tmp_path):
     assert episode.frames is not None and episode.frames.shape == (7, 16, 16, 3)
     assert episode.success is False and 0.0 <= episode.best_reward <= 1.0
     assert episode.plan_seconds > 0
+
+
+def test_plan_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
+    from worldsim.plan import PlanConfig, plan
+
+    with pytest.raises(InputError, match="--goal"):
+        PlanConfig(score="goal")
+    with pytest.raises(InputError, match="--goal"):
+        PlanConfig(goal=str(tmp_path / "missing.png"), score="goal")
+    with pytest.raises(InputError, match="real env"):
+        PlanConfig(real=False)
+    with pytest.raises(InputError, match="--replan-every"):
+        PlanConfig(replan_every=0)
+    world = save_pusht_world(tmp_path / "w", frame_size=16)
+    wrong = tmp_path / "goal.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(wrong)
+    with pytest.raises(InputError, match="16x16 frames"):
+        plan(PlanConfig(world=world, score="goal", goal=str(wrong)), progress=False)
+    with pytest.raises(InputError, match="context"):
+        plan(PlanConfig(world=world, context=99), progress=False)

@@ -85,7 +85,7 @@ class CEMConfig:
     """Box actions: starting spread per block, as a share of the action range."""
     min_std: float = 0.02
     """Box actions: the spread never shrinks below this share of the range (the search keeps looking)."""
-    seed: int = 0
+    search_seed: int = 0
     """Seeds the candidates and the dreams' noise: the same seed plans the same sequence."""
 
     def __post_init__(self) -> None:
@@ -115,7 +115,7 @@ class CEMPlanner:
         else:
             self.choices = [self.spec.n] if self.spec.kind == "discrete" else list(self.spec.nvec)
         self.blocks = math.ceil(self.cfg.horizon / self.cfg.hold)
-        self.rng = np.random.default_rng(self.cfg.seed)
+        self.rng = np.random.default_rng(self.cfg.search_seed)
         self.last_score = float("nan")
         self.reset()
 
@@ -192,9 +192,13 @@ class CEMPlanner:
         context = np.repeat(frames[None], N, 0)
         past = None if actions is None or len(frames) < 2 else np.repeat(np.asarray(actions)[None], N, 0)
         # The same noise for every iteration and candidate row: candidates differ by their actions alone.
-        self.world.reset(context, past, generator=torch.Generator().manual_seed(self.cfg.seed))
-        out = self.world.predict(self._to_actions(sequences, lead=2))
-        scores = np.asarray(self.score(out.frames, out.reward), dtype=np.float64)
+        self.world.reset(context, past, generator=torch.Generator().manual_seed(self.cfg.search_seed))
+        # Frame by frame (``step``), not ``predict``'s pyramid blocks: on a CPU a block's dense attention costs more
+        # than it saves at a planner's short horizons.
+        actions_seq = self._to_actions(sequences, lead=2)
+        steps = [self.world.step(actions_seq[:, t]) for t in range(actions_seq.shape[1])]
+        frames, rewards = np.stack([s.frames for s in steps], 1), np.stack([s.reward for s in steps], 1)
+        scores = np.asarray(self.score(frames, rewards), dtype=np.float64)
         if scores.shape != (N,):
             raise InputError(f"a planning score must return one number per candidate ({N}), got shape {scores.shape}")
         return np.nan_to_num(scores, nan=-math.inf)
