@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from worldsim.agents.carracing import GAS, LEFT, NOTHING, RIGHT, on_track
-from worldsim.agents.road_follower import RoadFollower
+from worldsim.agents.carracing.road_follower import RoadFollower
 from worldsim.engine import resize_frames
 from worldsim.envs.sources import frame_of, make_source_env
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from worldsim.agents.policy import SEEING_POLICIES, make_seeing_policy
 from worldsim.agents.pusht import PushTPose, PushTPusher, pose_of, wrap_angle
-from worldsim.agents.pusht_pixels import PixelPusher, read_pusht_pose
+from worldsim.agents.pusht.pixels import PixelPusher, read_pusht_pose
+from worldsim.agents.registry import SEEING_POLICIES, make_seeing_policy
 from worldsim.engine import resize_frames
 from worldsim.envs.sources import make_source_env
 from worldsim.errors import InputError

@@ -97,7 +97,7 @@ def test_agents_round_trip_through_safetensors_and_act_the_same(tmp_path):
     assert [sampled[0](f) for f in frames] == [sampled[1](f) for f in frames]  # the seed decides the draws
     with pytest.raises(InputError, match="acts in Discrete"):
         AgentPolicy.from_pretrained(tmp_path / "a", gymnasium.spaces.Discrete(3))
-    from worldsim.agents.policy import make_seeing_policy
+    from worldsim.agents.registry import make_seeing_policy
 
     by_name = make_seeing_policy(f"agent:{tmp_path / 'a'}", space, seed=0)  # play --policy agent:PATH
     fresh = AgentPolicy(net)
@@ -288,9 +288,9 @@ def test_real_side_takes_agents_and_named_drivers_on_the_same_view(tmp_path):
 
 @pytest.mark.parametrize("name", ["carracing_ppo", "carracing_ppo_v2"])
 def test_the_shipped_agents_load_by_name_and_drive_the_shipped_world(name):
-    from worldsim.agents.policy import make_seeing_policy
+    from worldsim.agents.ppo import agent_dir
+    from worldsim.agents.registry import make_seeing_policy
     from worldsim.checkpoint import load_config
-    from worldsim.rl_eval import agent_dir
     from worldsim.worlds import resolve_world
 
     path = agent_dir(name)

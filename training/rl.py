@@ -497,8 +497,7 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
 
 def _init_agent(path: str, config: Any, history: int) -> tuple[AgentConfig, dict[str, Tensor], dict[str, int]]:
     """--init: the agent's config and weights, checked against the world, and the steps its card says it took."""
-    from worldsim.agents.ppo import check_agent_fits, load_agent, read_agent_card
-    from worldsim.rl_eval import agent_dir
+    from worldsim.agents.ppo import agent_dir, check_agent_fits, load_agent, read_agent_card
 
     where = agent_dir(path)
     net = load_agent(where)

@@ -11,6 +11,7 @@ from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import WorldsimError
 from worldsim.predict import PredictResult, predict
 from worldsim.rank import RankResult, rank
+from worldsim.version import __version__
 
 __all__ = [
     "ActionSpec",
@@ -23,7 +24,8 @@ __all__ = [
     "WorldConfig",
     "WorldModel",
     "WorldsimError",
+    "__version__",
     "predict",
     "rank",
 ]
-__version__ = "0.1.0"
+

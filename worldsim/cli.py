@@ -34,6 +34,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import tyro
 
 from worldsim.errors import ConfigError, WorldsimError, WorldsimWarning
+from worldsim.version import __version__
 
 C = TypeVar("C")
 Flat = Annotated[C, tyro.conf.arg(name="")]
@@ -493,7 +494,6 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """Global flags and the command; the command's own flags are left to it."""
-    from worldsim import __version__
 
     listing = "\n".join(f"  {name:<11} {func.__doc__.splitlines()[0]}" for name, func in COMMANDS.items())
     parser = argparse.ArgumentParser(

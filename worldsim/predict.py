@@ -63,7 +63,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from worldsim.agents.policy import Policy, make_seeing_policy, policy_name
+from worldsim.agents.policy import Policy, policy_name
+from worldsim.agents.registry import make_seeing_policy
 from worldsim.checkpoint import atomic_path, check_output_path, load_config
 from worldsim.config import ActionSpec, WorldConfig
 from worldsim.devices import resolve_device

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from worldsim.agents.policy import Policy
-from worldsim.agents.ppo import ActorCritic, AgentPolicy, FrameStack, check_agent_fits, load_agent
+from worldsim.agents.ppo import ActorCritic, AgentPolicy, FrameStack, agent_dir, check_agent_fits, load_agent
 from worldsim.config import WorldConfig
 from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
@@ -120,20 +120,6 @@ class RLEvalResult:
         return abs(self.dream.mean - self.real.mean) / abs(self.real.mean)
 
 
-# ----------------------------------------------------------------------------- agents on disk
-def agent_dir(path: str | Path) -> Path:
-    """A run directory -> its exported agent (``RUN/agent``); an agent directory as it is; the bare name of an agent
-    shipped in ``assets/policies`` (``carracing_ppo``) -> its directory there."""
-    from worldsim.agents.pusht_family import POLICY_DIR
-
-    path = Path(path)
-    if (path / "agent").is_dir():
-        return path / "agent"
-    if not path.exists() and len(path.parts) == 1 and (POLICY_DIR / path).is_dir():
-        return POLICY_DIR / path
-    return path
-
-
 # ----------------------------------------------------------------------------- the real side
 def real_env(config: WorldConfig, env_id: str | None, label: str) -> Any:
     """The world's source env (``env_id`` must name it, or be 'auto'), checked against the world's actions."""
@@ -218,7 +204,7 @@ def real_episode(
 def _real_policy(spec: str, view: WorldView, sample: bool) -> Policy:
     """``agent:PATH`` (argmax, or sampled with ``sample``) or any policy ``make_policy`` knows, built on ``view`` so
     that drivers which read the env's internals find them and those that see frames get the world's."""
-    from worldsim.agents.policy import AGENT_PREFIX, make_policy
+    from worldsim.agents.registry import AGENT_PREFIX, make_policy
 
     if spec.startswith(AGENT_PREFIX):
         return AgentPolicy.from_pretrained(spec[len(AGENT_PREFIX) :], view.action_space, sample=sample)

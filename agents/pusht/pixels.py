@@ -35,7 +35,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from worldsim.agents.pusht import BAR, COG_LOCAL, PUSHER_RADIUS, STEM, PosePusher, PushTPose, toward, wrap_angle
+from worldsim.agents.pusht.pusher import BAR, COG_LOCAL, PUSHER_RADIUS, STEM, PosePusher, PushTPose, toward, wrap_angle
 from worldsim.errors import InputError
 
 TABLE_SIZE = 512.0
