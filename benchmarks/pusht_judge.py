@@ -18,7 +18,7 @@ import torch
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import resize_frames
 from worldsim.envs.judges import PushTJudge
-from worldsim.eval import parse_episodes
+from worldsim.evaluation.eval import parse_episodes
 
 
 def main() -> None:

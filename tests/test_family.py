@@ -13,7 +13,7 @@ from worldsim.agents.carracing import BRAKE, LEFT, RIGHT, car_state
 from worldsim.agents.registry import make_seeing_policy
 from worldsim.engine import resize_frames
 from worldsim.envs.sources import frame_of, make_source_env, source_world
-from worldsim.eval import STILL_SPEED
+from worldsim.evaluation.eval import STILL_SPEED
 
 
 def drive(name: str, steps: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:

@@ -24,10 +24,10 @@ from torch import Tensor
 from worldsim.checkpoint import load_checkpoint, load_state, save_checkpoint, strip_prefix
 from worldsim.config import ActionSpec, WorldConfig, replace
 from worldsim.devices import resolve_device
-from worldsim.diffusion.memory import CompiledPass
 from worldsim.diffusion.sampler import Rollout
 from worldsim.errors import ConfigError, InputError, WorldsimError
 from worldsim.kernels.compiled import FrozenGraphs
+from worldsim.kernels.compiled_pass import CompiledPass
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import FrameConditioning, TextContext, TextEncoder
 from worldsim.models.dit import DiT
