@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from worldsim.checkpoint import atomic_path, load_tensors, save_tensors
 from worldsim.config import ActionSpec
-from worldsim.engine import resize_frames
 from worldsim.errors import CheckpointError, InputError
+from worldsim.inputs import resize_frames
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 

@@ -7,8 +7,8 @@ import torch
 
 from worldsim.agents.carracing import GAS, LEFT, NOTHING, RIGHT, on_track
 from worldsim.agents.carracing.road_follower import RoadFollower
-from worldsim.engine import resize_frames
 from worldsim.envs.sources import frame_of, make_source_env
+from worldsim.inputs import resize_frames
 
 GRASS, ROAD = (100, 202, 100), (102, 102, 102)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from worldsim.agents.pusht import GOAL_POSE, pusht_state
-from worldsim.engine import resize_frames
 from worldsim.envs.judges import PushTJudge, judge_for, pusht_coverage
 from worldsim.errors import InputError
+from worldsim.inputs import resize_frames
 
 pytest.importorskip("gym_pusht")
 from worldsim.envs.sources import frame_of, make_source_env  # noqa: E402

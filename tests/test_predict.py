@@ -24,11 +24,11 @@ from test_vector_env import close
 import worldsim
 from worldsim import ActionSpec, PredictResult, WorldModel
 from worldsim.cli import main
-from worldsim.engine import resize_frames
 from worldsim.envs.sources import SourceWorld, source_world
 from worldsim.errors import ActionClippedWarning, InputError
 from worldsim.evaluation.report import format_predict_table
 from worldsim.evaluation.result import episode_success
+from worldsim.inputs import resize_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -146,9 +146,9 @@ def test_the_pixel_planner_pushes_from_64px_frames_alone(pusht):
     import torch
 
     from worldsim.agents.pusht.planner import PixelPlanner
-    from worldsim.engine import resize_frames
     from worldsim.envs.sources import frame_of
     from worldsim.errors import InputError
+    from worldsim.inputs import resize_frames
 
     planner = PixelPlanner(pusht.action_space, seed=1)
     obs, _ = pusht.reset(seed=1)

@@ -17,8 +17,8 @@ from worldsim.checkpoint import atomic_path, load_autoencoder, load_state, save_
 from worldsim.config import AutoencoderConfig
 from worldsim.data.clips import ClipDataset
 from worldsim.data.recorder import parse_size
-from worldsim.engine import resize_frames
 from worldsim.errors import CheckpointError, ConfigError, InputError
+from worldsim.inputs import resize_frames
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.training.common import open_training_files
 from worldsim.training.config import AutoencoderTrainConfig

@@ -22,12 +22,13 @@ from worldsim.checkpoint import load_config
 from worldsim.config import ActionSpec, WorldConfig
 from worldsim.data.compat import check_data_matches_world
 from worldsim.devices import resolve_device
-from worldsim.engine import WorldModel, check_actions, resize_frames
+from worldsim.engine import WorldModel
 from worldsim.envs.judges import Judge, has_judge, judge_for
 from worldsim.envs.sources import SourceWorld, frame_of, source_world
 from worldsim.errors import ActionClippedWarning, InputError
 from worldsim.evaluation.real import env_action, frame_size, intro_frames, real_repeat, source_env, to_world
 from worldsim.evaluation.result import SUCCESS_TOLERANCE, PredictResult, episode_success
+from worldsim.inputs import check_actions, resize_frames
 from worldsim.precision import Precision, model_dtype
 from worldsim.progress import progress_bar
 from worldsim.worlds import resolve_world

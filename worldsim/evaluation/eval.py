@@ -53,7 +53,7 @@ from worldsim.checkpoint import load_config
 from worldsim.data.compat import check_data_matches_world
 from worldsim.data.reader import TrajectoryReader
 from worldsim.devices import resolve_device
-from worldsim.engine import WorldModel, resize_frames
+from worldsim.engine import WorldModel
 from worldsim.envs.judges import Judge, judge_for
 from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
@@ -66,6 +66,7 @@ from worldsim.evaluation.metrics import (
 )
 from worldsim.evaluation.policy_shift import STILL_SPEED, PolicyShift, split_names
 from worldsim.evaluation.stability import Stability
+from worldsim.inputs import resize_frames
 from worldsim.precision import Precision, model_dtype
 from worldsim.progress import progress_bar
 from worldsim.worlds import DEFAULT_WORLD, resolve_world

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from worldsim.agents.policy import load_factory
-from worldsim.engine import resize_frames
 from worldsim.envs.sources import SourceWorld, frame_of, make_source_env, source_world
 from worldsim.envs.world import noop_action
 from worldsim.errors import WorldsimError
@@ -25,6 +24,7 @@ from worldsim.evaluation.metrics import (
 )
 from worldsim.evaluation.predict import predict
 from worldsim.evaluation.real import real_repeat
+from worldsim.inputs import resize_frames
 
 STILL_SPEED = 1.0
 """Speed (the source env's units per second: CarRacing's world units) below which a car counts as still."""

@@ -19,9 +19,9 @@ import torch
 from worldsim.agents.policy import Policy
 from worldsim.config import ActionSpec, WorldConfig
 from worldsim.data.compat import describe_space
-from worldsim.engine import resize_frames
 from worldsim.envs.sources import frame_of, frame_rate, make_source_env, source_world
 from worldsim.errors import InputError, WorldsimError
+from worldsim.inputs import resize_frames
 
 
 def env_action(action: torch.Tensor, space: Any) -> Any:
