@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from worldsim.checkpoint import atomic_path, load_tensors, save_tensors
 from worldsim.config import ActionSpec
 from worldsim.errors import CheckpointError, InputError
+from worldsim.inputs import resize_frames
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
@@ -189,8 +190,6 @@ class BCPolicy:
 
     @torch.no_grad()
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        from worldsim.engine import resize_frames
-
         now = resize_frames(torch.from_numpy(np.ascontiguousarray(frame))[None], tuple(self.net.cfg.frame_size))[0]
         history = self.net.cfg.history
         self.frames = (self.frames or [now] * history)[1 - history :] + [now] if history > 1 else [now]

@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from worldsim.checkpoint import atomic_path, load_tensors, save_tensors
 from worldsim.config import ActionSpec
 from worldsim.errors import CheckpointError, InputError
+from worldsim.inputs import resize_frames
+from worldsim.worlds import POLICY_DIR
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
@@ -108,8 +110,6 @@ class FrameStack:
         self.frames = torch.zeros(num, history, *self.size, 3, dtype=torch.uint8)
 
     def _fit(self, frames: np.ndarray | Tensor) -> Tensor:
-        from worldsim.engine import resize_frames
-
         return resize_frames(torch.as_tensor(np.ascontiguousarray(frames)), self.size)
 
     def start(self, frames: np.ndarray | Tensor, rows: np.ndarray | None = None) -> Tensor:
@@ -121,6 +121,17 @@ class FrameStack:
     def push(self, frames: np.ndarray | Tensor) -> Tensor:
         self.frames = torch.cat([self.frames[:, 1:], self._fit(frames)[:, None]], 1)
         return self.frames
+
+
+def agent_dir(path: str | Path) -> Path:
+    """A run directory -> its exported agent (``RUN/agent``); an agent directory as it is; the bare name of an agent
+    shipped in ``assets/policies`` (``carracing_ppo``) -> its directory there."""
+    path = Path(path)
+    if (path / "agent").is_dir():
+        return path / "agent"
+    if not path.exists() and len(path.parts) == 1 and (POLICY_DIR / path).is_dir():
+        return POLICY_DIR / path
+    return path
 
 
 def save_agent(net: ActorCritic, path: str | Path, card: dict[str, Any] | None = None, half: bool = True) -> None:

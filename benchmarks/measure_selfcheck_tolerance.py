@@ -13,8 +13,8 @@ import sys
 
 import torch
 
-from worldsim.diffusion.memory import CompiledPass
 from worldsim.engine import WorldModel
+from worldsim.kernels.compiled_pass import CompiledPass
 from worldsim.models.conditioning import FrameConditioning
 
 

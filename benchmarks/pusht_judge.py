@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from worldsim.data.reader import TrajectoryReader
-from worldsim.engine import resize_frames
 from worldsim.envs.judges import PushTJudge
-from worldsim.eval import parse_episodes
+from worldsim.evaluation.eval import parse_episodes
+from worldsim.inputs import resize_frames
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 import worldsim
 from worldsim.envs.judges import PushTJudge
-from worldsim.eval import mask_iou
+from worldsim.evaluation.metrics import mask_iou
 
 
 def goal_pixels(frames: np.ndarray) -> np.ndarray:

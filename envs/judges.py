@@ -25,8 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
-from worldsim.agents.pusht import BAR, COG_LOCAL, GOAL_POSE, STEM
-from worldsim.agents.pusht_pixels import PUSHER_BLUE, TEE_BLUE, TEE_GREEN_SHARE, read_pusht_pose
+from worldsim.agents.pusht.pixels import PUSHER_BLUE, TEE_BLUE, TEE_GREEN_SHARE, read_pusht_pose
+from worldsim.agents.pusht.pusher import BAR, COG_LOCAL, GOAL_POSE, STEM
 from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
 

@@ -127,7 +127,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         from worldsim.envs.sources import source_world
 
         # Where the world's source env terminates exactly when it succeeds (PushT), a dream's termination is its
-        # success, reported as the source env does: info["is_success"] (worldsim.predict.episode_success).
+        # success, reported as the source env does: info["is_success"] (worldsim.evaluation.result.episode_success).
         source = source_world(config.source_env) if config.source_env else None
         self._reports_success = bool(source and source.success_reward is not None and source.success_terminates)
         self._frame: np.ndarray | None = None

@@ -160,7 +160,7 @@ def test_random_policy_is_seeded():
 def test_idle_policy_touches_nothing_and_can_drive_a_dream():
     from gymnasium import spaces
 
-    from worldsim.agents.policy import make_seeing_policy
+    from worldsim.agents.registry import make_seeing_policy
 
     for space, noop in [
         (spaces.Discrete(5), 0),

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from worldsim.agents.carracing import GAS, LEFT, NOTHING, RIGHT, on_track
-from worldsim.agents.road_follower import RoadFollower
-from worldsim.engine import resize_frames
+from worldsim.agents.carracing.road_follower import RoadFollower
 from worldsim.envs.sources import frame_of, make_source_env
+from worldsim.inputs import resize_frames
 
 GRASS, ROAD = (100, 202, 100), (102, 102, 102)
 

@@ -15,8 +15,8 @@ from worldsim.cli import main
 from worldsim.config import ActionSpec
 from worldsim.data import TrajectoryWriter
 from worldsim.engine import WorldModel
-from worldsim.eval import STILL_PIXEL_CHANGE, context_is_still, frechet_distance, psnr, ssim
-from worldsim.stats import average_ranks, pearson, spearman
+from worldsim.evaluation.eval import STILL_PIXEL_CHANGE, context_is_still
+from worldsim.evaluation.metrics import average_ranks, frechet_distance, pearson, psnr, spearman, ssim
 
 
 def test_psnr_matches_its_definition():

@@ -15,7 +15,7 @@ from worldsim.cli import main
 from worldsim.data import TrajectoryWriter
 from worldsim.engine import WorldModel
 from worldsim.envs.captions import BACKGROUND_SHADE, GRASS_COLOURS, ROAD_COLOURS, carracing_caption
-from worldsim.eval_text import SourceClassifier, palette_in_prompt, read_palette
+from worldsim.evaluation.eval_text import SourceClassifier, palette_in_prompt, read_palette
 from worldsim.models.conditioning import TextEncoder
 
 
@@ -77,7 +77,7 @@ def test_prompt_switch_while_driving_measures_action_following_in_the_same_runs(
     """A world with actions and text: switches start from real held-out CarRacing contexts, driven by the
     recorded actions, and report delta PSNR with the switch beside the same world with no prompt."""
     from worldsim.config import ActionSpec
-    from worldsim.eval_text import EvalTextConfig, TextEvaluator
+    from worldsim.evaluation.eval_text import EvalTextConfig, TextEvaluator
 
     action = ActionSpec(kind="box", shape=[3], low=[-1.0, 0.0, 0.0], high=[1.0, 1.0, 1.0])
     wm = WorldModel(tiny_config(action=action, text_dim=TextEncoder.dim))

@@ -10,10 +10,10 @@ from test_agents_road import frame_with_road
 
 from worldsim.agents import SEEING_POLICIES
 from worldsim.agents.carracing import BRAKE, LEFT, RIGHT, car_state
-from worldsim.agents.policy import make_seeing_policy
-from worldsim.engine import resize_frames
+from worldsim.agents.registry import make_seeing_policy
 from worldsim.envs.sources import frame_of, make_source_env, source_world
-from worldsim.eval import STILL_SPEED
+from worldsim.evaluation.eval import STILL_SPEED
+from worldsim.inputs import resize_frames
 
 
 def drive(name: str, steps: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:

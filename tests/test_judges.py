@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from worldsim.agents.pusht import GOAL_POSE, pusht_state
-from worldsim.engine import resize_frames
 from worldsim.envs.judges import PushTJudge, judge_for, pusht_coverage
 from worldsim.errors import InputError
+from worldsim.inputs import resize_frames
 
 pytest.importorskip("gym_pusht")
 from worldsim.envs.sources import frame_of, make_source_env  # noqa: E402
@@ -92,7 +92,7 @@ def test_a_source_without_a_judge_is_refused_in_one_line():
 def test_the_t_is_read_without_the_pusher():
     """A dream may draw the pusher too faintly to see: the judge still reads the T (its pusher NaN), while a policy
     that needs the pusher gets no pose from the same frame."""
-    from worldsim.agents.pusht_pixels import read_pusht_pose
+    from worldsim.agents.pusht.pixels import read_pusht_pose
 
     frames, _, truth = _frames_and_truth([[100.0, 450.0, 256.0, 256.0, 0.3]])
     faded = frames.copy()

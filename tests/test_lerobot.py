@@ -230,7 +230,7 @@ def test_lerobot_bad_datasets_give_one_line_errors(tmp_path):
 
 def test_train_autoencoder_on_a_lerobot_dataset(tmp_path, capsys):
     from worldsim.cli import main
-    from worldsim.training.world import load_trained_autoencoder
+    from worldsim.training.autoencoder import load_trained_autoencoder
 
     write_lerobot(tmp_path / "ds", "v2.1")
     argv = ["train", "autoencoder", "--data", str(tmp_path / "ds"), "--preset", "tiny", "--frame-size", "32x32"]

@@ -9,11 +9,14 @@ import pytest
 import torch
 from conftest import randomize, tiny_config
 from helpers import save_pusht_world
+from PIL import Image
 
 from worldsim.config import ActionSpec
 from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import InputError
-from worldsim.planning import CEMConfig, CEMPlanner, goal_score, head_score, judge_score, run_planned_episode
+from worldsim.evaluation.plan import PlanConfig, plan, run_planned_episode
+from worldsim.evaluation.real import source_env
+from worldsim.planning import CEMConfig, CEMPlanner, goal_score, head_score, judge_score
 
 
 class ActionPainter:
@@ -107,11 +110,9 @@ def test_bad_search_settings_are_one_line_errors(changes, message):
 
 def test_a_planner_drives_a_real_env_episode(tmp_path):
     pytest.importorskip("gym_pusht")
-    from worldsim.predict import _source_env
-
     world = WorldModel.from_pretrained(save_pusht_world(tmp_path / "w", frame_size=16))
     randomize(world.dit, 3)
-    env = _source_env(world.config, "tiny")
+    env = source_env(world.config, "tiny")
     planner = CEMPlanner(world, head_score, CEMConfig(horizon=4, candidates=3, elites=1, iterations=1, hold=2))
     torch.manual_seed(0)
     episode = run_planned_episode(planner, env, seed=5, max_steps=6, replan_every=3, context=2, keep_frames=True)
@@ -123,8 +124,6 @@ def test_a_planner_drives_a_real_env_episode(tmp_path):
 
 
 def test_plan_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
-    from worldsim.plan import PlanConfig, plan
-
     with pytest.raises(InputError, match="--goal"):
         PlanConfig(score="goal")
     with pytest.raises(InputError, match="--goal"):
@@ -135,8 +134,6 @@ def test_plan_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
         PlanConfig(replan_every=0)
     world = save_pusht_world(tmp_path / "w", frame_size=16)
     wrong = tmp_path / "goal.png"
-    from PIL import Image
-
     Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(wrong)
     with pytest.raises(InputError, match="16x16 frames"):
         plan(PlanConfig(world=world, score="goal", goal=str(wrong)), progress=False)

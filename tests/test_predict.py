@@ -24,10 +24,11 @@ from test_vector_env import close
 import worldsim
 from worldsim import ActionSpec, PredictResult, WorldModel
 from worldsim.cli import main
-from worldsim.engine import resize_frames
 from worldsim.envs.sources import SourceWorld, source_world
 from worldsim.errors import ActionClippedWarning, InputError
-from worldsim.predict import episode_success, format_predict_table
+from worldsim.evaluation.report import format_predict_table
+from worldsim.evaluation.result import episode_success
+from worldsim.inputs import resize_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -459,7 +460,7 @@ def test_a_judged_dream_is_scored_and_ended_by_the_judge_with_the_heads_beside_i
         keep(rows)
 
     wm.keep_worlds = keep_worlds
-    monkeypatch.setattr(sys.modules["worldsim.predict"], "judge_for", lambda env_id, label: ScheduledJudge())
+    monkeypatch.setattr(sys.modules["worldsim.evaluation.dream"], "judge_for", lambda env_id, label: ScheduledJudge())
     r = worldsim.predict(wm, "random", episodes=2, horizon=4)
     assert live == [1] and r.judge == "ScheduledJudge"
     assert r.dream_success.tolist() == [True, False] and r.dream_terminated.tolist() == [True, False]

@@ -12,12 +12,12 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from worldsim.agents.policy import SEEING_POLICIES, make_seeing_policy
 from worldsim.agents.pusht import PushTPose, PushTPusher, pose_of, wrap_angle
-from worldsim.agents.pusht_pixels import PixelPusher, read_pusht_pose
-from worldsim.engine import resize_frames
+from worldsim.agents.pusht.pixels import PixelPusher, read_pusht_pose
+from worldsim.agents.registry import SEEING_POLICIES, make_seeing_policy
 from worldsim.envs.sources import make_source_env
 from worldsim.errors import InputError
+from worldsim.inputs import resize_frames
 
 # Largest errors measured on 1,020 frames (random resets, the state pusher's episodes, the T on the goal, the pusher
 # over the T) at 96x96 and 64x64: pusher 2.2 units, centre of gravity 3.8 units, angle 1.8 degrees (medians 0.5-0.6,

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("gym_pusht")
 
-from worldsim.agents.pusht_planner import PushTPlanner, _keypoint_error, _read_state  # noqa: E402
+from worldsim.agents.pusht.planner import PushTPlanner, _keypoint_error, _read_state  # noqa: E402
 from worldsim.envs.sources import make_source_env  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def test_the_expert_planner_succeeds_and_greedy_noise_does_worse(pusht):
 
 
 def test_the_pusht_mix_draws_a_style_per_episode_by_seed(pusht):
-    from worldsim.agents.pusht_mix import PUSHT_STYLES, PushTMix
+    from worldsim.agents.pusht.mix import PUSHT_STYLES, PushTMix
 
     assert abs(sum(s.weight for s in PUSHT_STYLES) - 1) < 1e-9
     mix = PushTMix(pusht, seed=0)
@@ -145,10 +145,10 @@ def test_the_pixel_planner_pushes_from_64px_frames_alone(pusht):
     brings the T close to its goal; given anything but PushT's action space it says so in one line."""
     import torch
 
-    from worldsim.agents.pusht_planner import PixelPlanner
-    from worldsim.engine import resize_frames
+    from worldsim.agents.pusht.planner import PixelPlanner
     from worldsim.envs.sources import frame_of
     from worldsim.errors import InputError
+    from worldsim.inputs import resize_frames
 
     planner = PixelPlanner(pusht.action_space, seed=1)
     obs, _ = pusht.reset(seed=1)
@@ -166,8 +166,8 @@ def test_the_pixel_planner_pushes_from_64px_frames_alone(pusht):
 
 def test_the_pusht_family_sees_only_frames():
     """Every member is a seeing policy; the learned ones say where their weights should be when none ship."""
-    from worldsim.agents.policy import SEEING_POLICIES
-    from worldsim.agents.pusht_family import POLICY_DIR, PUSHT_FAMILY
+    from worldsim.agents.pusht.family import POLICY_DIR, PUSHT_FAMILY
+    from worldsim.agents.registry import SEEING_POLICIES
 
     assert set(PUSHT_FAMILY) <= set(SEEING_POLICIES)
     space = gymnasium.spaces.Box(0, 512, (2,), np.float32)

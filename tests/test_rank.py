@@ -19,8 +19,8 @@ import worldsim
 from worldsim import RankResult, WorldModel
 from worldsim.cli import main
 from worldsim.errors import ConfigError, InputError
-from worldsim.rank import format_rank_table
-from worldsim.stats import bootstrap_ci, mmrv, spearman
+from worldsim.evaluation.metrics import bootstrap_ci, mmrv, spearman
+from worldsim.evaluation.rank import format_rank_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -97,7 +97,7 @@ def test_agents_round_trip_through_safetensors_and_act_the_same(tmp_path):
     assert [sampled[0](f) for f in frames] == [sampled[1](f) for f in frames]  # the seed decides the draws
     with pytest.raises(InputError, match="acts in Discrete"):
         AgentPolicy.from_pretrained(tmp_path / "a", gymnasium.spaces.Discrete(3))
-    from worldsim.agents.policy import make_seeing_policy
+    from worldsim.agents.registry import make_seeing_policy
 
     by_name = make_seeing_policy(f"agent:{tmp_path / 'a'}", space, seed=0)  # play --policy agent:PATH
     fresh = AgentPolicy(net)
@@ -209,7 +209,7 @@ def test_dropout_dreams_give_each_dream_its_own_world_and_come_off_cleanly(world
 
 
 def test_dream_side_of_eval_scores_every_episode(world, tmp_path):
-    from worldsim.rl_eval import run_dream
+    from worldsim.evaluation.rl_eval import run_dream
 
     result = run_dream(small_agent(), world, [0, 1, 2], sample=False, precision="fp32", episode_steps=5, batch=2)
     assert len(result.returns) == 3 and all(1 <= n <= 5 for n in result.steps)
@@ -218,7 +218,7 @@ def test_dream_side_of_eval_scores_every_episode(world, tmp_path):
 
 
 def test_paired_dreams_start_from_the_given_frames_and_are_scored_against_the_real_returns(world):
-    from worldsim.rl_eval import RLEvalResult, SideResult, run_dream
+    from worldsim.evaluation.rl_eval import RLEvalResult, SideResult, run_dream
 
     g = np.random.default_rng(0)
     a, b = (g.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8) for _ in range(2))
@@ -242,7 +242,7 @@ def test_paired_dreams_start_from_the_given_frames_and_are_scored_against_the_re
 def test_real_side_plays_whole_episodes_of_the_source_env():
     pytest.importorskip("Box2D")
     from worldsim.config import WorldConfig
-    from worldsim.rl_eval import real_episode
+    from worldsim.evaluation.rl_eval import real_episode
 
     config = WorldConfig(frame_size=[64, 64], action=ActionSpec(kind="discrete", n=5), frame_rate=25,
                          source_env="CarRacing-v3")  # fmt: skip
@@ -270,7 +270,7 @@ def test_real_side_takes_agents_and_named_drivers_on_the_same_view(tmp_path):
     pytest.importorskip("Box2D")
     from worldsim.config import WorldConfig
     from worldsim.errors import InputError
-    from worldsim.rl_eval import WorldView, _real_policy
+    from worldsim.evaluation.rl_eval import WorldView, _real_policy
 
     config = WorldConfig(frame_size=[64, 64], action=ActionSpec(kind="discrete", n=5), frame_rate=25,
                          source_env="CarRacing-v3")  # fmt: skip
@@ -288,9 +288,9 @@ def test_real_side_takes_agents_and_named_drivers_on_the_same_view(tmp_path):
 
 @pytest.mark.parametrize("name", ["carracing_ppo", "carracing_ppo_v2"])
 def test_the_shipped_agents_load_by_name_and_drive_the_shipped_world(name):
-    from worldsim.agents.policy import make_seeing_policy
+    from worldsim.agents.ppo import agent_dir
+    from worldsim.agents.registry import make_seeing_policy
     from worldsim.checkpoint import load_config
-    from worldsim.rl_eval import agent_dir
     from worldsim.worlds import resolve_world
 
     path = agent_dir(name)

@@ -207,7 +207,7 @@ def test_the_shipped_backbone_is_the_default_of_generate(tmp_path, capsys):
     import imageio.v3 as iio
 
     from worldsim.cli import main
-    from worldsim.training.world import load_trained_autoencoder
+    from worldsim.training.autoencoder import load_trained_autoencoder
     from worldsim.worlds import shipped_worlds
 
     assert "t2v" in shipped_worlds()

@@ -21,11 +21,11 @@ from worldsim.diffusion.schedule import velocity_target
 from worldsim.engine import WorldModel
 from worldsim.errors import InputError
 from worldsim.models.autoencoder import FrameAutoencoder
-from worldsim.training.autoencoder import AutoencoderStage
+from worldsim.training.autoencoder import AutoencoderStage, load_trained_autoencoder
 from worldsim.training.config import AutoencoderTrainConfig, WorldTrainConfig, with_preset
 from worldsim.training.loop import train
 from worldsim.training.objectives import diffusion_forcing_loss, draw_forcing_noise, motion_weights
-from worldsim.training.world import WorldStage, load_trained_autoencoder
+from worldsim.training.world import WorldStage
 
 TINY_AE = AutoencoderConfig(widths=[8, 16], latent_channels=4)
 

@@ -13,15 +13,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 
-from worldsim.checkpoint import atomic_path, save_autoencoder
+from worldsim.checkpoint import atomic_path, load_autoencoder, load_state, save_autoencoder
 from worldsim.config import AutoencoderConfig
 from worldsim.data.clips import ClipDataset
 from worldsim.data.recorder import parse_size
-from worldsim.engine import resize_frames
-from worldsim.errors import ConfigError, InputError
+from worldsim.errors import CheckpointError, ConfigError, InputError
+from worldsim.inputs import resize_frames
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.training.common import open_training_files
 from worldsim.training.config import AutoencoderTrainConfig
+from worldsim.worlds import resolve_world
 
 EXPORT_DIR = "autoencoder"
 METRICS_FILE = "metrics.json"
@@ -29,6 +30,29 @@ SCALE_FRAMES = 512
 """Frames encoded to measure the latent scale at export."""
 HELDOUT_FRAMES = 1024
 """Held-out frames (spread over the --holdout episodes) whose reconstruction PSNR is measured at every export."""
+
+
+def load_trained_autoencoder(path: str | Path) -> tuple[list[int], AutoencoderConfig, FrameAutoencoder]:
+    """An autoencoder from a stage-1 run directory, an autoencoder checkpoint, or a world's: its checkpoint, its
+    run directory or a shipped world's name (``--autoencoder t2v`` fine-tunes on the backbone's own latents)."""
+    path = Path(path)
+    if (path / EXPORT_DIR).is_dir():
+        path = path / EXPORT_DIR
+    else:
+        try:
+            path = resolve_world(path)
+        except CheckpointError:
+            raise InputError(
+                f"--autoencoder {path} does not exist: train one first with `worldsim train autoencoder`"
+            ) from None
+    frame_size, config, state = load_autoencoder(path)
+    try:
+        ae_config = AutoencoderConfig(**config)
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: autoencoder config does not match this worldsim ({e})") from None
+    ae = FrameAutoencoder(ae_config)
+    load_state(ae, state, str(path))
+    return frame_size, ae_config, ae.eval().requires_grad_(False)
 
 
 class FramesOnly(Dataset):
@@ -52,8 +76,6 @@ class AutoencoderStage:
         self.frame_size = parse_size(cfg.frame_size)
         start = None
         if cfg.init:
-            from worldsim.training.world import load_trained_autoencoder
-
             _, self.ae_config, start = load_trained_autoencoder(cfg.init)
         else:
             try:

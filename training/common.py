@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from worldsim.data.clips import ClipDataset
 from worldsim.data.latents import LatentStore, build_latent_cache
 from worldsim.data.reader import TrajectoryReader
+from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.training.config import TrainConfig
@@ -84,3 +86,30 @@ class BucketedClips(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         part = int(np.searchsorted(self.offsets, index, side="right") - 1)
         return self.parts[part][index - int(self.offsets[part])]
+
+
+def share_weights(parts: list[ClipDataset], is_special: list[bool], share: float) -> list[float]:
+    """Bucket weights giving the ``is_special`` parts (images, text-only clips) ``share`` of the steps together and
+    the others the rest, each part in proportion to its number of clips."""
+    sizes = [len(p) for p in parts]
+    special = sum(n for n, x in zip(sizes, is_special) if x)
+    plain = sum(n for n, x in zip(sizes, is_special) if not x)
+    share = share if special else 0.0
+    return [(share * n / special if x else (1 - share) * n / max(plain, 1)) for n, x in zip(sizes, is_special)]
+
+
+def open_captioned(cfg: TrainConfig, holdout_flag: str = "--holdout") -> list[tuple[TrajectoryReader, list[int]]]:
+    """Each file's reader and training episodes; every file must carry captions."""
+    sources = open_training_files(cfg, holdout_flag)
+    for reader, _ in sources:
+        if not reader.captions:
+            raise InputError(f"{reader.source} has no captions: record it with `worldsim record --captions`")
+    return sources
+
+
+def captioned_part(reader: TrajectoryReader, episodes: list[int], frames: int, latents: LatentStore) -> ClipDataset:
+    """Clips of ``frames`` frames of one captioned file at its own size. A source's intro (CarRacing's zoom-in) is
+    not what its captions describe: left out."""
+    skip = round(source_world(reader.env_id).intro_seconds * reader.frame_rate)
+    size = tuple(reader.frame_shape[:2])
+    return ClipDataset(reader, frames, size, episodes=episodes, skip=skip, latents=latents)

@@ -52,11 +52,11 @@ from worldsim.engine import WorldModel
 from worldsim.errors import InputError
 from worldsim.models.conditioning import TextContext, TextEncoder
 from worldsim.models.dit import DiT, DiTOutput
-from worldsim.training.common import BucketedClips, cached_latents, open_training_data
+from worldsim.training.common import BucketedClips, cached_latents, open_captioned, open_training_data
 from worldsim.training.config import DistillTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import LossConfig, drop_text, own_rollout
-from worldsim.training.t2v import captioned_clips, check_frame_sizes, log_text_rollouts, open_captioned
+from worldsim.training.t2v import captioned_clips, check_frame_sizes, log_text_rollouts
 from worldsim.training.world import EXPORT_DIR, log_open_loop
 
 

@@ -253,7 +253,7 @@ class RealEnvs:
     i of the run is track ``seed + i``."""
 
     def __init__(self, config: Any, num_envs: int) -> None:
-        from worldsim.rl_eval import WorldView, real_env
+        from worldsim.evaluation.rl_eval import WorldView, real_env
 
         self.envs = [WorldView(real_env(config, None, config.name), config) for _ in range(num_envs)]
         self.frames = np.zeros((num_envs, *config.frame_size, 3), np.uint8)
@@ -285,7 +285,7 @@ class Rollouts:
 
     def __init__(self, cfg: RLTrainConfig) -> None:
         from worldsim.envs.world_vector import WorldModelVectorEnv
-        from worldsim.rl_eval import dream_episode_steps, start_context
+        from worldsim.evaluation.rl_eval import dream_episode_steps, start_context
 
         self.cfg = cfg
         self.venv: Any
@@ -497,8 +497,7 @@ def train_agent(cfg: RLTrainConfig, progress: bool = True) -> dict[str, Any]:
 
 def _init_agent(path: str, config: Any, history: int) -> tuple[AgentConfig, dict[str, Tensor], dict[str, int]]:
     """--init: the agent's config and weights, checked against the world, and the steps its card says it took."""
-    from worldsim.agents.ppo import check_agent_fits, load_agent, read_agent_card
-    from worldsim.rl_eval import agent_dir
+    from worldsim.agents.ppo import agent_dir, check_agent_fits, load_agent, read_agent_card
 
     where = agent_dir(path)
     net = load_agent(where)
@@ -517,7 +516,7 @@ def _real_check(net: ActorCritic, cfg: RLTrainConfig, config: Any, counters: dic
     """Mean return over a few real tracks (seeds never used by eval's default), its steps added to the count."""
     import tempfile
 
-    from worldsim.rl_eval import run_real
+    from worldsim.evaluation.rl_eval import run_real
 
     seeds = [500_000 + counters["updates"] * 100 + i for i in range(cfg.eval_real_episodes)]
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,20 +17,25 @@ import torch
 from torch import Tensor, nn
 
 from worldsim.config import ActionSpec, SamplerConfig, WorldConfig, dit_config
-from worldsim.data.clips import ClipDataset
-from worldsim.data.latents import LatentStore
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel
-from worldsim.envs.sources import source_world
 from worldsim.errors import ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextEncoder
 from worldsim.models.dit import DiT
-from worldsim.training.common import BucketedClips, add_rollout, cached_latents, open_training_files
-from worldsim.training.config import TextToVideoTrainConfig, TrainConfig
+from worldsim.training.autoencoder import load_trained_autoencoder
+from worldsim.training.common import (
+    BucketedClips,
+    add_rollout,
+    cached_latents,
+    captioned_part,
+    open_captioned,
+    share_weights,
+)
+from worldsim.training.config import TextToVideoTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import ClipBatch, LossConfig, diffusion_forcing_loss, draw_forcing_noise
-from worldsim.training.world import EXPORT_DIR, PIXELS_PER_TOKEN, load_trained_autoencoder
+from worldsim.training.world import EXPORT_DIR, PIXELS_PER_TOKEN
 
 NO_ACTIONS = ActionSpec(kind="discrete", n=1)
 """The backbone's action space: one action it never sees (every frame is null); a world replaces the embedding."""
@@ -38,25 +43,6 @@ SAMPLE_FRAMES = 16
 TEXT_CFG = 3.0
 """The guidance scale on the prompt a backbone is sampled with (its ``sampler.text_cfg``: `generate`, `eval-text` and
 `play` read it); a world with actions keeps 1, one pass a step at play."""
-
-
-def share_weights(parts: list[ClipDataset], is_special: list[bool], share: float) -> list[float]:
-    """Bucket weights giving the ``is_special`` parts (images, text-only clips) ``share`` of the steps together and
-    the others the rest, each part in proportion to its number of clips."""
-    sizes = [len(p) for p in parts]
-    special = sum(n for n, x in zip(sizes, is_special) if x)
-    plain = sum(n for n, x in zip(sizes, is_special) if not x)
-    share = share if special else 0.0
-    return [(share * n / special if x else (1 - share) * n / max(plain, 1)) for n, x in zip(sizes, is_special)]
-
-
-def open_captioned(cfg: TrainConfig, holdout_flag: str = "--holdout") -> list[tuple[TrajectoryReader, list[int]]]:
-    """Each file's reader and training episodes; every file must carry captions."""
-    sources = open_training_files(cfg, holdout_flag)
-    for reader, _ in sources:
-        if not reader.captions:
-            raise InputError(f"{reader.source} has no captions: record it with `worldsim record --captions`")
-    return sources
 
 
 class TextToVideoStage:
@@ -173,14 +159,6 @@ def captioned_clips(
             parts.append(captioned_part(reader, episodes, 1, latents))
             is_image.append(True)
     return BucketedClips(parts, share_weights(parts, is_image, image_share))
-
-
-def captioned_part(reader: TrajectoryReader, episodes: list[int], frames: int, latents: LatentStore) -> ClipDataset:
-    """Clips of ``frames`` frames of one captioned file at its own size. A source's intro (CarRacing's zoom-in) is
-    not what its captions describe: left out."""
-    skip = round(source_world(reader.env_id).intro_seconds * reader.frame_rate)
-    size = tuple(reader.frame_shape[:2])
-    return ClipDataset(reader, frames, size, episodes=episodes, skip=skip, latents=latents)
 
 
 @torch.no_grad()

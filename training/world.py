@@ -13,19 +13,27 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from worldsim.checkpoint import load_autoencoder, load_checkpoint, load_config, load_state, strip_prefix
-from worldsim.config import ActionSpec, AutoencoderConfig, SamplerConfig, WorldConfig, dit_config
+from worldsim.checkpoint import load_checkpoint, load_config, load_state, strip_prefix
+from worldsim.config import ActionSpec, SamplerConfig, WorldConfig, dit_config
 from worldsim.data.clips import ClipDataset
 from worldsim.data.compat import check_data_matches_world, data_action_spec
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel
 from worldsim.envs.sources import source_world
-from worldsim.errors import CheckpointError, ConfigError, InputError
+from worldsim.errors import ConfigError, InputError
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextContext, TextEncoder
 from worldsim.models.dit import DiT
-from worldsim.training.autoencoder import EXPORT_DIR as AUTOENCODER_DIR
-from worldsim.training.common import BucketedClips, add_rollout, cached_latents, open_training_data
+from worldsim.training.autoencoder import load_trained_autoencoder
+from worldsim.training.common import (
+    BucketedClips,
+    add_rollout,
+    cached_latents,
+    captioned_part,
+    open_captioned,
+    open_training_data,
+    share_weights,
+)
 from worldsim.training.config import WorldTrainConfig
 from worldsim.training.loop import Distributed
 from worldsim.training.objectives import (
@@ -50,29 +58,6 @@ START_CONTEXTS = 16
 START_FRAMES = 4
 SAMPLE_FRAMES = 32
 """Length of the TensorBoard sample rollout."""
-
-
-def load_trained_autoencoder(path: str | Path) -> tuple[list[int], AutoencoderConfig, FrameAutoencoder]:
-    """An autoencoder from a stage-1 run directory, an autoencoder checkpoint, or a world's: its checkpoint, its
-    run directory or a shipped world's name (``--autoencoder t2v`` fine-tunes on the backbone's own latents)."""
-    path = Path(path)
-    if (path / AUTOENCODER_DIR).is_dir():
-        path = path / AUTOENCODER_DIR
-    else:
-        try:
-            path = resolve_world(path)
-        except CheckpointError:
-            raise InputError(
-                f"--autoencoder {path} does not exist: train one first with `worldsim train autoencoder`"
-            ) from None
-    frame_size, config, state = load_autoencoder(path)
-    try:
-        ae_config = AutoencoderConfig(**config)
-    except (TypeError, ConfigError) as e:
-        raise CheckpointError(f"{path}: autoencoder config does not match this worldsim ({e})") from None
-    ae = FrameAutoencoder(ae_config)
-    load_state(ae, state, str(path))
-    return frame_size, ae_config, ae.eval().requires_grad_(False)
 
 
 class WorldStage:
@@ -158,8 +143,6 @@ class WorldStage:
     def _with_text_clips(self, cfg: WorldTrainConfig, d: Distributed) -> BucketedClips:
         """The world's clips and, ``text_share`` of the steps, text-only clips of captioned files (no actions, no
         rewards), each file its own bucket (its own frame size)."""
-        from worldsim.training.t2v import captioned_part, open_captioned, share_weights
-
         if not cfg.latent_cache:
             raise InputError("--text-data needs the latent cache: drop --no-latent-cache")
         if not 0.0 < cfg.text_share < 1.0:
@@ -205,7 +188,7 @@ class WorldStage:
     def _start_contexts(self, episodes: list[int]) -> dict[str, Tensor]:
         chosen = [e for e in episodes if self.reader.episode_frames[e] >= START_FRAMES][:START_CONTEXTS]
         frames = [torch.from_numpy(self.reader.frames(e, 0, START_FRAMES)) for e in chosen]
-        from worldsim.engine import resize_frames
+        from worldsim.inputs import resize_frames
 
         return {"frames": resize_frames(torch.stack(frames), tuple(self.config.frame_size))} if frames else {}
 
@@ -312,7 +295,7 @@ def log_open_loop(
     ``text`` its caption as the prompt)."""
     n = min(reader.episode_frames[episode], SAMPLE_FRAMES + 1)
     real = torch.from_numpy(reader.frames(episode, 0, n))
-    from worldsim.engine import resize_frames
+    from worldsim.inputs import resize_frames
 
     real = resize_frames(real, tuple(wm.config.frame_size)).numpy()
     actions = reader.steps(episode)["actions"][: n - 1]

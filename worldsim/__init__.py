@@ -9,8 +9,9 @@ from worldsim import envs  # noqa: F401  (registers the worldsim/* Gymnasium ids
 from worldsim.config import ActionSpec, AutoencoderConfig, DiTConfig, SamplerConfig, WorldConfig
 from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import WorldsimError
-from worldsim.predict import PredictResult, predict
-from worldsim.rank import RankResult, rank
+from worldsim.evaluation.predict import PredictResult, predict
+from worldsim.evaluation.rank import RankResult, rank
+from worldsim.version import __version__
 
 __all__ = [
     "ActionSpec",
@@ -23,7 +24,8 @@ __all__ = [
     "WorldConfig",
     "WorldModel",
     "WorldsimError",
+    "__version__",
     "predict",
     "rank",
 ]
-__version__ = "0.1.0"
+

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import tyro
 
 from worldsim.errors import ConfigError, WorldsimError, WorldsimWarning
+from worldsim.version import __version__
 
 C = TypeVar("C")
 Flat = Annotated[C, tyro.conf.arg(name="")]
@@ -155,8 +156,9 @@ def cmd_eval(argv: list[str]) -> int:
     open-loop steps beside copy-last. Prints a markdown table; --json FILE writes every number.
     """
     from worldsim.checkpoint import atomic_path, check_output_path
-    from worldsim.eval import EvalConfig, evaluate, format_eval_table
-    from worldsim.stats import json_ready
+    from worldsim.evaluation.eval import EvalConfig, evaluate
+    from worldsim.evaluation.eval_report import format_eval_table
+    from worldsim.evaluation.metrics import json_ready
 
     args = parse(WithJsonFile[EvalConfig], argv, "eval", cmd_eval.__doc__, WithJsonFile(EvalConfig()))
     cfg = args.config
@@ -197,7 +199,8 @@ def cmd_predict(argv: list[str]) -> int:
     with 95% bootstrap intervals; --json FILE writes every number, --video FILE a grid of the episodes (real |
     dream). Box actions outside the bounds are clipped (one warning per policy); NaN actions are refused.
     """
-    from worldsim.predict import PredictConfig, format_predict_table, predict, write_predict_json, write_predict_video
+    from worldsim.evaluation.predict import PredictConfig, predict
+    from worldsim.evaluation.report import format_predict_table, write_predict_json, write_predict_video
 
     cfg = parse(PredictConfig, argv, "predict", cmd_predict.__doc__)
     result = predict(
@@ -232,7 +235,14 @@ def cmd_rank(argv: list[str]) -> int:
     real success, Pearson, Spearman and MMRV across policies, and the time of each side. --json FILE writes every
     number, --video-dir DIR a real | dream grid per policy.
     """
-    from worldsim.rank import RankConfig, format_rank_table, policy_list, rank, write_rank_json, write_rank_videos
+    from worldsim.evaluation.rank import (
+        RankConfig,
+        format_rank_table,
+        policy_list,
+        rank,
+        write_rank_json,
+        write_rank_videos,
+    )
 
     cfg = parse(RankConfig, argv, "rank", cmd_rank.__doc__)
     result = rank(
@@ -261,9 +271,9 @@ def cmd_eval_text(argv: list[str]) -> int:
     """Measure how a text-capable checkpoint follows prompts, from the pixels it generates.
 
     Text following on held-out prompts and on CarRacing palettes never seen together, prompt switches, and the
-    realism (Fréchet distance) of generated frames beside real-vs-real; see worldsim.eval_text.
+    realism (Fréchet distance) of generated frames beside real-vs-real; see worldsim.evaluation.eval_text.
     """
-    from worldsim.eval_text import EvalTextConfig, TextEvaluator, summary_lines
+    from worldsim.evaluation.eval_text import EvalTextConfig, TextEvaluator, summary_lines
 
     cfg = parse(EvalTextConfig, argv, "eval-text", cmd_eval_text.__doc__)
     result = TextEvaluator(cfg, progress=sys.stderr.isatty()).run()
@@ -425,7 +435,7 @@ def cmd_rl(argv: list[str]) -> int:
     counted); `eval` gives the mean +- std return over real tracks and over dreams, side by side.
     Ctrl-C saves a checkpoint; --resume continues.
     """
-    from worldsim.rl_eval import RLEvalConfig, format_rl_eval, run_rl_eval, write_rl_eval_json
+    from worldsim.evaluation.rl_eval import RLEvalConfig, format_rl_eval, run_rl_eval, write_rl_eval_json
     from worldsim.training.rl import RLTrainConfig
 
     train = Annotated[
@@ -493,7 +503,6 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """Global flags and the command; the command's own flags are left to it."""
-    from worldsim import __version__
 
     listing = "\n".join(f"  {name:<11} {func.__doc__.splitlines()[0]}" for name, func in COMMANDS.items())
     parser = argparse.ArgumentParser(

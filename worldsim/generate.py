@@ -138,7 +138,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, object]:
         visible = wm.sampler_config.sinks + wm.sampler_config.window - 1
         context = np.repeat(start[None, -visible:], len(prompts), axis=0)
         wm.reset(frames=context, text=prompts, generator=gens)
-        from worldsim.engine import resize_frames
+        from worldsim.inputs import resize_frames
 
         given = resize_frames(torch.from_numpy(start), wm.frame_size).numpy()
         videos = [np.repeat(given[None], len(prompts), axis=0)]

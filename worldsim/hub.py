@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from worldsim.checkpoint import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from worldsim.errors import CheckpointError
+from worldsim.version import __version__
 
 WORLD_FILES = [CONFIG_FILE, "*.safetensors", CARD_FILE]
 """What a world repo is made of: downloads and uploads take only these (not training state or stray files)."""
@@ -90,7 +91,6 @@ def _cached_or_downloaded(ref: HubRef) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from worldsim import __version__
 
     def download(local_files_only: bool) -> Path:
         return Path(
@@ -130,7 +130,6 @@ def push_world(
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HFValidationError, HTTPError
 
-    from worldsim import __version__
 
     path = Path(path)
     load_checkpoint(path)

@@ -8,6 +8,8 @@ from pathlib import Path
 from worldsim.errors import CheckpointError
 
 ASSETS = Path(str(files("worldsim.assets")))
+POLICY_DIR = ASSETS / "policies"
+"""Where shipped learned policies live: ``assets/policies/<name>/`` (config.json + model.safetensors)."""
 """Where the shipped worlds are: ``assets/`` of a checkout (editable install) or ``worldsim/assets`` of a wheel."""
 DEFAULT_WORLD = "carracing"
 

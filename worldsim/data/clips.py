@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from worldsim.data.latents import LatentStore
 from worldsim.data.reader import TrajectoryReader
-from worldsim.engine import resize_frames
 from worldsim.errors import InputError
+from worldsim.inputs import resize_frames
 
 
 class ClipDataset(Dataset):

@@ -16,7 +16,7 @@ import torch
 
 from worldsim.data.reader import TrajectoryReader
 from worldsim.data.schema import episode_name
-from worldsim.engine import resize_frames
+from worldsim.inputs import resize_frames
 from worldsim.models.autoencoder import FrameAutoencoder
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from worldsim.data.writer import TrajectoryWriter
-from worldsim.engine import resize_frames
+from worldsim.inputs import resize_frames
 
 
 @dataclass

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from worldsim.config import SamplerConfig
-from worldsim.diffusion.memory import CompiledPass, KVCache, Recompute, WrittenBlock
+from worldsim.diffusion.memory import KVCache, Recompute, WrittenBlock
 from worldsim.diffusion.schedule import add_noise, euler_step, pyramid_levels
+from worldsim.kernels.compiled_pass import CompiledPass
 from worldsim.models.conditioning import FrameConditioning, TextContext
 from worldsim.models.dit import DiT, DiTOutput
 

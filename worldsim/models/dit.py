@@ -251,7 +251,7 @@ class DiT(nn.Module):
         t_positions: (F,) absolute time index of each frame (RoPE); None when ``rope`` is given.
         memory: how attention sees other frames; None = block-causal within this block (training).
         rope: the cos/sin tables of ``t_positions`` when the caller has them (a compiled pass takes them as inputs,
-        ``worldsim.diffusion.memory.CompiledPass``); None makes them here.
+        ``worldsim.kernels.compiled_pass.CompiledPass``); None makes them here.
         """
         B, F_, C, h, w = latents.shape
         p = self.cfg.patch

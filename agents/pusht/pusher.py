@@ -8,7 +8,7 @@ pusher to keep its motion smooth.
 
 ``PosePusher`` decides from a ``PushTPose`` (where the pusher and the T are); where the pose comes from is its
 subclasses' business. ``PushTPusher`` reads the true poses from the env (``env.unwrapped.agent``, ``.block``);
-``worldsim.agents.pusht_pixels.PixelPusher`` reads them off the frame, so it can drive a dream.
+``worldsim.agents.pusht.pixels.PixelPusher`` reads them off the frame, so it can drive a dream.
 """
 
 from __future__ import annotations

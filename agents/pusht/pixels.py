@@ -20,7 +20,7 @@ moments differ by only 1.6x, so a pusher hiding the end of the stem swung the ax
 
 Measured on 1,020 frames (random resets, the state pusher's episodes, the T on the goal, the pusher over the T),
 largest errors (medians): at 96x96 the pusher 1.9 units (0.5), the centre of gravity 2.8 units (0.7), the angle 1.8
-degrees (0.3); at 64x64 (``worldsim.engine.resize_frames`` or cv2's INTER_AREA) 2.2 (0.6), 3.8 (0.7) and 1.6
+degrees (0.3); at 64x64 (``worldsim.inputs.resize_frames`` or cv2's INTER_AREA) 2.2 (0.6), 3.8 (0.7) and 1.6
 degrees (0.3). ``tests/test_pusht_pixels.py`` holds every frame it reads to 4 units, 6 units and 4 degrees. A frame
 takes 0.75 ms at 96x96 and 0.47 ms at 64x64 (one core of a busy 2-core CPU).
 
@@ -35,7 +35,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from worldsim.agents.pusht import BAR, COG_LOCAL, PUSHER_RADIUS, STEM, PosePusher, PushTPose, toward, wrap_angle
+from worldsim.agents.pusht.pusher import BAR, COG_LOCAL, PUSHER_RADIUS, STEM, PosePusher, PushTPose, toward, wrap_angle
 from worldsim.errors import InputError
 
 TABLE_SIZE = 512.0

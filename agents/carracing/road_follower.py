@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.agents.carracing import GAS, LEFT, NOTHING, RIGHT
+from worldsim.agents.carracing.driver import GAS, LEFT, NOTHING, RIGHT
 
 HUD_FRACTION = 0.125
 """CarRacing's bottom 12.5% is the black HUD bar, not playfield."""

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from worldsim.agents.carracing import BRAKE, LEFT, NOTHING, RIGHT
-from worldsim.agents.road_follower import RoadFollower
+from worldsim.agents.carracing.driver import BRAKE, LEFT, NOTHING, RIGHT
+from worldsim.agents.carracing.road_follower import RoadFollower
 from worldsim.errors import InputError
 
 Phase = tuple[int, int | None]

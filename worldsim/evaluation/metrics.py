@@ -1,10 +1,13 @@
-"""Small pure statistics over episodes and policies: correlations, ranks, bootstrap intervals, rank violation.
+"""The metrics every evaluation command uses, once: frame metrics (PSNR, SSIM, Fréchet distance, pixel distance, mask
+IoU) and small pure statistics over episodes and policies (correlations, ranks, bootstrap intervals, rank violation).
 
+    psnr(dream, real)                  # per frame, dB
     bootstrap_ci(successes)            # (low, high): a 95% percentile-bootstrap interval of the mean
     spearman(predicted, real)          # rank correlation, ties given their average rank
     mmrv(predicted, real)              # SIMPLER's mean maximum rank violation (0: the order is right)
 
-numpy only (scipy is not a dependency); each function is checked against hand-computed values in the tests.
+The statistics are numpy only (scipy is not a dependency); each is checked against hand-computed values in the tests.
+A new metric goes here when two commands need it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
 
 from worldsim.errors import InputError
 
@@ -92,3 +98,60 @@ def mmrv(predicted: np.ndarray, real: np.ndarray) -> float:
     violated = (p[:, None] > p[None, :]) != (r[:, None] > r[None, :])  # (N, N): pair (i, j) misordered
     gap = np.abs(r[:, None] - r[None, :])
     return float(np.where(violated, gap, 0.0).max(axis=1).mean())
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR in dB of uint8 frames (..., H, W, 3)."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(-3, -2, -1))
+    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame SSIM of uint8 frames (..., H, W, 3) (Wang et al. 2004).
+
+    Gaussian window 11 / sigma 1.5, constants K1 0.01 and K2 0.03 of the 255 range, over the valid
+    region of each colour channel, averaged over channels.
+    """
+    lead = a.shape[:-3]
+    x, y = (
+        rearrange(
+            torch.from_numpy(np.ascontiguousarray(t).reshape(-1, *t.shape[-3:])).double(), "n h w c -> (n c) 1 h w"
+        )
+        for t in (a, b)
+    )
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
+    g = g / g.sum()
+    win = (g[:, None] * g[None, :])[None, None]
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, win)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    per_channel = s.mean(dim=(1, 2, 3)).reshape(-1, 3)
+    return per_channel.mean(1).numpy().reshape(lead)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets a (N, D) and b (M, D)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    # tr sqrt(A B) = tr sqrt(sqrt(A) B sqrt(A)), which is symmetric PSD: eigenvalues are enough.
+    w, v = np.linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+
+
+def pixel_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame mean absolute difference of uint8 frames (..., H, W, 3), in 0-255 units."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=(-3, -2, -1))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per frame: intersection over union of two (N, H, W) bool masks; NaN where both are empty."""
+    inter = (a & b).reshape(len(a), -1).sum(1)
+    union = (a | b).reshape(len(a), -1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), np.nan)

@@ -10,10 +10,11 @@ image); ``auto`` takes the judge where the source has one, else the reward head.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import tyro
@@ -22,20 +23,14 @@ from worldsim.checkpoint import atomic_path, check_output_path, load_config
 from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.envs.judges import has_judge, judge_for
+from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
-from worldsim.planning import (
-    CEMConfig,
-    CEMPlanner,
-    PlannedEpisode,
-    Score,
-    goal_score,
-    head_score,
-    judge_score,
-    run_planned_episode,
-)
+from worldsim.evaluation.metrics import bootstrap_ci, json_ready
+from worldsim.evaluation.real import WorldView, source_env
+from worldsim.evaluation.result import episode_success
+from worldsim.planning import CEMConfig, CEMPlanner, Score, goal_score, head_score, judge_score
 from worldsim.precision import Precision, model_dtype
 from worldsim.progress import progress_bar
-from worldsim.stats import bootstrap_ci, json_ready
 from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
 ScoreName = Literal["auto", "judge", "reward", "goal"]
@@ -118,6 +113,78 @@ class PlanReport:
         return out
 
 
+@dataclass
+class PlannedEpisode:
+    """One episode a planner drove."""
+
+    seed: int
+    """The real env's reset seed."""
+    steps: int
+    """World steps taken."""
+    success: bool | None
+    """By the source env's own rule (``episode_success``: PushT, it terminated); None where it has no notion of
+    success."""
+    env_return: float
+    """The env's reward summed over the episode."""
+    best_reward: float
+    """The env's highest reward of one world step (PushT: coverage / 0.95, capped at 1)."""
+    decisions: int
+    """Plans made."""
+    plan_seconds: float
+    """Wall clock spent planning (dreaming and scoring), all decisions together."""
+    frames: np.ndarray | None = None
+    """uint8 (steps + 1, h, w, 3) at the world's frame size, when kept."""
+
+
+def run_planned_episode(
+    planner: CEMPlanner,
+    env: Any,
+    seed: int,
+    max_steps: int,
+    replan_every: int,
+    context: int,
+    keep_frames: bool = False,
+) -> PlannedEpisode:
+    """Reset ``env`` with ``seed`` and let ``planner`` drive it: plan from the latest ``context`` real frames (and
+    the actions between them), execute the plan's first ``replan_every`` actions (each held for the world's action
+    repeat of env steps), plan again, until the episode ends or ``max_steps`` world steps."""
+    config = planner.world.config
+    view = WorldView(env, config)
+    frame, _ = view.reset(seed=seed)
+    frames = [frame]
+    taken: list[np.ndarray] = []
+    planner.reset()
+    env_return, best, terminated, ended, decisions, seconds = 0.0, -math.inf, False, False, 0, 0.0
+    while not ended and len(taken) < max_steps:
+        seen = np.stack(frames[-context:])
+        between = np.stack(taken[-(len(seen) - 1) :]) if len(seen) > 1 else None
+        started = time.perf_counter()
+        chosen = planner.plan(seen, between)
+        seconds += time.perf_counter() - started
+        decisions += 1
+        for action in chosen[: min(replan_every, max_steps - len(taken))]:
+            frame, reward, terminated, truncated, _ = view.step(action)
+            frames.append(frame)
+            taken.append(np.asarray(action))
+            env_return += reward
+            best = max(best, reward)
+            ended = terminated or truncated
+            if ended:
+                break
+        planner.shift(replan_every)
+    success = episode_success(np.array([best]), np.array([terminated]), source_world(config.source_env))
+    return PlannedEpisode(
+        seed=seed,
+        steps=len(taken),
+        success=None if success is None else bool(success[0]),
+        env_return=env_return,
+        best_reward=best,
+        decisions=decisions,
+        plan_seconds=seconds,
+        frames=np.stack(frames) if keep_frames else None,
+    )
+
+
 def _score(cfg: PlanConfig, world: WorldModel, label: str) -> tuple[Score, str]:
     source = world.config.source_env
     name = cfg.score if cfg.score != "auto" else ("judge" if has_judge(source) else "reward")
@@ -143,8 +210,6 @@ def _score(cfg: PlanConfig, world: WorldModel, label: str) -> tuple[Score, str]:
 
 def plan(cfg: PlanConfig, progress: bool = True) -> PlanReport:
     """Run ``cfg.episodes`` real episodes, each driven by a planner dreaming in the world."""
-    from worldsim.predict import _source_env
-
     path = resolve_world(cfg.world)
     config = load_config(path)
     visible = config.sampler.sinks + config.sampler.window
@@ -152,7 +217,7 @@ def plan(cfg: PlanConfig, progress: bool = True) -> PlanReport:
         raise InputError(f"--context {cfg.context}: world {cfg.world!r} takes 1 to {visible} context frames")
     world = WorldModel.from_pretrained(path, device=cfg.device, dtype=model_dtype(cfg.precision, cfg.device))
     score, score_name = _score(cfg, world, cfg.world)
-    env = _source_env(config, cfg.world, cfg.max_steps + 1)
+    env = source_env(config, cfg.world, cfg.max_steps + 1)
     episodes = []
     try:
         with progress_bar(cfg.episodes, f"planning in {cfg.world}", progress) as bar:

@@ -30,7 +30,9 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from worldsim.errors import InputError
+from worldsim.agents.policy import RandomPolicy, check_style_weights, draw_style
+from worldsim.agents.pusht.planner import PushTPlanner
+from worldsim.agents.pusht.pusher import TABLE, PushTPusher
 
 
 @dataclass(frozen=True)
@@ -46,22 +48,16 @@ class PushTStyle:
 
 def _planner(**kwargs: Any) -> Callable[[gymnasium.Env, int], Any]:
     def make(env: gymnasium.Env, seed: int) -> Any:
-        from worldsim.agents.pusht_planner import PushTPlanner
-
         return PushTPlanner(env, seed, **kwargs)
 
     return make
 
 
 def _heuristic(env: gymnasium.Env, seed: int) -> Any:
-    from worldsim.agents.pusht import PushTPusher
-
     return PushTPusher(env, seed)
 
 
 def _random(env: gymnasium.Env, seed: int) -> Any:
-    from worldsim.agents.policy import RandomPolicy
-
     return RandomPolicy(env, seed)
 
 
@@ -79,8 +75,6 @@ class RandomWalk:
         self.velocity = self.rng.normal(0.0, self.speed / 2, size=2)
 
     def __call__(self, observation: Any = None) -> np.ndarray:
-        from worldsim.agents.pusht_planner import TABLE
-
         if self.target is None:
             self.target = np.array(self.env.unwrapped.agent.position, dtype=np.float64)
         self.velocity = 0.8 * self.velocity + self.rng.normal(0.0, self.speed / 3, size=2)
@@ -109,18 +103,13 @@ class PushTMix:
     names it (the recorder stores it with the episode)."""
 
     def __init__(self, env: gymnasium.Env, seed: int | None = None, styles: tuple[PushTStyle, ...] = PUSHT_STYLES):
-        total = sum(s.weight for s in styles)
-        if not styles or abs(total - 1.0) > 1e-6:
-            raise InputError(f"PushT style weights must sum to 1, got {total}")
+        check_style_weights(styles, "PushT style")
         self.env, self.styles = env, styles
         self._made: dict[str, Any] = {}
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:
-        rng = np.random.default_rng(seed)
-        self.style = self.styles[rng.choice(len(self.styles), p=[s.weight for s in self.styles])]
-        self.still_left = int(rng.integers(self.style.start_still[0], self.style.start_still[1] + 1))
-        sub_seed = int(rng.integers(2**31))
+        self.style, self.still_left, sub_seed, _ = draw_style(self.styles, seed)
         if self.style.name not in self._made:  # one instance per style: the planner's simulator is built once
             self._made[self.style.name] = self.style.make(self.env, sub_seed)
         self.policy = self._made[self.style.name]

@@ -35,6 +35,7 @@ import torch
 
 from worldsim.checkpoint import atomic_path, check_output_path
 from worldsim.data.reader import TrajectoryReader
+from worldsim.engine import WorldModel
 from worldsim.envs.captions import (
     BACKGROUND_SHADE,
     GRASS_COLOURS,
@@ -45,7 +46,8 @@ from worldsim.envs.captions import (
 )
 from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
-from worldsim.precision import Precision
+from worldsim.evaluation.metrics import frechet_distance, psnr
+from worldsim.precision import Precision, model_dtype
 
 HUD_ROWS = 0.875
 """CarRacing's frames end in a black dashboard below this share of the height: not scored."""
@@ -104,7 +106,6 @@ def colour_histogram(frames: np.ndarray) -> np.ndarray:
 @dataclass
 class SourceClassifier:
     """Nearest centroid of colour histograms: which source (env id) a frame looks like."""
-
     names: list[str]
     centroids: np.ndarray
 
@@ -121,7 +122,6 @@ class SourceClassifier:
 @dataclass
 class EvalTextConfig:
     """What ``worldsim eval-text`` measures."""
-
     checkpoint: str
     """A text-capable checkpoint: a text-to-video backbone (run dir or export) or a world trained with text."""
     data: str
@@ -161,7 +161,6 @@ class _Source:
     intro: int = 0
     """Frames at the start of each episode that training left out (CarRacing's zoom-in)."""
 
-
 def _sources(cfg: EvalTextConfig) -> dict[str, _Source]:
     out = {}
     for f in [f for f in cfg.data.split(",") if f.strip()]:
@@ -196,9 +195,6 @@ def _sample_clips(src: _Source, episodes: list[int], n: int, frames: int, rng: n
 
 class TextEvaluator:
     def __init__(self, cfg: EvalTextConfig, progress: bool = True) -> None:
-        from worldsim.engine import WorldModel
-        from worldsim.precision import model_dtype
-
         self.cfg = cfg
         self.sources = _sources(cfg)
         self.wm = WorldModel.from_pretrained(cfg.checkpoint, dtype=model_dtype(cfg.precision, "cpu"))
@@ -345,7 +341,6 @@ class TextEvaluator:
         the episode's own palette and switches to another. In the same runs, random actions from the same noise
         give delta PSNR (true - random actions, against the real frames, at horizon 16): action following with
         the switch, beside the same world with no prompt at all."""
-        from worldsim.eval import psnr
 
         src = self.sources[self.carracing]
         if src.size != self.wm.frame_size:
@@ -409,8 +404,6 @@ class TextEvaluator:
         }
 
     def realism(self) -> dict[str, Any]:
-        from worldsim.eval import frechet_distance
-
         result = {}
         for key, src in self.sources.items():
             prompts = [text for e in src.train for _, _, text in src.reader.captions.get(e, [])]

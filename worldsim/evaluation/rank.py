@@ -12,14 +12,14 @@ Examples::
     result.summary()   # {'success_pearson': ..., 'success_spearman': ..., 'success_mmrv': ..., ...}
 
 Every policy's episodes run in one batched engine rollout (P policies x N episodes = P*N worlds stepping together,
-``worldsim.predict.run_policies``). Episode i of every policy uses seed + i: the same start context, dream noise,
+``dream.run_policies``). Episode i of every policy uses seed + i: the same start context, dream noise,
 policy seed and real env seed, so the policies are compared on the same starts (a paired comparison), and a
 policy's numbers equal ``worldsim.predict`` of it alone. Success, clipping of Box actions and the refusal of NaN
 actions are ``worldsim.predict``'s. Policies are ranked by predicted success rate, ties broken by the predicted mean
 highest per-step reward, then the predicted mean return (by predicted mean return alone where the world's env has
 no notion of success). With the real env, the predicted and real numbers are compared across policies by Pearson
 and Spearman correlation and by MMRV, the mean maximum rank violation of SIMPLER (Li et al. 2024, "Evaluating
-Real-World Robot Manipulation Policies in Simulation"; ``worldsim.stats.mmrv``).
+Real-World Robot Manipulation Policies in Simulation"; ``worldsim.evaluation.metrics.mmrv``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ from worldsim.checkpoint import atomic_path, check_output_path
 from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError
+from worldsim.evaluation.dream import run_policies
+from worldsim.evaluation.metrics import format_correlation, json_ready, mmrv, pearson, spearman
+from worldsim.evaluation.report import format_ci, write_predict_video
+from worldsim.evaluation.result import PredictResult
 from worldsim.precision import Precision
-from worldsim.predict import PredictResult, format_ci, run_policies, write_predict_video
-from worldsim.stats import format_correlation, json_ready, mmrv, pearson, spearman
 from worldsim.video import check_video_path
 from worldsim.worlds import DEFAULT_WORLD
 
@@ -307,7 +309,7 @@ def write_rank_json(result: RankResult, path: str | Path) -> None:
 
 
 def write_rank_videos(result: RankResult, video_dir: str | Path) -> dict[str, Path]:
-    """One grid video per policy (``worldsim.predict.grid_frames``: real | dream cells) into ``video_dir``, named by
+    """One grid video per policy (``report.grid_frames``: real | dream cells) into ``video_dir``, named by
     ``video_paths``; returns them. Needs the frames (``rank(..., keep_frames=K)``)."""
     paths = video_paths(video_dir, [r.policy for r in result.results])
     for r in result.results:

@@ -24,7 +24,9 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from worldsim.agents.pusht import BAR, COG_LOCAL, GOAL_POSE, PUSHER_RADIUS, STEM, TABLE, PushTPose, wrap_angle
+from worldsim.agents.pusht.pixels import read_pusht_pose
+from worldsim.agents.pusht.pusher import BAR, COG_LOCAL, GOAL_POSE, PUSHER_RADIUS, STEM, TABLE, PushTPose, wrap_angle
+from worldsim.config import ActionSpec
 from worldsim.errors import InputError
 
 SUBSTEPS = 10
@@ -288,8 +290,6 @@ class PixelPlanner(PushTPlanner):
         jitter: float = 0.0,
         frame_rate: float = 10.0,
     ) -> None:
-        from worldsim.config import ActionSpec
-
         space = getattr(env, "action_space", env)
         if ActionSpec.from_gym(space) != ActionSpec.from_gym(gymnasium.spaces.Box(0, 512, (2,), np.float32)):
             raise InputError(f"the PushT pixel planner acts in PushT's Box(0, 512, (2,)), not {space}")
@@ -302,8 +302,6 @@ class PixelPlanner(PushTPlanner):
         self.pose: PushTPose | None = None
 
     def __call__(self, observation: Any = None) -> np.ndarray:
-        from worldsim.agents.pusht_pixels import read_pusht_pose
-
         self.last_pose, self.pose = self.pose, read_pusht_pose(np.asarray(observation))
         if self.pose is None and not self.plan:
             held = self.last_pose.agent if self.last_pose is not None else np.array([256.0, 256.0])

@@ -27,17 +27,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from worldsim.agents.bc import BCPolicy
+from worldsim.agents.pusht.planner import PixelPlanner
 from worldsim.errors import InputError
-from worldsim.worlds import ASSETS
-
-POLICY_DIR = ASSETS / "policies"
-"""Where shipped learned policies live: ``assets/policies/<name>/`` (config.json + model.safetensors)."""
+from worldsim.worlds import POLICY_DIR
 
 
 def shipped_bc(name: str, env: Any, seed: int | None = None, noise: float = 0.0) -> Any:
     """The cloned policy shipped as ``assets/policies/<name>``, for ``env``'s action space."""
-    from worldsim.agents.bc import BCPolicy
-
     path = POLICY_DIR / name
     if not (path / "config.json").is_file():
         raise InputError(f"no shipped policy {name!r} (looked in {path}); train one with `worldsim train bc`")
@@ -46,8 +43,6 @@ def shipped_bc(name: str, env: Any, seed: int | None = None, noise: float = 0.0)
 
 def _planner(**kwargs: Any) -> Callable[[Any, int | None], Any]:
     def make(env: Any, seed: int | None = None) -> Any:
-        from worldsim.agents.pusht_planner import PixelPlanner
-
         return PixelPlanner(env, seed, **kwargs)
 
     return make

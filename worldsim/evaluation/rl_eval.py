@@ -15,18 +15,32 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium
 import numpy as np
 import torch
 
 from worldsim.agents.policy import Policy
-from worldsim.agents.ppo import ActorCritic, AgentPolicy, FrameStack, check_agent_fits, load_agent
+from worldsim.agents.ppo import (
+    ActorCritic,
+    AgentPolicy,
+    FrameStack,
+    agent_dir,
+    check_agent_fits,
+    load_agent,
+    read_agent_card,
+)
+from worldsim.agents.registry import AGENT_PREFIX, make_policy
+from worldsim.checkpoint import atomic_path, load_config
 from worldsim.config import WorldConfig
 from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
+from worldsim.envs.world_vector import WorldModelVectorEnv
 from worldsim.errors import InputError
+from worldsim.evaluation.real import RealEpisode, WorldView, real_env, real_episode
+from worldsim.video import VideoWriter, check_video_path
+from worldsim.worlds import resolve_world
 
 REAL_SEED_BASE = 1_000_000
 """Real tracks of ``worldsim rl eval`` are seeds ``REAL_SEED_BASE + i``: far from the seeds any recording or
@@ -36,7 +50,6 @@ training run draws (``worldsim record`` numbers its episodes from 0), so no trac
 @dataclass
 class RLEvalConfig:
     """What ``worldsim rl eval`` runs."""
-
     agent: str = ""
     """The agent: a run directory of ``worldsim rl train`` (its exported agent/) or an agent directory."""
     episodes: int = 10
@@ -67,7 +80,6 @@ class RLEvalConfig:
     precision: str = "auto"
     """The dream world's precision: fp32, bf16 or auto."""
 
-
 @dataclass
 class SideResult:
     returns: list[float]
@@ -77,7 +89,6 @@ class SideResult:
     """Real side with a start context: each episode's first frames (N, T, H, W, 3), what ``--paired`` dreams from."""
     start_returns: list[float] = field(default_factory=list)
     """Real side with a start context: each episode's return over the steps that made its first frames."""
-
     @property
     def mean(self) -> float:
         return float(np.mean(self.returns)) if self.returns else math.nan
@@ -99,7 +110,6 @@ class RLEvalResult:
     """Other drivers on the same real tracks, by name."""
     paired: SideResult | None = None
     """``--paired``: per real track, the world's predicted return (its first frames' real reward + the dream's)."""
-
     def pairing(self) -> dict[str, float] | None:
         """How well the paired predictions follow the real returns, episode by episode."""
         if self.paired is None or self.real is None or len(self.real.returns) < 2:
@@ -120,105 +130,12 @@ class RLEvalResult:
         return abs(self.dream.mean - self.real.mean) / abs(self.real.mean)
 
 
-# ----------------------------------------------------------------------------- agents on disk
-def agent_dir(path: str | Path) -> Path:
-    """A run directory -> its exported agent (``RUN/agent``); an agent directory as it is; the bare name of an agent
-    shipped in ``assets/policies`` (``carracing_ppo``) -> its directory there."""
-    from worldsim.agents.pusht_family import POLICY_DIR
-
-    path = Path(path)
-    if (path / "agent").is_dir():
-        return path / "agent"
-    if not path.exists() and len(path.parts) == 1 and (POLICY_DIR / path).is_dir():
-        return POLICY_DIR / path
-    return path
-
-
 # ----------------------------------------------------------------------------- the real side
-def real_env(config: WorldConfig, env_id: str | None, label: str) -> Any:
-    """The world's source env (``env_id`` must name it, or be 'auto'), checked against the world's actions."""
-    from worldsim.predict import _source_env
-
-    if not config.source_env:
-        raise InputError(f"world {label!r} names no real env (its config.source_env is empty): use --dream only")
-    if env_id not in (None, "auto", config.source_env):
-        raise InputError(f"--real {env_id}: world {label!r} was recorded in {config.source_env}; use --real auto")
-    return _source_env(config, label)
-
-
-class WorldView(gymnasium.Wrapper):
-    """A source env as its world sees it: frames at the world's size, each action held for the world's frame skip
-    (rewards summed), as ``worldsim record`` recorded the data. An agent that drives the real env through this sees
-    what it saw in the dream, one step per world step."""
-
-    def __init__(self, env: gymnasium.Env, config: WorldConfig) -> None:
-        from worldsim.predict import real_repeat
-
-        super().__init__(env)
-        self.size = (int(config.frame_size[0]), int(config.frame_size[1]))
-        self.repeat = real_repeat(env, config)
-        self.observation_space = gymnasium.spaces.Box(0, 255, (*self.size, 3), np.uint8)
-
-    def _frame(self, obs: Any) -> np.ndarray:
-        from worldsim.envs.sources import frame_of
-        from worldsim.predict import _to_world
-
-        return _to_world(frame_of(self.env, obs), self.size)
-
-    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        obs, info = self.env.reset(**kwargs)
-        return self._frame(obs), info
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        from worldsim.predict import _env_action
-
-        action = _env_action(torch.as_tensor(action), self.env.action_space)
-        total = 0.0
-        for _ in range(self.repeat):
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            total += float(reward)
-            if terminated or truncated:
-                break
-        return self._frame(obs), total, bool(terminated), bool(truncated), info
-
-
-class RealEpisode(NamedTuple):
-    ret: float
-    steps: int
-    frames: list
-    """Every frame, when kept (a video)."""
-    start: np.ndarray | None
-    """The first ``context`` frames (T, H, W, 3)."""
-    start_return: float
-    """Reward of the steps that made ``start``."""
-
-
-def real_episode(
-    env: gymnasium.Env, policy: Policy, config: WorldConfig, seed: int, keep: bool, context: int = 0
-) -> RealEpisode:
-    """One whole episode of the source env ``env`` under ``policy``; its first ``context`` frames (and the reward of
-    the steps that made them) are kept for a dream to start from, all of them with ``keep`` (a video)."""
-    view = WorldView(env, config)
-    frame, _ = view.reset(seed=seed)
-    policy.reset(seed)
-    kept, first, ret, steps, ended, start_return = ([frame] if keep else []), [frame], 0.0, 0, False, 0.0
-    while not ended:
-        frame, reward, terminated, truncated, _ = view.step(policy(frame))
-        ret += reward
-        ended = terminated or truncated
-        steps += 1
-        if len(first) < context:
-            first.append(frame)
-            start_return = ret
-        if keep:
-            kept.append(frame)
-    return RealEpisode(ret, steps, kept, np.stack(first[:context]) if context else None, start_return)
 
 
 def _real_policy(spec: str, view: WorldView, sample: bool) -> Policy:
     """``agent:PATH`` (argmax, or sampled with ``sample``) or any policy ``make_policy`` knows, built on ``view`` so
     that drivers which read the env's internals find them and those that see frames get the world's."""
-    from worldsim.agents.policy import AGENT_PREFIX, make_policy
 
     if spec.startswith(AGENT_PREFIX):
         return AgentPolicy.from_pretrained(spec[len(AGENT_PREFIX) :], view.action_space, sample=sample)
@@ -286,7 +203,6 @@ def dream_episode_steps(config: WorldConfig, context: int = 1) -> int:
     frames (a shipped start is an episode's first frames: CarRacing's 1000 env steps, 50 fps held 2 env steps for
     the world's 25, from a 4-frame start, leave 497), or 1000 for a world whose source env has no time limit on
     record."""
-    import gymnasium
 
     if not config.source_env:
         return 1000
@@ -327,7 +243,6 @@ def run_dream(
 
     from tqdm import tqdm
 
-    from worldsim.envs.world_vector import WorldModelVectorEnv
 
     start = time.perf_counter()
     returns, lengths = [], []
@@ -366,11 +281,6 @@ def run_dream(
 # ----------------------------------------------------------------------------- the command
 def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
     """Check everything, then run the real side, the dream side, or both."""
-    from worldsim.agents.ppo import read_agent_card
-    from worldsim.checkpoint import load_config
-    from worldsim.video import check_video_path
-    from worldsim.worlds import resolve_world
-
     if not cfg.agent:
         raise InputError("--agent is required: a run directory of worldsim rl train or an agent directory")
     resolve_device(cfg.device)
@@ -422,8 +332,6 @@ def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
 
 def write_side_by_side(episodes: list[list[np.ndarray]], path: str | Path, fps: float) -> None:
     """Episodes' frames in one row, each scaled up 4x; an ended episode holds its last frame."""
-    from worldsim.video import VideoWriter
-
     longest = max(len(e) for e in episodes)
     with VideoWriter(path, fps) as video:
         for t in range(longest):
@@ -471,8 +379,6 @@ def write_rl_eval_json(result: RLEvalResult, path: str | Path | None) -> dict[st
         "card": result.card,
     }
     if path is not None:
-        from worldsim.checkpoint import atomic_path
-
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data, indent=2))
     return data
