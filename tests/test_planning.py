@@ -139,3 +139,17 @@ def test_plan_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
         plan(PlanConfig(world=world, score="goal", goal=str(wrong)), progress=False)
     with pytest.raises(InputError, match="context"):
         plan(PlanConfig(world=world, context=99), progress=False)
+
+
+def test_the_plan_command_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from worldsim.cli import main
+
+    world = save_pusht_world(tmp_path / "w", frame_size=16)
+    for args, message in (
+        (["--score", "goal"], "--goal"),
+        (["--world", world, "--elites", "5", "--candidates", "2"], "cannot exceed"),
+        (["--world", world, "--json", str(tmp_path)], "is a directory"),
+    ):
+        assert main(["plan", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err

@@ -267,6 +267,19 @@ def cmd_rank(argv: list[str]) -> int:
     return 0
 
 
+def cmd_plan(argv: list[str]) -> int:
+    """Plan in a world, act in its real env: model-predictive control with CEM, scored by the source's judge.
+
+    Each decision dreams --candidates action sequences of --horizon steps in one batch from the latest real frames,
+    refits to the best (--iterations rounds), executes the best one's first --replan-every actions in the real env
+    and plans again. Prints real success (by the env's own rule), the highest reward and the seconds per decision;
+    --json FILE writes every episode.
+    """
+    from worldsim.evaluation.plan import PlanConfig, run
+
+    return run(parse(PlanConfig, argv, "plan", cmd_plan.__doc__))
+
+
 def cmd_eval_text(argv: list[str]) -> int:
     """Measure how a text-capable checkpoint follows prompts, from the pixels it generates.
 
@@ -493,6 +506,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "eval": cmd_eval,
     "predict": cmd_predict,
     "rank": cmd_rank,
+    "plan": cmd_plan,
     "generate": cmd_generate,
     "eval-text": cmd_eval_text,
     "bench": cmd_bench,
