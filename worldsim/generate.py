@@ -11,6 +11,7 @@ Frames come with the null action (what the world does on its own), with classifi
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -19,8 +20,11 @@ import numpy as np
 import tyro
 
 from worldsim.checkpoint import check_output_path
+from worldsim.data.recorder import parse_size
+from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError
-from worldsim.precision import Precision
+from worldsim.inputs import resize_frames
+from worldsim.precision import Precision, model_dtype
 from worldsim.video import VideoWriter, check_video_path
 
 DEFAULT_BACKBONE = "t2v"
@@ -113,10 +117,6 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, object]:
     import torch
     from tqdm import tqdm
 
-    from worldsim.data.recorder import parse_size
-    from worldsim.engine import WorldModel
-    from worldsim.precision import model_dtype
-
     prompts = read_prompts(cfg)
     start = read_start(cfg)
     wm = WorldModel.from_pretrained(
@@ -138,7 +138,6 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, object]:
         visible = wm.sampler_config.sinks + wm.sampler_config.window - 1
         context = np.repeat(start[None, -visible:], len(prompts), axis=0)
         wm.reset(frames=context, text=prompts, generator=gens)
-        from worldsim.inputs import resize_frames
 
         given = resize_frames(torch.from_numpy(start), wm.frame_size).numpy()
         videos = [np.repeat(given[None], len(prompts), axis=0)]
@@ -166,3 +165,10 @@ def _grid(frames: np.ndarray, gap: int = 2) -> np.ndarray:
         r, c = divmod(i, cols)
         out[r * (H + gap) : r * (H + gap) + H, c * (W + gap) : c * (W + gap) + W] = frame
     return out
+
+
+def run(cfg: GenerateConfig) -> int:
+    """``worldsim generate``: generate, then print what was written."""
+    result = generate(cfg, progress=sys.stderr.isatty())
+    print(f"{result['prompts']} prompt(s), {result['frames']} frames in {result['seconds']} s -> {result['out']}")
+    return 0

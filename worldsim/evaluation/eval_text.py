@@ -24,6 +24,7 @@ Parts, all in one JSON:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -460,3 +461,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"realism {key}: FD {r['fd_generated']:.2f} vs real halves {r['fd_real_halves']:.2f} "
                      f"({r['ratio']:.2f}x)")  # fmt: skip
     return lines
+
+
+def run(cfg: EvalTextConfig) -> int:
+    """``worldsim eval-text``: measure, then print the summary lines."""
+    result = TextEvaluator(cfg, progress=sys.stderr.isatty()).run()
+    print("\n".join(summary_lines(result)))
+    return 0

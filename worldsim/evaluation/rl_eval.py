@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium
 import numpy as np
 import torch
+import tyro
 
 from worldsim.agents.policy import Policy
 from worldsim.agents.ppo import (
@@ -79,6 +81,8 @@ class RLEvalConfig:
     """cpu or cuda: where the world dreams."""
     precision: str = "auto"
     """The dream world's precision: fp32, bf16 or auto."""
+    json: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
+    """Also write the results as JSON to this file."""
 
 @dataclass
 class SideResult:
@@ -382,3 +386,11 @@ def write_rl_eval_json(result: RLEvalResult, path: str | Path | None) -> dict[st
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data, indent=2))
     return data
+
+
+def run(cfg: RLEvalConfig) -> int:
+    """``worldsim rl eval``: score both sides, print them, and with ``json`` write every number."""
+    result = run_rl_eval(cfg, progress=sys.stderr.isatty())
+    write_rl_eval_json(result, cfg.json)
+    print(format_rl_eval(result))
+    return 0
