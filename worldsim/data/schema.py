@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from worldsim.errors import InputError
+
 FORMAT_NAME = "worldsim-trajectories"
 FORMAT_VERSION = 1
 EPISODE_PREFIX = "episode_"
@@ -111,8 +113,6 @@ CaptionSpan = tuple[int, int, str]
 
 def check_caption_spans(spans: Any, frames: int, where: str = "caption") -> list[CaptionSpan]:
     """Spans as ``(start, end, text)`` tuples, checked against an episode of ``frames`` frames (InputError)."""
-    from worldsim.errors import InputError
-
     out: list[CaptionSpan] = []
     previous_end = 0
     for span in spans:
