@@ -25,6 +25,7 @@ Spans are ``(start, end, text)`` over the episode's frames, ``end`` exclusive (`
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 from typing import Any
 
@@ -342,8 +343,6 @@ class AtariCaptioner(Captioner):
 
 def atari_game_name(env_id: str) -> str:
     """``ALE/SpaceInvaders-v5`` -> ``Space Invaders``."""
-    import re
-
     base = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", base)
 

@@ -199,7 +199,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
 
     def close(self) -> None:
         if self._window is not None:
-            import pygame
+            import pygame  # heavy: only render_mode='human' needs it
 
             pygame.display.quit()
             self._window = None

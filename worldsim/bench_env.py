@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 
@@ -62,8 +63,6 @@ def _timed(step, actions: np.ndarray, steps: int, warmup: int = 5) -> float:
 
 
 def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]:
-    import gymnasium
-
     device = resolve_device(cfg.device)  # a bad --device or --precision fails here, before any world is built
     model_dtype(cfg.precision, device)
     try:

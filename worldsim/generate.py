@@ -12,12 +12,15 @@ Frames come with the null action (what the world does on its own), with classifi
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import tyro
+from tqdm import tqdm
 
 from worldsim.checkpoint import check_output_path
 from worldsim.data.recorder import parse_size
@@ -96,7 +99,7 @@ def read_start(cfg: GenerateConfig) -> np.ndarray | None:
         return None
     if not Path(source).is_file():
         raise InputError(f"{'--image' if cfg.image else '--video'} {source}: no such file")
-    import imageio.v3 as iio
+    import imageio.v3 as iio  # imageio's readers: only when --image/--video is read
 
     try:
         frames = np.asarray(iio.imread(source, index=None) if cfg.video else iio.imread(source))
@@ -112,11 +115,6 @@ def read_start(cfg: GenerateConfig) -> np.ndarray | None:
 
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, object]:
     """Make the video(s) of ``cfg``; returns a summary (frames, seconds, out)."""
-    import time
-
-    import torch
-    from tqdm import tqdm
-
     prompts = read_prompts(cfg)
     start = read_start(cfg)
     wm = WorldModel.from_pretrained(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from worldsim.agents import make_policy
 from worldsim.agents.policy import load_factory
@@ -139,17 +141,11 @@ def _one_thread() -> None:
     """A recording worker's torch runs on one thread: N workers already fill N cores, and policies that run a
     network (a cloned CNN) would otherwise oversubscribe them, which slows recording several-fold
     (``docs/results.md``, "PushT robotics")."""
-    import torch
-
     torch.set_num_threads(1)
 
 
 def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Record ``cfg.episodes`` episodes into ``cfg.out``. Ctrl-C keeps the finished episodes."""
-    import time
-
-    from tqdm import tqdm
-
     size = parse_size(cfg.size)
     env = _env(cfg.env, cfg.captions)
     if cfg.captions:

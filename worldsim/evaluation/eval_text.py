@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from worldsim.checkpoint import atomic_path, check_output_path
 from worldsim.data.reader import TrajectoryReader
@@ -422,8 +423,6 @@ class TextEvaluator:
         return result
 
     def _features(self, frames: np.ndarray) -> np.ndarray:
-        import torch.nn.functional as F
-
         with torch.inference_mode():
             z = self.wm.autoencoder.encode(torch.from_numpy(frames))
         return F.adaptive_avg_pool2d(z.float(), 4).flatten(1).numpy().astype(np.float64)

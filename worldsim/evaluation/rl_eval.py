@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +24,7 @@ import gymnasium
 import numpy as np
 import torch
 import tyro
+from tqdm import tqdm
 
 from worldsim.agents.policy import Policy
 from worldsim.agents.ppo import (
@@ -173,11 +176,6 @@ def run_real(
 ) -> tuple[SideResult, list[list[np.ndarray]]]:
     """Real episodes of ``policy`` (``agent:PATH`` or a driver's name) with seeds ``seeds``, split over ``workers``
     processes; the first ``keep`` episodes' frames (and with ``context`` every episode's first frames)."""
-    import time
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
     start = time.perf_counter()
     workers = max(1, min(workers, len(seeds)))
     chunks = [seeds[i::workers] for i in range(workers)]  # round robin: episode i is in chunk i % workers
@@ -243,10 +241,6 @@ def run_dream(
 ) -> SideResult:
     """One dream per seed in the world's vector env (``batch`` at a time), each to its end or ``episode_steps``, from
     the shipped start the seed picks or from ``starts[i]`` (N, T, H, W, 3): the world's start-context length."""
-    import time
-
-    from tqdm import tqdm
-
 
     start = time.perf_counter()
     returns, lengths = [], []
