@@ -21,6 +21,8 @@ import re
 
 import gymnasium
 
+from worldsim.worlds import ASSETS, shipped_worlds
+
 CRAFTER_ID = "worldsim/Crafter-v0"
 WORLD_MODEL_ID = "worldsim/WorldModel-v0"
 WORLD_ENTRY_POINT = "worldsim.envs.world:WorldModelEnv"
@@ -51,8 +53,6 @@ def _squash(text: str) -> str:
 
 def shipped_world_ids() -> dict[str, str]:
     """Gymnasium id -> shipped world name, for every world in ``assets/``."""
-    from worldsim.worlds import ASSETS, shipped_worlds  # light: pathlib and the error classes only
-
     ids = {}
     for world in shipped_worlds():
         try:

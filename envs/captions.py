@@ -25,10 +25,16 @@ Spans are ``(start, end, text)`` over the episode's frames, ``end`` exclusive (`
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 from typing import Any
 
 import numpy as np
+
+from worldsim.agents.carracing import on_track
+from worldsim.agents.policy import load_factory
+from worldsim.envs.sources import KNOWN, source_world
+from worldsim.errors import InputError
 
 MIN_SPAN_FRAMES = 8
 """A phrase must hold this many frames to get a span of its own; shorter runs join a neighbour."""
@@ -148,7 +154,6 @@ def palette_pairs(which: str = "train") -> list[tuple[str, str]]:
         return [DEFAULT_PALETTE]
     if which == "train":
         return [p for p in every if p not in HELD_OUT_PALETTES]
-    from worldsim.errors import InputError
 
     raise InputError(f"--palettes must be train, held_out, all or default, got {which!r}")
 
@@ -180,8 +185,6 @@ class CarRacingCaptioner(Captioner):
         return {"road_colour": road, "grass_colour": grass}
 
     def describe(self, env: Any, action: Any, reward: float, info: dict[str, Any]) -> str:
-        from worldsim.agents.carracing import on_track
-
         hull = env.unwrapped.car.hull
         speed = float(np.hypot(*hull.linearVelocity))
         change, self.speed = speed - self.speed, speed
@@ -340,18 +343,12 @@ class AtariCaptioner(Captioner):
 
 def atari_game_name(env_id: str) -> str:
     """``ALE/SpaceInvaders-v5`` -> ``Space Invaders``."""
-    import re
-
     base = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", base)
 
 
 def make_captioner(env_id: str, **kwargs: Any) -> Captioner:
     """The captioner of a source env (``SourceWorld.captioner``); InputError when it has none."""
-    from worldsim.agents.policy import load_factory
-    from worldsim.envs.sources import KNOWN, source_world
-    from worldsim.errors import InputError
-
     spec = source_world(env_id).captioner
     if not spec:
         raise InputError(f"--captions: no captioner for {env_id} (captioned sources: {KNOWN})")

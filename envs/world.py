@@ -26,6 +26,7 @@ from gymnasium import spaces
 from worldsim.devices import resolve_device
 from worldsim.display import DEFAULT_ACTION_KEYS, WINDOW_PIXELS, import_pygame, key_code
 from worldsim.engine import WorldModel
+from worldsim.envs.sources import source_world
 from worldsim.errors import ConfigError, InputError, WorldsimError
 from worldsim.precision import model_dtype
 
@@ -124,7 +125,6 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
         H, W = self.world.frame_size
         self.observation_space = spaces.Box(0, 255, (H, W, 3), np.uint8)
         self.action_space = config.action.to_gym()
-        from worldsim.envs.sources import source_world
 
         # Where the world's source env terminates exactly when it succeeds (PushT), a dream's termination is its
         # success, reported as the source env does: info["is_success"] (worldsim.evaluation.result.episode_success).
@@ -199,7 +199,7 @@ class WorldModelEnv(gymnasium.Env[np.ndarray, Any]):
 
     def close(self) -> None:
         if self._window is not None:
-            import pygame
+            import pygame  # heavy: only render_mode='human' needs it
 
             pygame.display.quit()
             self._window = None

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
@@ -55,7 +56,6 @@ class WorldModelVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps
         H, W = self.world.frame_size
-        from gymnasium import spaces
 
         self.single_observation_space = spaces.Box(0, 255, (H, W, 3), np.uint8)
         self.single_action_space = config.action.to_gym()

@@ -11,7 +11,7 @@ import typing
 import pytest
 from test_engine import tiny_world
 
-from worldsim.cli import _first_paragraph, main
+from worldsim.cli import main
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -176,10 +176,12 @@ def test_usage_errors_are_one_line(capsys):
     assert "--steps" in one_line_error(capsys, "bench", "--steps", "many")
 
 
-def test_usage_error_without_utf8_box():
-    """tyro draws its box in ASCII when stdout is not UTF-8: the title is then a line of its own."""
-    box = " Invalid choice \n ------ \n  invalid choice 'x' for argument '--size'.\n ------ \n  For full helptext\n"
-    assert _first_paragraph(box) == "invalid choice 'x' for argument '--size'."
+def test_a_mistyped_flag_is_matched_in_nested_configs_and_subcommands(capsys):
+    """The flags of a stage (a subcommand) and of a nested config (plan's CEM search) are suggested too."""
+    assert "perhaps you meant --steps" in one_line_error(capsys, "train", "world", "--stps", "3")
+    assert "perhaps you meant --horizon" in one_line_error(capsys, "plan", "--horizen", "3")
+    assert "missing required --policies" in one_line_error(capsys, "rank")
+    assert "--env needs a value" in one_line_error(capsys, "record", "--env")
 
 
 def test_help_lists_commands():

@@ -15,7 +15,8 @@ from worldsim.agents.ppo import ActorCritic, AgentConfig, AgentPolicy, FrameStac
 from worldsim.cli import main
 from worldsim.config import ActionSpec
 from worldsim.errors import CheckpointError, InputError
-from worldsim.training.rl import ReturnScale, RLTrainConfig, gae, ppo_update, train_agent
+from worldsim.training.ppo import ReturnScale, gae, ppo_update
+from worldsim.training.rl import RLTrainConfig, train_agent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE = 40  # the Atari convolutions need at least 36x36
@@ -154,7 +155,7 @@ def test_init_starts_from_an_agent_and_carries_its_steps_into_the_card(world, tm
 def test_real_checks_are_counted_and_keep_the_agent_at_its_best_real_score(world, tmp_path, monkeypatch):
     import shutil
 
-    from worldsim import rl_eval
+    from worldsim.evaluation import rl_eval
 
     with pytest.raises(InputError, match="names no real env"):
         train_agent(RLTrainConfig(world=world, out=str(tmp_path / "x"), steps=32, num_envs=4, rollout=8, minibatch=16,
@@ -186,7 +187,7 @@ def test_real_checks_are_counted_and_keep_the_agent_at_its_best_real_score(world
 
 def test_dropout_dreams_give_each_dream_its_own_world_and_come_off_cleanly(world):
     from worldsim.engine import WorldModel
-    from worldsim.training.rl import DropoutDreams
+    from worldsim.training.rollouts import DropoutDreams
 
     wm = WorldModel.from_pretrained(world)
     x = torch.randn(3, 5, wm.dit.blocks[0].mlp[0].in_features)
@@ -328,7 +329,7 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
 def test_real_envs_step_like_the_dream_and_restart_marked_rows_on_new_tracks():
     pytest.importorskip("Box2D")
     from worldsim.config import WorldConfig
-    from worldsim.training.rl import RealEnvs
+    from worldsim.training.rollouts import RealEnvs
 
     config = WorldConfig(frame_size=[64, 64], action=ActionSpec(kind="discrete", n=5), frame_rate=25,
                          source_env="CarRacing-v3")  # fmt: skip

@@ -1,4 +1,5 @@
-"""Typed training configs with named presets. Precedence: dataclass defaults < preset < flags."""
+"""Typed training configs: the stages' (with named presets; precedence: dataclass defaults < preset < flags) and
+``worldsim rl train``'s."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from worldsim.config import ModelSize
+from worldsim.devices import resolve_device
 from worldsim.errors import InputError
 from worldsim.precision import Precision
 
@@ -220,3 +222,88 @@ def with_preset(cls: type, stage: str, preset: str, overrides: dict[str, Any]) -
     names = {f.name for f in dataclasses.fields(cls)}
     values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None and k in names}}
     return cls(**{**values, "preset": preset})
+
+
+@dataclass
+class RLTrainConfig:
+    """``worldsim rl train``: PPO on a world's dreams."""
+
+    world: str = "carracing"
+    """The world to dream in: a shipped world's name, a checkpoint or run directory, or a Hub repo id."""
+    out: str = "runs/agent"
+    """Run directory: resumable state, TensorBoard logs (tb/), the exported agent (agent/)."""
+    algo: str = "ppo"
+    """The RL algorithm (ppo)."""
+    steps: int = 1_000_000
+    """Dream env steps in total (a resumed run continues up to this)."""
+    num_envs: int = 32
+    """Dreams stepped together (one engine call per step for all)."""
+    rollout: int = 64
+    """Steps per dream between updates (a batch is num_envs * rollout transitions)."""
+    epochs: int = 4
+    """Passes over each batch."""
+    minibatch: int = 512
+    """Transitions per gradient step."""
+    lr: float = 2.5e-4
+    """Adam learning rate, annealed linearly to 0 over --steps."""
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.1
+    """PPO's ratio clip."""
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    history: int = 3
+    """Frames the policy sees at once (stacked)."""
+    episode_steps: int = 0
+    """Steps of a dream episode; 0: what a real episode has left after the world's start context (CarRacing: 497)."""
+    sampler_steps: int | None = None
+    """Euler steps per dreamed frame (default: the world's)."""
+    noise_levels: tuple[float, float] | None = None
+    """Gap tool: draw each update's context noise uniformly in [LOW, HIGH] instead of the world's fixed one."""
+    dream_dropout: float = 0.0
+    """Gap tool (Dropout's Dream Land): each dream drops this share of the world's MLP units, its own mask per dream,
+    redrawn every update, so the agent trains in a family of slightly different worlds; 0: off."""
+    precision: str = "auto"
+    """The world's precision: fp32, bf16, or auto (bf16 where the CPU has it natively)."""
+    compile: bool = False
+    """Step the world with its passes compiled (torch.compile; not under a prompt): faster dreams after ~25 s of
+    compiling in the first episode (a few more at the first autoreset)."""
+    device: str = "cpu"
+    """cpu or cuda: where the world dreams."""
+    seed: int = 0
+    real: bool = False
+    """Baseline: train in the world's source env instead of its dreams (every step is a real step; CarRacing runs
+    one env per core-second at ~80 world steps/s here, so use fewer --num-envs)."""
+    eval_real_every: int = 0
+    """Score on real tracks every this many updates (counted as real steps) and keep the best-scoring agent in
+    RUN/agent_best_real; 0: never, 0 real steps."""
+    eval_real_episodes: int = 4
+    save_minutes: float = 5.0
+    """Write a resumable checkpoint at least this often (and on Ctrl-C, at --max-minutes and at the end)."""
+    max_minutes: float = 0.0
+    """Stop (with a checkpoint) after this much wall time; 0 = run to --steps."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint."""
+    init: str | None = None
+    """Start the policy from this agent (a run or agent directory) instead of from scratch: e.g. a dream-trained
+    agent fine-tuned with --real. Its card's dream and real steps are added to this run's, so the count stays
+    honest."""
+
+    def check(self) -> None:
+        resolve_device(self.device)
+        if self.algo != "ppo":
+            raise InputError(f"--algo {self.algo}: worldsim rl trains with ppo")
+        for name in ("steps", "num_envs", "rollout", "epochs", "minibatch", "history"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.num_envs * self.rollout < self.minibatch:
+            raise InputError(f"--minibatch {self.minibatch} is more than a batch ({self.num_envs} x {self.rollout})")
+        if self.real and (self.noise_levels is not None or self.dream_dropout):
+            raise InputError("--noise-levels and --dream-dropout change the dream; the real env (--real) has none")
+        if self.compile and (self.real or self.dream_dropout):
+            raise InputError("--compile compiles the dream's passes: not with --real, nor --dream-dropout (its hooks)")
+        if not 0 <= self.dream_dropout < 1:
+            raise InputError(f"--dream-dropout must be in [0, 1), got {self.dream_dropout}")
+        if self.noise_levels is not None and not 0 <= self.noise_levels[0] <= self.noise_levels[1] < 1:
+            raise InputError(f"--noise-levels needs 0 <= LOW <= HIGH < 1, got {self.noise_levels}")

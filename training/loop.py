@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
 from worldsim.checkpoint import atomic_path
 from worldsim.devices import resolve_device
@@ -233,8 +234,6 @@ def train(
     on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) training; returns a summary. Ctrl-C saves a checkpoint and returns."""
-    from tqdm import tqdm
-
     require_tensorboard()
     d = d or Distributed()
     out = Path(cfg.out)
@@ -242,60 +241,13 @@ def train(
     model = stage.model.to(d.device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = make_optimizer(model, cfg)
-    step, elapsed_before = 0, 0.0
-    if cfg.resume:
-        state = load_state_file(state_path)
-        if state["stage"] != stage.name:
-            raise InputError(f"{out} holds a {state['stage']} run, not {stage.name}")
-        try:
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError) as e:
-            raise CheckpointError(
-                f"{state_path} does not match this model ({str(e).splitlines()[0][:200]}); were the size flags changed?"
-            ) from None
-        torch.set_rng_state(state["rng_cpu"])
-        step, elapsed_before = int(state["step"]), float(state["elapsed"])
-        if step >= cfg.steps:
-            # An error, not a no-op success: nothing was trained, and a resume loop can stop on it.
-            raise InputError(
-                f"the run in {out} is already at step {step} of --steps {cfg.steps}; raise --steps to train further"
-            )
-    elif state_path.exists():
-        raise InputError(
-            f"{out} already holds a {stage.name} run: pass --resume to continue it, or choose another --out"
-        )
-
+    step, elapsed_before = restore(stage, cfg, model, ema, optimizer, state_path)
     net: nn.Module = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device] if d.device.type == "cuda" else None)
-    sampler = StepBatchSampler(
-        len(stage.dataset),  # type: ignore[arg-type]
-        cfg.batch_size,
-        d,
-        cfg.seed,
-        step,
-        cfg.steps,
-        # A dataset of several frame sizes or clip lengths says which items can share a batch.
-        getattr(stage.dataset, "buckets", None),
-        getattr(stage.dataset, "bucket_weights", None),
-    )
-    loader = DataLoader(
-        stage.dataset,
-        batch_sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=d.device.type == "cuda",
-        persistent_workers=False,
-    )
+    loader = step_loader(stage, cfg, d, step)
     bf16 = use_bf16(cfg.precision, d.device)
-    tb = None
-    if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{stage.name}_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb = SummaryWriter(str(out / "tb" / stage.name))
+    tb = open_run_dir(stage.name, cfg) if d.is_main else None
 
     def checkpoint(reason: str) -> None:
         if not d.is_main:
@@ -322,9 +274,8 @@ def train(
     start = last_save = time.perf_counter()
     first_step = step
     metrics: dict[str, float] = {}
-    progress_shown = progress and d.is_main
-    last_log = start
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {stage.name}", unit="step", disable=not progress_shown)
+    speed = Speed(stage.name, stage.tokens_per_sample, cfg, tb, first_step, start, progress and d.is_main, d.is_main)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {stage.name}", unit="step", disable=not speed.shown)
     batches = iter(loader)
     with _deferred_interrupt() as stop:
         while step < cfg.steps and not stop.requested:
@@ -334,39 +285,12 @@ def train(
                 if stop.requested:  # a DataLoader worker got the same Ctrl-C and died
                     break
                 raise
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step, cfg)
-            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, metrics = stage.loss(net, batch, step_generator(cfg.seed, step), rows, cfg.batch_size)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            if not torch.isfinite(grad_norm):
-                raise InputError(f"loss diverged at step {step} (gradient norm {grad_norm}); lower --lr and --resume")
-            optimizer.step()
-            update_ema(ema, model, step, cfg.ema_decay)
+            metrics, grad_norm = optimizer_step(stage, cfg, net, model, ema, optimizer, batch, step, rows, bf16)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             now = time.perf_counter()
-            if tb is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-                rate = (step - first_step) / max(now - start, 1e-9)
-                for k, v in metrics.items():
-                    tb.add_scalar(f"loss/{k}", v, step)
-                tb.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                tb.add_scalar("train/grad_norm", float(grad_norm), step)
-                tb.add_scalar("speed/clips_per_s", rate * cfg.batch_size, step)
-                tb.add_scalar("speed/tokens_per_s", rate * cfg.batch_size * stage.tokens_per_sample, step)
-            if d.is_main and not progress_shown and now - last_log > LOG_SECONDS:
-                # No progress bar (not a terminal, e.g. a background run): one log line a minute instead.
-                rate = (step - first_step) / max(now - start, 1e-9)
-                print(
-                    f"{stage.name} step {step}/{cfg.steps} loss {metrics['loss']:.4f} "
-                    f"{rate * cfg.batch_size:.1f} clips/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                last_log = now
+            speed.log(step, metrics, optimizer.param_groups[0]["lr"], grad_norm, now)
             if on_step is not None:
                 on_step(step)
             if now - last_save > cfg.save_minutes * 60:
@@ -395,6 +319,127 @@ def train(
         "interrupted": interrupted,
         "out": str(out),
     }
+
+
+def open_run_dir(name: str, cfg: TrainConfig) -> Any:
+    """Create the run directory, write the stage's config into it, and open its TensorBoard log (main process)."""
+    from torch.utils.tensorboard import SummaryWriter  # tensorboard: the train extra (checked by require_tensorboard)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    return SummaryWriter(str(out / "tb" / name))
+
+
+def restore(
+    stage: Stage, cfg: TrainConfig, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer, state_path: Path
+) -> tuple[int, float]:
+    """With ``cfg.resume``, load the run's model, EMA, optimizer and RNG from ``state_path``; returns the step and the
+    seconds trained so far (0, 0.0 for a new run, which refuses a directory that already holds one)."""
+    out = Path(cfg.out)
+    if not cfg.resume:
+        if state_path.exists():
+            raise InputError(
+                f"{out} already holds a {stage.name} run: pass --resume to continue it, or choose another --out"
+            )
+        return 0, 0.0
+    state = load_state_file(state_path)
+    if state["stage"] != stage.name:
+        raise InputError(f"{out} holds a {state['stage']} run, not {stage.name}")
+    try:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(
+            f"{state_path} does not match this model ({str(e).splitlines()[0][:200]}); were the size flags changed?"
+        ) from None
+    torch.set_rng_state(state["rng_cpu"])
+    step = int(state["step"])
+    if step >= cfg.steps:
+        # An error, not a no-op success: nothing was trained, and a resume loop can stop on it.
+        raise InputError(
+            f"the run in {out} is already at step {step} of --steps {cfg.steps}; raise --steps to train further"
+        )
+    return step, float(state["elapsed"])
+
+
+def step_loader(stage: Stage, cfg: TrainConfig, d: Distributed, step: int) -> DataLoader:
+    """The stage's batches from ``step`` on, each a function of (seed, step) (``StepBatchSampler``)."""
+    sampler = StepBatchSampler(
+        len(stage.dataset),  # type: ignore[arg-type]
+        cfg.batch_size,
+        d,
+        cfg.seed,
+        step,
+        cfg.steps,
+        # A dataset of several frame sizes or clip lengths says which items can share a batch.
+        getattr(stage.dataset, "buckets", None),
+        getattr(stage.dataset, "bucket_weights", None),
+    )
+    return DataLoader(
+        stage.dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=d.device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def optimizer_step(
+    stage: Stage, cfg: TrainConfig, net: nn.Module, model: nn.Module, ema: nn.Module,
+    optimizer: torch.optim.Optimizer, batch: Any, step: int, rows: slice, bf16: bool,
+) -> tuple[dict[str, float], Tensor]:  # fmt: skip
+    """One step at ``step``: the learning rate, the loss (its noise a function of (seed, step)), the clipped
+    gradient, the update and the EMA; returns the loss's metrics and the gradient norm."""
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * lr_factor(step, cfg)
+    with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, metrics = stage.loss(net, batch, step_generator(cfg.seed, step), rows, cfg.batch_size)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+    if not torch.isfinite(grad_norm):
+        raise InputError(f"loss diverged at step {step} (gradient norm {grad_norm}); lower --lr and --resume")
+    optimizer.step()
+    update_ema(ema, model, step, cfg.ema_decay)
+    return metrics, grad_norm
+
+
+@dataclass
+class Speed:
+    """The run's scalars in TensorBoard every ``cfg.log_every`` steps, and where no progress bar is shown (not a
+    terminal, e.g. a background run) one log line every ``LOG_SECONDS`` instead."""
+
+    name: str
+    tokens: int
+    """Tokens per sample (``Stage.tokens_per_sample``)."""
+    cfg: TrainConfig
+    tb: Any
+    first_step: int
+    start: float
+    shown: bool
+    """A progress bar is shown (no log lines then)."""
+    main: bool
+    """This process is the main one (only it writes)."""
+
+    def __post_init__(self) -> None:
+        self.last_line = self.start
+
+    def log(self, step: int, metrics: dict[str, float], lr: float, grad_norm: Tensor, now: float) -> None:
+        cfg = self.cfg
+        rate = (step - self.first_step) / max(now - self.start, 1e-9)
+        if self.tb is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"loss/{k}", v, step)
+            self.tb.add_scalar("train/lr", lr, step)
+            self.tb.add_scalar("train/grad_norm", float(grad_norm), step)
+            self.tb.add_scalar("speed/clips_per_s", rate * cfg.batch_size, step)
+            self.tb.add_scalar("speed/tokens_per_s", rate * cfg.batch_size * self.tokens, step)
+        if self.main and not self.shown and now - self.last_line > LOG_SECONDS:
+            print(f"{self.name} step {step}/{cfg.steps} loss {metrics['loss']:.4f} {rate * cfg.batch_size:.1f} clips/s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            self.last_line = now
 
 
 class _StopFlag:

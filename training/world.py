@@ -21,6 +21,7 @@ from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel
 from worldsim.envs.sources import source_world
 from worldsim.errors import ConfigError, InputError
+from worldsim.inputs import resize_frames
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import TextContext, TextEncoder
 from worldsim.models.dit import DiT
@@ -188,7 +189,6 @@ class WorldStage:
     def _start_contexts(self, episodes: list[int]) -> dict[str, Tensor]:
         chosen = [e for e in episodes if self.reader.episode_frames[e] >= START_FRAMES][:START_CONTEXTS]
         frames = [torch.from_numpy(self.reader.frames(e, 0, START_FRAMES)) for e in chosen]
-        from worldsim.inputs import resize_frames
 
         return {"frames": resize_frames(torch.stack(frames), tuple(self.config.frame_size))} if frames else {}
 
@@ -295,7 +295,6 @@ def log_open_loop(
     ``text`` its caption as the prompt)."""
     n = min(reader.episode_frames[episode], SAMPLE_FRAMES + 1)
     real = torch.from_numpy(reader.frames(episode, 0, n))
-    from worldsim.inputs import resize_frames
 
     real = resize_frames(real, tuple(wm.config.frame_size)).numpy()
     actions = reader.steps(episode)["actions"][: n - 1]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from gymnasium import spaces as gym_spaces
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+from tqdm import tqdm
 
 from worldsim.config import ActionSpec, ModelSize, WorldConfig, dit_config
 from worldsim.devices import resolve_device
@@ -65,6 +68,8 @@ class BenchConfig:
     """Run the DiT's passes as compiled graphs (torch.compile; not under a prompt; CUDA graphs on a GPU): a faster
     step after ~20-25 s of compiling on a CPU, reported as compile_seconds and not
     timed as steps."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
 
 
 def measure_matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
@@ -217,9 +222,8 @@ def _load(cfg: BenchConfig, dtype: torch.dtype) -> WorldModel:
     return wm
 
 
-def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
-    resolve_device(cfg.device, instead="bench with --device cpu")
-    dtype = model_dtype(cfg.precision, cfg.device)
+def _prepare(cfg: BenchConfig, dtype: torch.dtype) -> WorldModel:
+    """The world to measure, at the sampler steps asked for, compiled with ``cfg.compile``."""
     wm = _load(cfg, dtype)
     # Nothing here trains. A parameter that asks for gradients and enters a block as an input (the null prompt's
     # token) makes FlopCounterMode's module tracker hook it for backward, which fails under inference mode.
@@ -228,6 +232,23 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         wm.set_sampler(steps=cfg.steps)
     if cfg.compile:
         wm.compile()
+    return wm
+
+
+def step_flops(wm: WorldModel, actions: np.ndarray, compiled: bool) -> int:
+    """FLOPs of one cached step (matmuls, convs, attention), for MFU."""
+    _count_cpu_kernel_flops()
+    # The counter sees PyTorch ops, not inside a compiled graph: count the same step run eagerly.
+    eager = torch.compiler.set_stance("force_eager") if compiled else contextlib.nullcontext()
+    with FlopCounterMode(display=False) as counter, eager:
+        wm.step(actions)
+    return counter.get_total_flops()
+
+
+def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
+    resolve_device(cfg.device, instead="bench with --device cpu")
+    dtype = model_dtype(cfg.precision, cfg.device)
+    wm = _prepare(cfg, dtype)
     rng = np.random.default_rng(cfg.seed)
     H, W = wm.frame_size
     context = rng.integers(0, 255, (cfg.batch, 2, H, W, 3), dtype=np.uint8)
@@ -236,8 +257,6 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
     def actions() -> np.ndarray:
         return np.stack([space.sample() for _ in range(cfg.batch)])
-
-    from tqdm import tqdm
 
     def timed_steps(n: int, desc: str | None = None) -> list[float]:
         seconds = []
@@ -279,13 +298,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     fps_full = fps_at_context(cfg.recompute_context, reference=True)
     fps_cached_at_ctx = fps_at_context(cfg.recompute_context, reference=False)
 
-    # 3. FLOPs of one cached step (matmuls, convs, attention), for MFU.
-    _count_cpu_kernel_flops()
-    # The counter sees PyTorch ops, not inside a compiled graph: count the same step run eagerly.
-    eager = torch.compiler.set_stance("force_eager") if cfg.compile else contextlib.nullcontext()
-    with FlopCounterMode(display=False) as counter, eager:
-        wm.step(actions())
-    step_flops = counter.get_total_flops()
+    # 3. FLOPs of one cached step, for MFU.
+    flops = step_flops(wm, actions(), cfg.compile)
     peak = measure_matmul_gflops(dtype, device=cfg.device)
     params_dit = sum(p.numel() for p in wm.dit.parameters())
     params_ae = sum(p.numel() for p in wm.autoencoder.parameters())
@@ -303,9 +317,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "params": params_dit + params_ae,
         "params_dit": params_dit,
         "params_autoencoder": params_ae,
-        "gflops_per_step": step_flops / 1e9,
+        "gflops_per_step": flops / 1e9,
         "matmul_gflops": peak,
-        "mfu": step_flops * fps / cfg.batch / (peak * 1e9),
+        "mfu": flops * fps / cfg.batch / (peak * 1e9),
         "batch": cfg.batch,
         "precision": cfg.precision,
         "dtype": "bf16" if dtype == torch.bfloat16 else "fp32",
@@ -362,3 +376,16 @@ def format_table(r: dict[str, Any]) -> str:
     lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
     lines.append(f"\n{r['checkpoint']}, {r['machine']}, torch {r['torch']}")
     return "\n".join(lines)
+
+
+def run(cfg: BenchConfig) -> int:
+    """``worldsim bench``: measure, then print the table (or with ``json`` one JSON object)."""
+    return measure_and_print(run_bench, format_table, cfg)
+
+
+def measure_and_print(measure: Callable[..., dict[str, Any]], table: Callable[[dict[str, Any]], str], cfg: Any) -> int:
+    """A bench command's run: ``measure(cfg)`` (a progress bar on a terminal, none under ``--json``), then the result
+    as ``table`` or with ``cfg.json`` as one JSON object on stdout."""
+    result = measure(cfg, progress=not cfg.json and sys.stderr.isatty())
+    print(json.dumps(result) if cfg.json else table(result))
+    return 0

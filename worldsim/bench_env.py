@@ -12,12 +12,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 
-from worldsim.bench import BenchConfig, _load, cpu_name
+from worldsim.bench import BenchConfig, _load, cpu_name, measure_and_print
 from worldsim.checkpoint import load_config
 from worldsim.devices import resolve_device
+from worldsim.envs.sources import make_source_env
 from worldsim.errors import InputError
 from worldsim.precision import Precision, model_dtype
 from worldsim.worlds import ASSETS, DEFAULT_WORLD, resolve_world
@@ -47,6 +49,8 @@ class EnvBenchConfig:
     """Seed of weights, starts and actions."""
     device: str = "cpu"
     """cpu, or cuda (the world's device; the real env runs on the CPU either way)."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
 
 
 def _timed(step, actions: np.ndarray, steps: int, warmup: int = 5) -> float:
@@ -59,10 +63,6 @@ def _timed(step, actions: np.ndarray, steps: int, warmup: int = 5) -> float:
 
 
 def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]:
-    import gymnasium
-
-    import worldsim  # noqa: F401  (registers the env ids)
-
     device = resolve_device(cfg.device)  # a bad --device or --precision fails here, before any world is built
     model_dtype(cfg.precision, device)
     try:
@@ -100,8 +100,6 @@ def run_env_bench(cfg: EnvBenchConfig, progress: bool = False) -> dict[str, Any]
             world = _timed(venv.step, actions, cfg.steps, warmup)
             row = {"num_envs": n, "world_vector_steps_per_s": world, "world_env_steps_per_s": world * n}
             if source:
-                from worldsim.envs.sources import make_source_env
-
                 real = gymnasium.vector.SyncVectorEnv([lambda: make_source_env(source) for _ in range(n)])
                 real.reset(seed=cfg.seed)
                 real_actions = np.stack([real.action_space.sample() for _ in range(16)])
@@ -134,3 +132,8 @@ def format_env_table(result: dict[str, Any]) -> str:
         src = f"{r['source_env_steps_per_s']:.1f}" if "source_env_steps_per_s" in r else "-"
         lines.append(f"| {r['num_envs']} | {r['world_env_steps_per_s']:.1f} | {src} |")
     return "\n".join(lines)
+
+
+def run(cfg: EnvBenchConfig) -> int:
+    """``worldsim bench-env``: measure, then print the table (or with ``json`` one JSON object)."""
+    return measure_and_print(run_env_bench, format_env_table, cfg)

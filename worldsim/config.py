@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+from gymnasium import spaces
+
 from worldsim.errors import ConfigError
 
 CONFIG_VERSION = 1
@@ -65,8 +68,6 @@ class ActionSpec:
     @classmethod
     def from_gym(cls, space: Any) -> ActionSpec:
         """Build from a ``gymnasium.spaces`` Discrete, MultiDiscrete or Box."""
-        from gymnasium import spaces
-
         if isinstance(space, spaces.Discrete):
             _check(int(space.start) == 0, "Discrete action spaces must start at 0")
             return cls(kind="discrete", n=int(space.n))
@@ -81,9 +82,6 @@ class ActionSpec:
 
     def to_gym(self) -> Any:
         """The matching ``gymnasium.spaces`` object."""
-        import numpy as np
-        from gymnasium import spaces
-
         if self.kind == "discrete":
             return spaces.Discrete(self.n)
         if self.kind == "multi_discrete":

@@ -7,6 +7,8 @@ import string
 import warnings
 from typing import Any
 
+import gymnasium
+
 WINDOW_PIXELS = 384
 """Longest side of a world's window; a 64x64 world is shown at 6x."""
 
@@ -31,10 +33,8 @@ def import_pygame() -> Any:
     """pygame, imported on first use so that RL without a window never loads it (and without its banner)."""
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     try:
-        import pygame
+        import pygame  # heavy, and only a window needs it
     except ImportError as e:
-        import gymnasium
-
         raise gymnasium.error.DependencyNotInstalled("a window and keyboard play need `pip install pygame`") from e
     return pygame
 

@@ -24,12 +24,14 @@ from worldsim.config import WorldConfig, replace
 from worldsim.devices import resolve_device
 from worldsim.diffusion.sampler import Rollout
 from worldsim.errors import ConfigError, InputError, WorldsimError
+from worldsim.hub import push_world
 from worldsim.inputs import check_actions, check_frames
 from worldsim.kernels.compiled import FrozenGraphs
 from worldsim.kernels.compiled_pass import CompiledPass
 from worldsim.models.autoencoder import FrameAutoencoder
 from worldsim.models.conditioning import FrameConditioning, TextContext, TextEncoder
 from worldsim.models.dit import DiT
+from worldsim.worlds import resolve_world
 
 PREDICT_BLOCK = 8
 """Frames denoised together by ``predict`` (pyramid schedule within a block)."""
@@ -76,8 +78,6 @@ class WorldModel:
     ) -> WorldModel:
         """Load a checkpoint directory, a shipped world's name (``"carracing"``) or a Hugging Face Hub repo id
         (``"owner/name"`` or ``"owner/name@revision"``, through huggingface_hub's cache: offline once cached)."""
-        from worldsim.worlds import resolve_world
-
         resolve_device(device)  # a device this machine lacks is refused before a world is read or downloaded
         path = resolve_world(path)
         config, state, starts = load_checkpoint(path)
@@ -113,7 +113,6 @@ class WorldModel:
         save_checkpoint(path, self.config, self.state_dict(), self.starts, card=card, half=half)
         if not push_to_hub:
             return None
-        from worldsim.hub import push_world
 
         return push_world(path, repo_id or Path(path).name, private=private)
 

@@ -11,16 +11,23 @@ Frames come with the null action (what the world does on its own), with classifi
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import tyro
+from tqdm import tqdm
 
 from worldsim.checkpoint import check_output_path
+from worldsim.data.recorder import parse_size
+from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError
-from worldsim.precision import Precision
+from worldsim.inputs import resize_frames
+from worldsim.precision import Precision, model_dtype
 from worldsim.video import VideoWriter, check_video_path
 
 DEFAULT_BACKBONE = "t2v"
@@ -92,7 +99,7 @@ def read_start(cfg: GenerateConfig) -> np.ndarray | None:
         return None
     if not Path(source).is_file():
         raise InputError(f"{'--image' if cfg.image else '--video'} {source}: no such file")
-    import imageio.v3 as iio
+    import imageio.v3 as iio  # imageio's readers: only when --image/--video is read
 
     try:
         frames = np.asarray(iio.imread(source, index=None) if cfg.video else iio.imread(source))
@@ -108,15 +115,6 @@ def read_start(cfg: GenerateConfig) -> np.ndarray | None:
 
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, object]:
     """Make the video(s) of ``cfg``; returns a summary (frames, seconds, out)."""
-    import time
-
-    import torch
-    from tqdm import tqdm
-
-    from worldsim.data.recorder import parse_size
-    from worldsim.engine import WorldModel
-    from worldsim.precision import model_dtype
-
     prompts = read_prompts(cfg)
     start = read_start(cfg)
     wm = WorldModel.from_pretrained(
@@ -138,7 +136,6 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, object]:
         visible = wm.sampler_config.sinks + wm.sampler_config.window - 1
         context = np.repeat(start[None, -visible:], len(prompts), axis=0)
         wm.reset(frames=context, text=prompts, generator=gens)
-        from worldsim.inputs import resize_frames
 
         given = resize_frames(torch.from_numpy(start), wm.frame_size).numpy()
         videos = [np.repeat(given[None], len(prompts), axis=0)]
@@ -166,3 +163,10 @@ def _grid(frames: np.ndarray, gap: int = 2) -> np.ndarray:
         r, c = divmod(i, cols)
         out[r * (H + gap) : r * (H + gap) + H, c * (W + gap) : c * (W + gap) + W] = frame
     return out
+
+
+def run(cfg: GenerateConfig) -> int:
+    """``worldsim generate``: generate, then print what was written."""
+    result = generate(cfg, progress=sys.stderr.isatty())
+    print(f"{result['prompts']} prompt(s), {result['frames']} frames in {result['seconds']} s -> {result['out']}")
+    return 0

@@ -56,7 +56,7 @@ def hub_snapshot(ref: HubRef) -> Path:
     hash after the ``@`` pins one). Raises a one-line CheckpointError that says what was looked for and why it
     failed.
     """
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # huggingface_hub: only when the Hub is used
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -88,7 +88,7 @@ def hub_snapshot(ref: HubRef) -> Path:
 
 
 def _cached_or_downloaded(ref: HubRef) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # huggingface_hub: only when the Hub is used
     from huggingface_hub.errors import LocalEntryNotFoundError
 
 
@@ -127,7 +127,7 @@ def push_world(
     ``repo_id`` without an owner (``"name"``) goes to the token's account, as in transformers' ``push_to_hub``.
     The checkpoint is loaded first, so a broken one fails here rather than on the Hub; only WORLD_FILES go up.
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi, get_token  # huggingface_hub: only when the Hub is used
     from huggingface_hub.errors import HFValidationError, HTTPError
 
 

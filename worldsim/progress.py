@@ -57,3 +57,13 @@ def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
     if enabled and not sys.stderr.isatty():
         return LogProgress(total, desc, sys.stderr)
     return tqdm(total=total, desc=desc, disable=not enabled)
+
+
+def report_run(command: str, summary: str, interrupted: bool, kept: str = "") -> int:
+    """Print a run's summary line and return the exit code: an interrupted run says so on stderr (``kept`` says what
+    was kept) and exits 130, what Ctrl-C means."""
+    if interrupted:
+        print(f"worldsim {command}: interrupted; {kept}{summary}", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0

@@ -50,7 +50,7 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         self._tmp = self._stack.enter_context(atomic_path(self.path))
         if self.path.suffix.lower() == ".mp4":
-            import imageio.v2 as imageio
+            import imageio.v2 as imageio  # imageio: only when a video is written
 
             # macro_block_size=1: keep odd-free window sizes as they are (ours are multiples of 2).
             self._writer = imageio.get_writer(self._tmp, fps=self.fps, codec="libx264", macro_block_size=1)
@@ -69,7 +69,7 @@ class VideoWriter:
             if self._writer is not None:
                 self._writer.close()
             elif exc[0] is None and self._gif:
-                import imageio.v3 as iio
+                import imageio.v3 as iio  # imageio: only when a video is written
 
                 iio.imwrite(self._tmp, np.stack(self._gif), extension=".gif", duration=1000 / self.fps, loop=0)
         finally:
@@ -92,7 +92,7 @@ def read_video_frames(path: str | Path, start_s: float, count: int, fps: float) 
     float32 (LeRobot's) never round past the wanted frame. One-line InputError when the file cannot be decoded or
     ends before ``count`` frames.
     """
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # imageio's ffmpeg: only when an mp4 is written
 
     seek = start_s - 0.5 / fps
     frames: list[np.ndarray] = []

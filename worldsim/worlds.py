@@ -6,6 +6,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from worldsim.errors import CheckpointError
+from worldsim.hub import hub_snapshot, parse_hub_ref
 
 ASSETS = Path(str(files("worldsim.assets")))
 POLICY_DIR = ASSETS / "policies"
@@ -37,7 +38,6 @@ def resolve_world(name_or_path: str | Path) -> Path:
         return shipped
     names = ", ".join(shipped_worlds()) or "none installed"
     tried = f"no checkpoint at {name_or_path!s}"
-    from worldsim.hub import hub_snapshot, parse_hub_ref  # imports huggingface_hub only when it is needed
 
     ref = parse_hub_ref(str(name_or_path))
     if ref is None:

@@ -72,7 +72,7 @@ class PushTPlanner:
     def _setup(self, seed: int | None, candidates: int, lookahead: int, noise: float, jitter: float) -> None:
         if candidates < 1 or not 0.0 <= noise <= 1.0 or jitter < 0:
             raise InputError(f"need candidates >= 1, noise in [0, 1], jitter >= 0; got {candidates}, {noise}, {jitter}")
-        from gym_pusht.envs.pusht import PushTEnv
+        from gym_pusht.envs.pusht import PushTEnv  # optional: the sources extra
 
         self.candidates = candidates
         self.lookahead = lookahead

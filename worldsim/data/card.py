@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from worldsim.checkpoint import atomic_path, check_output_path
 from worldsim.data.reader import TrajectoryReader
 
 STILL_SPEED = 1.0
@@ -160,3 +161,15 @@ def format_card(numbers: dict[str, Any], source: str, action_names: dict[int, st
             for style, o in n["outcomes"].items()
         ]
     return "\n".join(lines) + "\n"
+
+
+def run(cfg: DataCardConfig) -> int:
+    """``worldsim data-card``: print the card (and with ``out`` also write it)."""
+    if cfg.out:
+        check_output_path(cfg.out)
+    card = format_card(card_numbers(TrajectoryReader(cfg.data)), cfg.data)
+    if cfg.out:
+        with atomic_path(cfg.out) as tmp:
+            tmp.write_text(card)
+    print(card, end="")
+    return 0

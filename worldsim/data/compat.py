@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from worldsim.config import ActionSpec, WorldConfig
 from worldsim.data.reader import TrajectoryReader
+from worldsim.envs.sources import canonical_id
 from worldsim.errors import ConfigError, InputError
 
 
@@ -56,8 +57,6 @@ def check_data_matches_world(reader: TrajectoryReader, config: WorldConfig, worl
     ``world`` names the world in the message (the checkpoint as the user gave it); ``purpose`` is what was to be done
     with it (``"evaluate"``, ``"fine-tune"``). The message names both sides of what differs and what to do.
     """
-    from worldsim.envs.sources import canonical_id
-
     refusal = f"cannot {purpose} {world} on {reader.source}"
     action = data_action_spec(reader)
     if action != config.action:

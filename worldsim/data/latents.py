@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from worldsim.data.reader import TrajectoryReader
 from worldsim.data.schema import episode_name
@@ -70,8 +71,6 @@ def build_latent_cache(
     progress: bool = True,
 ) -> LatentStore:
     """Encode every frame (posterior mean, scaled) unless an up-to-date cache is already at ``path``."""
-    from tqdm import tqdm
-
     path = Path(path)
     key = fingerprint(reader, autoencoder, frame_size)
     if path.exists() and LatentStore.matches(path, key):

@@ -157,7 +157,7 @@ class LeRobotSource:
 
     def _locations_v3(self, info: dict[str, Any]) -> list[_Location]:
         """v3.0: the rows of ``meta/episodes/*/*.parquet`` say which table and mp4 hold each episode, and where."""
-        import pyarrow as pa
+        import pyarrow as pa  # optional: the lerobot extra
         import pyarrow.parquet as pq
 
         files = sorted((self.root / "meta" / "episodes").glob("*/*.parquet"))
@@ -189,7 +189,7 @@ class LeRobotSource:
     # ----------------------------------------------------------------- the tables
     def _load(self, locations: list[_Location]) -> tuple[list[LeRobotEpisode], np.ndarray]:
         """Every episode's steps, each table read once (a v3 table holds many episodes); and all rows' actions."""
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # optional: the lerobot extra
 
         by_file: dict[Path, list[_Location]] = {}
         for loc in locations:
@@ -254,7 +254,7 @@ class LeRobotSource:
             return np.zeros((0, 0, 0, 3), dtype=np.uint8)
         if self.camera_dtype == "video":
             return read_video_frames(ep.frames_file, ep.from_s + float(ep.timestamps[start]), stop - start, self.fps)
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # optional: the lerobot extra
 
         # The filter lets parquet skip the row groups of a v3 table's other episodes.
         table = pq.read_table(ep.frames_file, columns=[self.camera], filters=[("episode_index", "=", ep.index)])
@@ -268,7 +268,7 @@ class LeRobotSource:
 
 def _column(table: Any, name: str) -> np.ndarray:
     """A table column as (rows, values per row): list columns (``action``) flattened, scalars as one value."""
-    import pyarrow as pa
+    import pyarrow as pa  # optional: the lerobot extra
 
     array = table.column(name).combine_chunks()
     rows = len(array)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from worldsim.checkpoint import check_output_path
 from worldsim.data.reader import TrajectoryReader
+from worldsim.data.writer import TrajectoryWriter
 from worldsim.errors import InputError
 
 
@@ -35,8 +37,6 @@ def _signature(reader: TrajectoryReader) -> tuple:
 def merge(files: list[str], out: str | Path, overwrite: bool = False) -> tuple[int, int]:
     """Write every episode of ``files`` (with its seed, attrs, infos and caption) to ``out``; returns (episodes,
     steps). Checks that the files agree before writing anything."""
-    from worldsim.data.writer import TrajectoryWriter
-
     if len(files) < 2:
         raise InputError(f"data-merge joins two or more files, got {len(files)}")
     if Path(out).resolve() in {Path(f).resolve() for f in files}:
@@ -66,3 +66,11 @@ def merge(files: list[str], out: str | Path, overwrite: bool = False) -> tuple[i
                     attrs=attrs,
                 )  # fmt: skip
         return writer.episodes, writer.steps
+
+
+def run(cfg: DataMergeConfig) -> int:
+    """``worldsim data-merge``: join the files, print what was written."""
+    check_output_path(cfg.out)
+    episodes, steps = merge([f.strip() for f in cfg.data.split(",") if f.strip()], cfg.out, cfg.overwrite)
+    print(f"{episodes} episodes, {steps} steps -> {cfg.out}")
+    return 0

@@ -39,7 +39,7 @@ def export_minari(h5_path: str | Path, dataset_id: str, root: str | Path | None 
     except OSError:
         shutil.copyfile(src, target)
     try:
-        from minari import __version__ as minari_version
+        from minari import __version__ as minari_version  # optional: the sources extra
     except ImportError:
         minari_version = MINARI_FALLBACK_VERSION
     metadata = {

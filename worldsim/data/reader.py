@@ -25,6 +25,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+from gymnasium import spaces
+from PIL import Image
 
 from worldsim.data.lerobot import INFO_FILE as LEROBOT_INFO_FILE
 from worldsim.data.lerobot import LeRobotSource, is_lerobot
@@ -147,7 +149,6 @@ class TrajectoryReader:
             )
         self.camera = camera
         actions = first["actions"]
-        from gymnasium import spaces
 
         self.action_space = spaces.Box(-1.0, 1.0, actions.shape[1:], dtype=np.float32)
         self.episodes = []
@@ -179,7 +180,6 @@ class TrajectoryReader:
         self.env_id = source.env_id
         self.frame_rate = round(source.fps)
         self.frame_skip = None
-        from gymnasium import spaces
 
         # LeRobot records no action bounds: the data's own range (a Box needs finite bounds to normalise actions).
         self.action_space = spaces.Box(source.action_low, source.action_high, dtype=np.float32)
@@ -365,7 +365,7 @@ def _locate(source: str) -> tuple[Path, dict[str, Any]]:
 
 def _minari_dir_for_id(dataset_id: str) -> Path | None:
     try:
-        from minari.storage import get_dataset_path
+        from minari.storage import get_dataset_path  # optional: the sources extra
     except ImportError:
         return None
     candidate = Path(get_dataset_path(dataset_id)) / "data"
@@ -381,8 +381,6 @@ def _looks_like_images(dataset: Any) -> bool:
 
 
 def _decode_images(encoded: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
     return np.stack([np.asarray(Image.open(io.BytesIO(np.asarray(b, dtype=np.uint8).tobytes()))) for b in encoded])
 
 

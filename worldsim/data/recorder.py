@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from worldsim.agents import make_policy
+from worldsim.agents.policy import load_factory
 from worldsim.data.writer import TrajectoryWriter
+from worldsim.envs.captions import caption_spans, make_captioner
+from worldsim.envs.sources import frame_of, frame_rate, make_source_env, source_world
+from worldsim.errors import InputError
 from worldsim.inputs import resize_frames
+from worldsim.progress import report_run
 
 
 @dataclass
@@ -49,8 +57,6 @@ class RecordConfig:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    from worldsim.errors import InputError
-
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -61,8 +67,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def frame_skip_for(cfg: RecordConfig) -> int:
-    from worldsim.envs.sources import source_world
-
     return cfg.frame_skip or source_world(cfg.env).frame_skip
 
 
@@ -72,8 +76,6 @@ free); a captioned env keeps the last episode's palette, so plain recordings get
 
 
 def _env(env_id: str, captions: bool = False) -> Any:
-    from worldsim.envs.sources import make_source_env
-
     if (env_id, captions) not in _ENVS:
         _ENVS[env_id, captions] = make_source_env(env_id)
     return _ENVS[env_id, captions]
@@ -81,10 +83,6 @@ def _env(env_id: str, captions: bool = False) -> Any:
 
 def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
     """Run one episode and return its arrays (frames already resized)."""
-    from worldsim.agents import make_policy
-    from worldsim.envs.captions import caption_spans, make_captioner
-    from worldsim.envs.sources import frame_of
-
     env = _env(cfg.env, cfg.captions)
     seed = cfg.seed + index
     skip = frame_skip_for(cfg)
@@ -135,9 +133,6 @@ def record_episode(cfg: RecordConfig, index: int) -> dict[str, Any]:
 
 def _probe(env_id: str) -> Any:
     """The source env's state probe (``SourceWorld.probe``), or None."""
-    from worldsim.agents.policy import load_factory
-    from worldsim.envs.sources import source_world
-
     spec = source_world(env_id).probe
     return load_factory(spec) if spec else None
 
@@ -146,24 +141,14 @@ def _one_thread() -> None:
     """A recording worker's torch runs on one thread: N workers already fill N cores, and policies that run a
     network (a cloned CNN) would otherwise oversubscribe them, which slows recording several-fold
     (``docs/results.md``, "PushT robotics")."""
-    import torch
-
     torch.set_num_threads(1)
 
 
 def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Record ``cfg.episodes`` episodes into ``cfg.out``. Ctrl-C keeps the finished episodes."""
-    import time
-
-    from tqdm import tqdm
-
-    from worldsim.envs.sources import frame_rate
-
     size = parse_size(cfg.size)
     env = _env(cfg.env, cfg.captions)
     if cfg.captions:
-        from worldsim.envs.captions import make_captioner
-
         make_captioner(cfg.env, palettes=cfg.palettes)  # a source without a captioner fails here, before recording
     skip = frame_skip_for(cfg)
     rate = max(1, round(frame_rate(env) / skip))
@@ -217,3 +202,13 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
         "interrupted": interrupted,
         "path": Path(cfg.out),
     }
+
+
+def run(cfg: RecordConfig) -> int:
+    """``worldsim record``: record, then print what was written (Ctrl-C keeps the finished episodes)."""
+    result = record(cfg, progress=sys.stderr.isatty())
+    summary = (
+        f"{result['episodes']} episodes, {result['steps']} steps -> {result['out']} "
+        f"({result['frames_per_second']:.0f} frames/s, world frame rate {result['frame_rate']} fps)"
+    )
+    return report_run("record", summary, result["interrupted"], kept="kept ")

@@ -29,6 +29,9 @@ import json
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
+
+from worldsim.errors import InputError
 
 FORMAT_NAME = "worldsim-trajectories"
 FORMAT_VERSION = 1
@@ -52,8 +55,6 @@ def episode_index(name: str) -> int | None:
 
 def space_to_json(space: Any) -> str:
     """Serialise a Box / Discrete / MultiDiscrete space exactly as ``minari.serialization`` does."""
-    from gymnasium import spaces
-
     if isinstance(space, spaces.Box):
         data = {
             "type": "Box",
@@ -78,8 +79,6 @@ def space_to_json(space: Any) -> str:
 
 def space_from_json(text: str | dict[str, Any]) -> Any:
     """Inverse of :func:`space_to_json` (also reads Minari's metadata)."""
-    from gymnasium import spaces
-
     data = json.loads(text) if isinstance(text, str | bytes) else text
     kind = data.get("type")
     if kind == "Box":
@@ -100,8 +99,6 @@ def space_from_json(text: str | dict[str, Any]) -> Any:
 
 
 def image_space(height: int, width: int) -> Any:
-    from gymnasium import spaces
-
     return spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
 
 
@@ -111,8 +108,6 @@ CaptionSpan = tuple[int, int, str]
 
 def check_caption_spans(spans: Any, frames: int, where: str = "caption") -> list[CaptionSpan]:
     """Spans as ``(start, end, text)`` tuples, checked against an episode of ``frames`` frames (InputError)."""
-    from worldsim.errors import InputError
-
     out: list[CaptionSpan] = []
     previous_end = 0
     for span in spans:

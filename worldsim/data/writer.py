@@ -9,6 +9,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from gymnasium import spaces
 
 from worldsim.data.schema import (
     FORMAT_NAME,
@@ -159,6 +160,4 @@ class TrajectoryWriter:
 
 
 def _is_integer_space(space: Any) -> bool:
-    from gymnasium import spaces
-
     return isinstance(space, spaces.Discrete | spaces.MultiDiscrete)

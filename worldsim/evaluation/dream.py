@@ -21,6 +21,7 @@ from worldsim.agents.registry import make_seeing_policy
 from worldsim.checkpoint import load_config
 from worldsim.config import ActionSpec, WorldConfig
 from worldsim.data.compat import check_data_matches_world
+from worldsim.data.reader import TrajectoryReader
 from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.envs.judges import Judge, has_judge, judge_for
@@ -389,8 +390,6 @@ def run_policies(
     if real:
         env = source_env(config, label, intro_frames(config) + context - 1 + horizon)
     elif data:
-        from worldsim.data.reader import TrajectoryReader  # h5py: imported only where data is read
-
         reader = TrajectoryReader(data)
         check_data_matches_world(reader, config, label, "start dreams of")
     real_seconds = 0.0

@@ -42,14 +42,16 @@ depend on how rollouts are batched.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+import tyro
 
 from worldsim.agents import SEEING_POLICIES
-from worldsim.checkpoint import load_config
+from worldsim.checkpoint import atomic_path, check_output_path, load_config
 from worldsim.data.compat import check_data_matches_world
 from worldsim.data.reader import TrajectoryReader
 from worldsim.devices import resolve_device
@@ -57,7 +59,9 @@ from worldsim.engine import WorldModel
 from worldsim.envs.judges import Judge, judge_for
 from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
+from worldsim.evaluation.eval_report import format_eval_table
 from worldsim.evaluation.metrics import (
+    json_ready,
     mask_iou,
     pearson,
     pixel_distance,
@@ -144,6 +148,8 @@ class EvalConfig:
     """fp32, bf16 or auto: the precision of the world's DiT and decoder (to check that bf16 play loses nothing)."""
     device: str = "cpu"
     """cpu or cuda (cuda:N): where the world runs; refused in one line on a machine without it."""
+    json: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
+    """Also write the results as JSON to this file."""
 
 # ----------------------------------------------------------------------------- frame metrics
 
@@ -437,3 +443,15 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
     return result
 
 
+
+
+def run(cfg: EvalConfig) -> int:
+    """``worldsim eval``: measure, print the markdown table, and with ``json`` write every number."""
+    if cfg.json:
+        check_output_path(cfg.json)  # before minutes of evaluation, not after
+    result = evaluate(cfg, progress=True)
+    if cfg.json:
+        with atomic_path(cfg.json) as tmp:
+            tmp.write_text(json.dumps(json_ready(result), indent=2))
+    print(format_eval_table(result, [int(h) for h in cfg.horizons.split(",")]))
+    return 0

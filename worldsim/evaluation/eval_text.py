@@ -24,6 +24,7 @@ Parts, all in one JSON:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from worldsim.checkpoint import atomic_path, check_output_path
 from worldsim.data.reader import TrajectoryReader
@@ -421,8 +423,6 @@ class TextEvaluator:
         return result
 
     def _features(self, frames: np.ndarray) -> np.ndarray:
-        import torch.nn.functional as F
-
         with torch.inference_mode():
             z = self.wm.autoencoder.encode(torch.from_numpy(frames))
         return F.adaptive_avg_pool2d(z.float(), 4).flatten(1).numpy().astype(np.float64)
@@ -460,3 +460,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"realism {key}: FD {r['fd_generated']:.2f} vs real halves {r['fd_real_halves']:.2f} "
                      f"({r['ratio']:.2f}x)")  # fmt: skip
     return lines
+
+
+def run(cfg: EvalTextConfig) -> int:
+    """``worldsim eval-text``: measure, then print the summary lines."""
+    result = TextEvaluator(cfg, progress=sys.stderr.isatty()).run()
+    print("\n".join(summary_lines(result)))
+    return 0

@@ -60,6 +60,7 @@ from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError
 from worldsim.evaluation.dream import run_policies
+from worldsim.evaluation.report import format_predict_table, write_predict_json, write_predict_video
 from worldsim.evaluation.result import PredictResult
 from worldsim.precision import Precision
 from worldsim.video import check_video_path
@@ -166,6 +167,14 @@ def predict(
     return runs.results[0]
 
 
-# ----------------------------------------------------------------------------- reporting
-
-
+def run(cfg: PredictConfig) -> int:
+    """``worldsim predict``: dream (and with ``real`` play) the episodes, print the table, write the JSON and video."""
+    outputs = ("json", "video", "data")  # the config's other fields are predict()'s own arguments
+    settings = {name: value for name, value in vars(cfg).items() if name not in outputs}
+    result = predict(**settings, data=cfg.data or None, keep_frames=bool(cfg.video), progress=True)
+    if cfg.json:
+        write_predict_json(result, cfg.json)
+    if cfg.video:
+        write_predict_video(result, cfg.video)
+    print(format_predict_table(result))
+    return 0

@@ -315,3 +315,18 @@ def write_rank_videos(result: RankResult, video_dir: str | Path) -> dict[str, Pa
     for r in result.results:
         write_predict_video(r, paths[r.policy])
     return paths
+
+
+def run(cfg: RankConfig) -> int:
+    """``worldsim rank``: dream (and with ``real`` play) every policy's episodes, print the table, write the JSON and
+    videos."""
+    outputs = ("json", "video_dir", "video_episodes", "policies")  # the config's other fields are rank()'s own
+    settings = {name: value for name, value in vars(cfg).items() if name not in outputs}
+    keep_frames = cfg.video_episodes if cfg.video_dir else 0
+    result = rank(**settings, policies=policy_list(cfg.policies), keep_frames=keep_frames, progress=True)
+    if cfg.json:
+        write_rank_json(result, cfg.json)
+    if cfg.video_dir:
+        write_rank_videos(result, cfg.video_dir)
+    print(format_rank_table(result))
+    return 0

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium
 import numpy as np
 import torch
+import tyro
+from tqdm import tqdm
 
 from worldsim.agents.policy import Policy
 from worldsim.agents.ppo import (
@@ -79,6 +84,8 @@ class RLEvalConfig:
     """cpu or cuda: where the world dreams."""
     precision: str = "auto"
     """The dream world's precision: fp32, bf16 or auto."""
+    json: Annotated[str | None, tyro.conf.arg(metavar="FILE")] = None
+    """Also write the results as JSON to this file."""
 
 @dataclass
 class SideResult:
@@ -169,11 +176,6 @@ def run_real(
 ) -> tuple[SideResult, list[list[np.ndarray]]]:
     """Real episodes of ``policy`` (``agent:PATH`` or a driver's name) with seeds ``seeds``, split over ``workers``
     processes; the first ``keep`` episodes' frames (and with ``context`` every episode's first frames)."""
-    import time
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
     start = time.perf_counter()
     workers = max(1, min(workers, len(seeds)))
     chunks = [seeds[i::workers] for i in range(workers)]  # round robin: episode i is in chunk i % workers
@@ -239,10 +241,6 @@ def run_dream(
 ) -> SideResult:
     """One dream per seed in the world's vector env (``batch`` at a time), each to its end or ``episode_steps``, from
     the shipped start the seed picks or from ``starts[i]`` (N, T, H, W, 3): the world's start-context length."""
-    import time
-
-    from tqdm import tqdm
-
 
     start = time.perf_counter()
     returns, lengths = [], []
@@ -382,3 +380,11 @@ def write_rl_eval_json(result: RLEvalResult, path: str | Path | None) -> dict[st
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data, indent=2))
     return data
+
+
+def run(cfg: RLEvalConfig) -> int:
+    """``worldsim rl eval``: score both sides, print them, and with ``json`` write every number."""
+    result = run_rl_eval(cfg, progress=sys.stderr.isatty())
+    write_rl_eval_json(result, cfg.json)
+    print(format_rl_eval(result))
+    return 0

@@ -63,7 +63,7 @@ def use_triton(t: Tensor) -> bool:
 def _triton_ops() -> ModuleType | None:
     """``worldsim.kernels.triton_ops``, imported with Triton on the first CUDA tensor; None where Triton is missing."""
     try:
-        from worldsim.kernels import triton_ops
+        from worldsim.kernels import triton_ops  # optional: Triton (Linux, the triton extra)
     except ImportError:
         return None
     return triton_ops

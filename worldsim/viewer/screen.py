@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from worldsim.checkpoint import atomic_path
 from worldsim.display import WINDOW_PIXELS, import_pygame
 from worldsim.errors import WorldsimError
 from worldsim.viewer.controls import Area
@@ -97,8 +98,6 @@ class Screen:
 
     def screenshot(self, path: Path) -> Path:
         """Save the window as a PNG (renamed into place when complete)."""
-        from worldsim.checkpoint import atomic_path
-
         with atomic_path(path) as tmp:
             self.pygame.image.save(self.window, str(tmp))
         return path

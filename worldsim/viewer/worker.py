@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from worldsim.envs.sources import frame_of
 from worldsim.envs.world import WorldModelEnv
 from worldsim.errors import WorldsimError
 
@@ -181,6 +182,4 @@ class Worker(threading.Thread):
         )
 
     def _real(self, observation: Any, done: bool = False) -> RealStep:
-        from worldsim.envs.sources import frame_of
-
         return RealStep(frame_of(self.real_env, observation), observation, done)
