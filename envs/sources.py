@@ -72,6 +72,9 @@ class SourceWorld:
     judge: str = ""
     """``module:Class`` of the env's judge (``worldsim.envs.judges``): reads task state off any frame, real or
     dreamt, and scores it by the env's own rule (PushT: the T's pose -> coverage -> success); empty: none."""
+    object_state: tuple[str, ...] = ()
+    """The ``probe``'s keys that are the task object's state (PushT: the block's pose), which ``worldsim train world
+    --state-weight/--moving-share`` learn from and sample by; empty: none."""
     success_terminates: bool = False
     """The env terminates exactly when it succeeds (PushT), so an episode succeeded when it terminated, in the real
     env and in a dream, where the world's termination head is then a success detector (``predict.episode_success``)."""
@@ -109,6 +112,7 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         success_reward=1.0,  # gym_pusht: reward clip(coverage / 0.95, 0, 1); terminated = success = coverage > 0.95
         success_terminates=True,
         judge="worldsim.envs.judges:PushTJudge",
+        object_state=("block_x", "block_y", "block_angle"),
     ),
     SourceWorld(("ALE/",), "ale_py", "ale-py", captioner=f"{CAPTIONS}:AtariCaptioner"),
     SourceWorld(("worldsim/Crafter-v0",), "crafter", "crafter", captioner=f"{CAPTIONS}:CrafterCaptioner"),

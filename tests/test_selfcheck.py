@@ -205,7 +205,7 @@ def test_cpu_graphs_go_unchecked_unless_asked_and_torch_leaves_them_out(monkeypa
 
 def test_mismatch_scales_its_tolerance_and_names_what_differs():
     v = torch.tensor([[8.0, -2.0], [0.5, 0.1]])
-    out = DiTOutput(velocity=v, reward=torch.zeros(2), termination_logit=torch.zeros(2))
+    out = DiTOutput(velocity=v, reward=torch.zeros(2), termination_logit=torch.zeros(2), state=torch.zeros(2, 0))
     assert mismatch(out, out._replace(velocity=v + 0.9), torch.bfloat16) is None  # within 1/8 of 8
     assert "output.velocity is off by up to 1.1" in mismatch(out._replace(velocity=v + 1.1), out, torch.bfloat16)
     assert "output.reward is off" in mismatch(out._replace(reward=torch.full((2,), 0.02)), out, torch.float32)

@@ -114,6 +114,13 @@ class WorldTrainConfig(TrainConfig):
     motion_weight: float = 0.0
     """Extra flow-loss weight, up to 1 + this, on the latent pixels that change from the frame before (what the
     action moved); 0: a plain mean over the frame."""
+    state_weight: float = 0.0
+    """Weight of the state loss: a head reads the task object's recorded state (``SourceWorld.object_state``, e.g.
+    PushT's block pose) off every frame at its noise level, so the network must carry where the object went
+    (``training.state``); 0: no state head is trained."""
+    moving_share: float = 0.0
+    """Share of the batches drawn from the clips in which the task object moves (from its recorded state); 0: every
+    clip alike."""
 
 
 @dataclass

@@ -36,6 +36,8 @@ class ClipBatch:
     """(B, T) 1.0 where the frame is terminal."""
     text: TextContext | None = None
     """Prompt token embeddings, or None."""
+    state: Tensor | None = None
+    """(B, T, k) the task object's standardised state in each frame (``training.state``), or None."""
 
 
 @dataclass
@@ -56,6 +58,8 @@ class LossConfig:
     """Extra flow-loss weight on the latent pixels that change from the frame before (``motion_weights``): what the
     action moved (a pusher, the object it pushes) is a sliver of the frame, and an unweighted mean lets a model
     that leaves it where it was score almost as well as one that moves it. 0: every latent pixel weighs the same."""
+    state_weight: float = 0.0
+    """Weight of the state head's loss (``training.state``), on every frame whatever its noise level."""
 
 
 @dataclass
@@ -148,6 +152,12 @@ def diffusion_forcing_loss(
         ).mean()
         loss = loss + cfg.head_weight * term
         metrics["termination"] = term.item()
+    if batch.state is not None and cfg.state_weight > 0:
+        # Every frame, at any noise: at high noise the pose is not in the frame; the network has to bring it from
+        # the context through the action.
+        state = (out.state.float() - batch.state.float()).pow(2).mean()
+        loss = loss + cfg.state_weight * state
+        metrics["state"] = state.item()
     metrics["loss"] = loss.item()
     return loss, metrics
 

@@ -45,6 +45,7 @@ from worldsim.training.objectives import (
     draw_forcing_noise,
     own_rollout,
 )
+from worldsim.training.state import StateClips, StateFeatures, episode_features
 from worldsim.worlds import resolve_world
 
 EXPORT_DIR = "world"
@@ -54,6 +55,7 @@ budget that keeps the shipped world real-time on a 2-core CPU."""
 LATENT_IO = ("patch_in.", "patch_out.")
 """DiT layers whose shapes follow the autoencoder's latent channels and patch."""
 ACTION_EMBEDDING = "action_embed."
+STATE_HEAD = "state_head."
 START_CONTEXTS = 16
 """Start contexts shipped with the exported world (first frames of training episodes)."""
 START_FRAMES = 4
@@ -83,6 +85,12 @@ class WorldStage:
         text_dim = TextEncoder.dim if has_text else 0
         sinks = SamplerConfig().sinks
         init_world = init_config if init_config and not init_config.text_to_video else None
+        self.state_spec, self.frame_state = self._object_state(cfg, episodes)
+        state_dim, state = (
+            (len(self.state_spec.names), dataclasses.asdict(self.state_spec))
+            if self.state_spec and cfg.state_weight
+            else (init_world.dit.state_dim, init_world.state) if init_world else (0, {})
+        )
         try:
             self.config = WorldConfig(
                 frame_size=list(frame_size),
@@ -95,7 +103,9 @@ class WorldStage:
                     text_dim=text_dim,
                     patch=cfg.patch or max(1, PIXELS_PER_TOKEN // ae_config.factor),
                     action_point=init_world.dit.action_point if init_world else _action_point(self.reader, action),
+                    state_dim=state_dim,
                 ),
+                state=state,
                 # A fine-tuned world keeps the sampler it was tuned to (its steps and shift), within the new clips.
                 sampler=dataclasses.replace(
                     init_world.sampler if init_world else SamplerConfig(),
@@ -128,18 +138,51 @@ class WorldStage:
                 dit_state = self._transfer_to_new_latents(dit_state, init_config)
             if init_config is not None and init_config.text_to_video:
                 dit_state = self._fresh_actions(dit_state)
+            if self.model.state_head is not None and not any(k.startswith(STATE_HEAD) for k in dit_state):
+                dit_state = self._fresh_state_head(dit_state)
             load_state(self.model, dit_state, cfg.init)
         latents = None
         if cfg.latent_cache:
             latents = cached_latents(self.reader, self.autoencoder, Path(cfg.out) / "latents.h5", tuple(frame_size), d)
         self.clips = ClipDataset(self.reader, cfg.clip_frames, tuple(frame_size), episodes=episodes, latents=latents)
-        self.dataset = self.clips if not cfg.text_data else self._with_text_clips(cfg, d)
+        if cfg.text_data:
+            self.dataset = self._with_text_clips(cfg, d)
+        elif self.frame_state:
+            self.dataset = StateClips(self.clips, self.frame_state, cfg.moving_share)
+        else:
+            self.dataset = self.clips
         self.text_encoder = TextEncoder(d.device) if text_dim else None
-        self.loss_config = LossConfig(motion_weight=cfg.motion_weight)
+        self.loss_config = LossConfig(motion_weight=cfg.motion_weight, state_weight=cfg.state_weight)
         h, w = self.config.latent_size
         self.latent_shape = (ae_config.latent_channels, h, w)
         self.tokens_per_sample = cfg.clip_frames * (h // self.config.dit.patch) * (w // self.config.dit.patch)
         self.starts = self._start_contexts(episodes)
+
+    def _object_state(
+        self, cfg: WorldTrainConfig, episodes: list[int]
+    ) -> tuple[StateFeatures | None, dict[int, np.ndarray]]:
+        """The recorded object state of the training episodes when a state lever asks for it (``training.state``)."""
+        if cfg.state_weight < 0:
+            raise InputError(f"--state-weight {cfg.state_weight} must be 0 or more")
+        if not 0.0 <= cfg.moving_share < 1.0:
+            raise InputError(f"--moving-share {cfg.moving_share} must be a share in [0, 1)")
+        if not (cfg.state_weight or cfg.moving_share):
+            return None, {}
+        keys = source_world(self.reader.env_id).object_state
+        if not keys:
+            raise InputError(
+                f"--state-weight/--moving-share need the object state of the data's source, and "
+                f"{self.reader.env_id or 'data with no env id'} names none (SourceWorld.object_state)"
+            )
+        if cfg.text_data:
+            raise InputError("--state-weight/--moving-share do not mix with --text-data: drop one")
+        return episode_features(self.reader, episodes, keys, cfg.data)
+
+    def _fresh_state_head(self, dit_state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A world gaining a state head: the head starts fresh (at the features' mean), every other weight loaded."""
+        fresh = {k: v for k, v in self.model.state_dict().items() if k.startswith(STATE_HEAD)}
+        print(f"--init {self.cfg.init}: a new state head for {', '.join(self.state_spec.names)}", file=sys.stderr)
+        return {**dit_state, **fresh}
 
     def _with_text_clips(self, cfg: WorldTrainConfig, d: Distributed) -> BucketedClips:
         """The world's clips and, ``text_share`` of the steps, text-only clips of captioned files (no actions, no
@@ -212,6 +255,7 @@ class WorldStage:
             rewards=batch["rewards"].to(device),
             terminations=batch["terminations"].to(device),
             text=text,
+            state=batch["state"].to(device) if "state" in batch else None,
         )
 
     def loss(

@@ -142,6 +142,9 @@ class DiTConfig:
     """The Box(2) action is a point on the frame (a pointer; PushT's pusher target): every token also gets an
     embedding of its offset from it (``worldsim.models.conditioning.ActionPoint``). Set from the source env's
     adapter (``SourceWorld.action_point``)."""
+    state_dim: int = 0
+    """Outputs of the state head (``worldsim.models.dit.StateHead``): the task object's state that the world was
+    trained to read off its frames (``WorldConfig.state``); 0 builds none."""
 
     def __post_init__(self) -> None:
         _check(self.width % self.heads == 0, "width must be divisible by heads")
@@ -229,6 +232,10 @@ class WorldConfig:
     """Gymnasium id of the real environment the data came from, if any."""
     key_map: dict[str, Any] = field(default_factory=dict)
     """Viewer key bindings: key name -> action."""
+    state: dict[str, list[Any]] = field(default_factory=dict)
+    """What the DiT's state head reads (``dit.state_dim`` > 0): ``names`` of its outputs (an angle as its sine and
+    cosine) and the ``mean`` and ``std`` that turn them back into the source's units (output * std + mean); empty
+    without a head."""
     text_to_video: bool = False
     """A text-to-video backbone (``worldsim train t2v``): trained on captioned clips with no actions, so every frame
     it makes has the null action; ``worldsim train world --init`` gives it actions."""
@@ -244,6 +251,10 @@ class WorldConfig:
         _check(
             visible <= self.dit.max_frames,
             f"sampler sinks + window ({visible}) must not exceed the training clip length ({self.dit.max_frames})",
+        )
+        _check(
+            len(self.state.get("names", [])) == self.dit.state_dim,
+            f"the state head has {self.dit.state_dim} outputs but the config names {len(self.state.get('names', []))}",
         )
 
     @property

@@ -29,6 +29,28 @@ class DiTOutput(NamedTuple):
     """(B, F) predicted reward of the transition into each frame."""
     termination_logit: Tensor
     """(B, F) logit that each frame is terminal."""
+    state: Tensor
+    """(B, F, k) the task object's standardised state in each frame (``StateHead``); k = 0 without a state head."""
+
+
+class StateHead(nn.Module):
+    """A frame's object state (a pose) from its final token features: a few attention pools over the frame's tokens,
+    each giving the features and the grid position (in [-1, 1]) it attends to, then an MLP. Pools work on any grid;
+    the positions carry where the object is, which the rotary-position network keeps out of the features."""
+
+    def __init__(self, width: int, out: int, pools: int = 4) -> None:
+        super().__init__()
+        self.score = PackedLinear(width, pools)
+        self.mlp = nn.Sequential(PackedLinear(pools * (width + 2), width), nn.SiLU(), PackedLinear(width, out))
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        """x: (B, F, N, d) with N = gh * gw tokens in row-major order -> (B, F, out)."""
+        gh, gw = grid
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, gh), torch.linspace(-1, 1, gw), indexing="ij")
+        where = torch.stack([ys.flatten(), xs.flatten()], dim=-1).to(x)  # (N, 2)
+        weights = self.score(x).float().softmax(dim=2).to(x.dtype)  # (B, F, N, pools)
+        pooled = torch.einsum("bfnp,bfnd->bfpd", weights, torch.cat([x, where.expand(*x.shape[:3], 2)], dim=-1))
+        return self.mlp(pooled.flatten(2))
 
 
 class SelfAttention(nn.Module):
@@ -190,6 +212,7 @@ class DiT(nn.Module):
         self.patch_out = PackedLinear(d, token_dim)
         # Reward / termination from the frame's pooled final features.
         self.heads = nn.Sequential(PackedLinear(d, d), nn.SiLU(), PackedLinear(d, 2))
+        self.state_head = StateHead(d, cfg.state_dim) if cfg.state_dim else None
         if cfg.text_dim:
             self.null_text_token = nn.Parameter(torch.zeros(1, cfg.text_dim))
         self.rope = Rope3D(d // cfg.heads, cfg.rope_theta_time, cfg.rope_theta_space)
@@ -221,6 +244,9 @@ class DiT(nn.Module):
                 nn.init.zeros_(block.cross.proj.bias)
         nn.init.zeros_(self.heads[-1].weight)
         nn.init.zeros_(self.heads[-1].bias)
+        if self.state_head is not None:  # a new head starts at the features' mean, moving nothing else
+            nn.init.zeros_(self.state_head.mlp[-1].weight)
+            nn.init.zeros_(self.state_head.mlp[-1].bias)
         if self.action_embed.point is not None:  # a world gains the point embedding without changing at first
             nn.init.zeros_(self.action_embed.point.mlp[-1].weight)
             nn.init.zeros_(self.action_embed.point.mlp[-1].bias)
@@ -277,6 +303,7 @@ class DiT(nn.Module):
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)
         x = self.final_norm(x)
         heads = self.heads(x.mean(dim=2))  # (B, F, 2)
+        state = self.state_head(x, (gh, gw)).float() if self.state_head is not None else heads.new_zeros(B, F_, 0)
         v = self.patch_out(modulate(x, shift, scale))
         v = rearrange(v, "b f (gh gw) (c p1 p2) -> b f c (gh p1) (gw p2)", gh=gh, p1=p, p2=p)
-        return DiTOutput(velocity=v.float(), reward=heads[..., 0].float(), termination_logit=heads[..., 1].float())
+        return DiTOutput(v.float(), heads[..., 0].float(), heads[..., 1].float(), state.float())
