@@ -19,7 +19,11 @@ from worldsim.agents.carracing import ROAD_FAMILY, CarRacingDriver, CarRacingMix
 from worldsim.agents.policy import IdlePolicy, Policy, RandomPolicy, Stateless, load_factory, policy_name, seen_env
 from worldsim.agents.ppo import AgentPolicy, agent_dir
 from worldsim.agents.pusht import PUSHT_FAMILY, PixelPusher, PushTMix, PushTPlanner, PushTPusher
+from worldsim.config import ActionSpec
+from worldsim.engine import WorldModel
 from worldsim.errors import InputError
+from worldsim.planning import CEMConfig, CEMPlanner, PlannerPolicy, default_score
+from worldsim.worlds import resolve_world
 
 POLICIES: dict[str, Callable[[gymnasium.Env, int | None], Policy]] = {
     "random": RandomPolicy,
@@ -40,6 +44,25 @@ SEEING_POLICIES = ("random", "idle", "road", *ROAD_FAMILY, "pusht_pixels", *PUSH
 
 AGENT_PREFIX = "agent:"
 """``agent:PATH``: a trained agent (``worldsim rl train``'s run directory or an agent directory) as a policy."""
+PLAN_PREFIX = "plan:"
+"""``plan:WORLD``: model-predictive control dreamt in a world (``worldsim.planning``: CEM with its default search,
+scored by the source's judge or the world's reward head) as a policy; it sees frames only."""
+
+
+def _planner(spec: str, action_space: gymnasium.Space, seed: int | None) -> Policy:
+    world_name = spec[len(PLAN_PREFIX) :]
+    if not world_name:
+        raise InputError(f"policy {spec!r}: name the world to plan in, plan:WORLD (e.g. plan:pusht)")
+    world = WorldModel.from_pretrained(resolve_world(world_name))
+    space = getattr(action_space, "action_space", action_space)
+    if world.config.action != ActionSpec.from_gym(space):
+        raise InputError(
+            f"policy {spec!r} plans {world.config.action.to_gym()} actions (world {world_name!r}), but this env takes "
+            f"{space}"
+        )
+    score, _ = default_score(world, world_name)
+    search = CEMConfig(search_seed=seed or 0)
+    return PlannerPolicy(CEMPlanner(world, score, search), context=min(4, world.config.sampler.window))
 
 
 def _agent(spec: str, action_space: gymnasium.Space, seed: int | None) -> Policy:
@@ -54,6 +77,8 @@ def make_policy(name: str, env: gymnasium.Env, seed: int | None = None) -> Polic
     ``(env, seed)``."""
     if name.startswith(AGENT_PREFIX):
         return _agent(name, env.action_space, seed)
+    if name.startswith(PLAN_PREFIX):
+        return _planner(name, env.action_space, seed)
     if ":" in name:
         policy = load_factory(name)(env, seed)
         if not callable(policy):
@@ -75,6 +100,8 @@ def make_seeing_policy(
     name = policy_name(policy)
     if isinstance(policy, str) and policy.startswith(AGENT_PREFIX):
         return _agent(policy, action_space, seed)
+    if isinstance(policy, str) and policy.startswith(PLAN_PREFIX):
+        return _planner(policy, action_space, seed)
     if not isinstance(policy, str):
         factory = policy
     elif ":" in policy:

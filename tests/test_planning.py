@@ -16,7 +16,8 @@ from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import InputError
 from worldsim.evaluation.plan import PlanConfig, plan, run_planned_episode
 from worldsim.evaluation.real import source_env
-from worldsim.planning import CEMConfig, CEMPlanner, goal_score, head_score, judge_score
+from worldsim.agents.registry import make_seeing_policy
+from worldsim.planning import CEMConfig, CEMPlanner, PlannerPolicy, goal_score, head_score, judge_score
 
 
 class ActionPainter:
@@ -153,3 +154,31 @@ def test_the_plan_command_refuses_bad_input_in_one_line(tmp_path, capsys):
         assert main(["plan", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err, err
+
+
+def test_a_planner_policy_replans_every_k_steps_from_the_frames_and_actions_it_saw():
+    world = ActionPainter(BOX)
+    planner = CEMPlanner(world, grey_near(150), CEMConfig(horizon=6, candidates=8, elites=2, iterations=1, hold=2))
+    policy = PlannerPolicy(planner, replan_every=3, context=2)
+    policy.reset(seed=7)
+    size = tuple(world.config.frame_size)
+    frame = np.zeros((*size, 3), np.uint8)
+    actions = [policy(frame) for _ in range(7)]
+    assert policy.decisions == 3  # at steps 0, 3 and 6
+    assert world.resets == [(8, None), (8, 1), (8, 1)]  # one frame at first, then two and the action between
+    assert all(a.shape == (2,) for a in actions)
+    big = np.zeros((2 * size[0], 2 * size[1], 3), np.uint8)  # a frame of another size is resized to the world's
+    assert policy(big).shape == (2,) and policy.frames[-1].shape == (*size, 3)
+    again = PlannerPolicy(CEMPlanner(ActionPainter(BOX), grey_near(150), planner.cfg), replan_every=3, context=2)
+    again.reset(seed=7)
+    np.testing.assert_array_equal(actions, [again(frame) for _ in range(7)])  # the episode's seed fixes the search
+
+
+def test_plan_world_is_a_policy_that_drives_a_dream_and_refuses_another_action_space(tmp_path, monkeypatch):
+    path = save_pusht_world(tmp_path / "w", frame_size=16)
+    policy = make_seeing_policy(f"plan:{path}", gym.spaces.Box(0.0, 512.0, (2,), np.float32), seed=1)
+    assert isinstance(policy, PlannerPolicy) and policy.planner.cfg.search_seed == 1
+    with pytest.raises(InputError, match="plans Box"):
+        make_seeing_policy(f"plan:{path}", gym.spaces.Discrete(5), seed=0)
+    with pytest.raises(InputError, match="name the world"):
+        make_seeing_policy("plan:", gym.spaces.Discrete(5), seed=0)

@@ -19,7 +19,9 @@ are Gaussian per block, clipped to the bounds; discrete ones are a categorical d
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +30,9 @@ import numpy as np
 import torch
 
 from worldsim.engine import WorldModel
+from worldsim.envs.judges import has_judge, judge_for
 from worldsim.errors import InputError
+from worldsim.inputs import resize_frames
 
 Score = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(frames (N, H, h, w, 3) uint8 of N dreamt candidates, head rewards (N, H)) -> (N,) scores, higher is better."""
@@ -67,18 +71,29 @@ def goal_score(world: WorldModel, goal: np.ndarray) -> Score:
     return score
 
 
+def default_score(world: WorldModel, label: str) -> tuple[Score, str]:
+    """What a planner maximises when told nothing: the source env's judge where it has one (PushT: coverage read
+    off the dreamt frames), else the world's reward head; (score, its name)."""
+    source = world.config.source_env
+    if has_judge(source):
+        return judge_score(judge_for(source, label)), f"judge ({source})"
+    if world.config.text_to_video:
+        raise InputError(f"world {label!r} is a text-to-video backbone: it has no reward head to plan for")
+    return head_score, "reward head"
+
+
 @dataclass
 class CEMConfig:
     """The search's budget and shape: ``candidates`` x ``horizon`` dreamt frames per iteration."""
 
-    horizon: int = 8
+    horizon: int = 6
     """World steps dreamt per candidate."""
-    candidates: int = 32
+    candidates: int = 16
     """Action sequences dreamt side by side per iteration (one batch)."""
     elites: int = 4
     """Best candidates the distribution is refit to."""
-    iterations: int = 2
-    """Sample-dream-refit rounds per decision."""
+    iterations: int = 1
+    """Sample-dream-refit rounds per decision (the defaults fit a decision in about a second on a 2-core CPU)."""
     hold: int = 2
     """World steps each searched action is held for."""
     std: float = 0.15
@@ -122,6 +137,11 @@ class CEMPlanner:
     def reset(self) -> None:
         """Forget the warm start (a new episode)."""
         self.mean: np.ndarray | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Search (candidates and dream noise) as a planner made with ``search_seed=seed`` would."""
+        self.cfg = dataclasses.replace(self.cfg, search_seed=seed)
+        self.rng = np.random.default_rng(seed)
 
     def shift(self, steps: int) -> None:
         """``steps`` world steps of the last plan were executed: the next search starts from the rest of it (the
@@ -211,3 +231,40 @@ class CEMPlanner:
         if self.spec.kind == "discrete":
             return plan.reshape(lead_shape).astype(np.int64)
         return plan.reshape(*lead_shape, len(self.choices)).astype(np.int64)
+
+
+class PlannerPolicy:
+    """A planner as a policy (``policy(observation) -> action``, ``reset(seed)``): plans from the latest ``context``
+    observations (RGB frames, resized to the planning world's) and the actions between them, takes the plan's first
+    ``replan_every`` actions, then plans again. It counts its ``decisions`` and the ``plan_seconds`` they took."""
+
+    def __init__(self, planner: CEMPlanner, replan_every: int = 5, context: int = 4) -> None:
+        if replan_every < 1 or context < 1:
+            raise InputError(f"a planner policy needs replan_every and context >= 1, got {replan_every}, {context}")
+        self.planner, self.replan_every, self.context = planner, replan_every, context
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        self.planner.reset()
+        if seed is not None:
+            self.planner.reseed(seed)
+        self.frames: list[np.ndarray] = []
+        self.taken: list[np.ndarray] = []
+        self.queue: list[np.ndarray] = []
+        self.decisions, self.plan_seconds = 0, 0.0
+
+    def __call__(self, observation: Any) -> np.ndarray:
+        frame = resize_frames(torch.as_tensor(np.asarray(observation)), tuple(self.planner.world.config.frame_size))
+        self.frames = [*self.frames, frame.numpy()][-self.context :]
+        if not self.queue:
+            if self.decisions:  # the last plan's actions were all taken: the next search starts from its rest
+                self.planner.shift(self.replan_every)
+            seen = np.stack(self.frames)
+            between = np.stack(self.taken[-(len(seen) - 1) :]) if len(seen) > 1 else None
+            started = time.perf_counter()
+            self.queue = list(self.planner.plan(seen, between)[: self.replan_every])
+            self.plan_seconds += time.perf_counter() - started
+            self.decisions += 1
+        action = self.queue.pop(0)
+        self.taken = [*self.taken, np.asarray(action)][-self.context :]
+        return action

@@ -22,13 +22,22 @@ import tyro
 from worldsim.checkpoint import atomic_path, check_output_path, load_config
 from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
-from worldsim.envs.judges import has_judge, judge_for
+from worldsim.envs.judges import judge_for
 from worldsim.envs.sources import source_world
 from worldsim.errors import InputError
 from worldsim.evaluation.metrics import bootstrap_ci, json_ready
 from worldsim.evaluation.real import WorldView, source_env
 from worldsim.evaluation.result import episode_success
-from worldsim.planning import CEMConfig, CEMPlanner, Score, goal_score, head_score, judge_score
+from worldsim.planning import (
+    CEMConfig,
+    CEMPlanner,
+    PlannerPolicy,
+    Score,
+    default_score,
+    goal_score,
+    head_score,
+    judge_score,
+)
 from worldsim.precision import Precision, model_dtype
 from worldsim.progress import progress_bar
 from worldsim.worlds import DEFAULT_WORLD, resolve_world
@@ -55,7 +64,7 @@ class PlanConfig:
     """With --score goal: a goal frame (an image file at the world's frame size)."""
     search: tyro.conf.OmitArgPrefixes[CEMConfig] = field(default_factory=CEMConfig)
     """The CEM search: --horizon, --candidates, --elites, --iterations, --hold, --std, --min-std, --search-seed."""
-    replan_every: int = 4
+    replan_every: int = 5
     """World steps of each plan executed before planning again."""
     context: int = 4
     """Latest real frames the dreams start from."""
@@ -145,52 +154,41 @@ def run_planned_episode(
     context: int,
     keep_frames: bool = False,
 ) -> PlannedEpisode:
-    """Reset ``env`` with ``seed`` and let ``planner`` drive it: plan from the latest ``context`` real frames (and
-    the actions between them), execute the plan's first ``replan_every`` actions (each held for the world's action
-    repeat of env steps), plan again, until the episode ends or ``max_steps`` world steps."""
+    """Reset ``env`` with ``seed`` and let ``planner`` drive it (``PlannerPolicy``): plan from the latest ``context``
+    real frames (and the actions between them), execute the plan's first ``replan_every`` actions (each held for the
+    world's action repeat of env steps), plan again, until the episode ends or ``max_steps`` world steps."""
     config = planner.world.config
     view = WorldView(env, config)
+    policy = PlannerPolicy(planner, replan_every, context)
     frame, _ = view.reset(seed=seed)
     frames = [frame]
-    taken: list[np.ndarray] = []
-    planner.reset()
-    env_return, best, terminated, ended, decisions, seconds = 0.0, -math.inf, False, False, 0, 0.0
-    while not ended and len(taken) < max_steps:
-        seen = np.stack(frames[-context:])
-        between = np.stack(taken[-(len(seen) - 1) :]) if len(seen) > 1 else None
-        started = time.perf_counter()
-        chosen = planner.plan(seen, between)
-        seconds += time.perf_counter() - started
-        decisions += 1
-        for action in chosen[: min(replan_every, max_steps - len(taken))]:
-            frame, reward, terminated, truncated, _ = view.step(action)
-            frames.append(frame)
-            taken.append(np.asarray(action))
-            env_return += reward
-            best = max(best, reward)
-            ended = terminated or truncated
-            if ended:
-                break
-        planner.shift(replan_every)
+    env_return, best, terminated, ended, steps = 0.0, -math.inf, False, False, 0
+    while not ended and steps < max_steps:
+        frame, reward, terminated, truncated, _ = view.step(policy(frame))
+        frames.append(frame)
+        steps += 1
+        env_return += reward
+        best = max(best, reward)
+        ended = terminated or truncated
     success = episode_success(np.array([best]), np.array([terminated]), source_world(config.source_env))
     return PlannedEpisode(
         seed=seed,
-        steps=len(taken),
+        steps=steps,
         success=None if success is None else bool(success[0]),
         env_return=env_return,
         best_reward=best,
-        decisions=decisions,
-        plan_seconds=seconds,
+        decisions=policy.decisions,
+        plan_seconds=policy.plan_seconds,
         frames=np.stack(frames) if keep_frames else None,
     )
 
 
 def _score(cfg: PlanConfig, world: WorldModel, label: str) -> tuple[Score, str]:
-    source = world.config.source_env
-    name = cfg.score if cfg.score != "auto" else ("judge" if has_judge(source) else "reward")
-    if name == "judge":
-        return judge_score(judge_for(source, label)), f"judge ({source})"
-    if name == "goal":
+    if cfg.score == "auto":
+        return default_score(world, label)
+    if cfg.score == "judge":
+        return judge_score(judge_for(world.config.source_env, label)), f"judge ({world.config.source_env})"
+    if cfg.score == "goal":
         from PIL import Image
 
         try:

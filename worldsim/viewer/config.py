@@ -27,9 +27,10 @@ class PlayConfig:
     """Frames to show (and record), the start frame included; 0 = until Esc. Needed with --headless."""
     policy: str = ""
     """Where actions come from: keyboard, random, idle (touches nothing), road (steers from the frames alone),
-    carracing, pusht, agent:PATH (an agent of worldsim rl train) or module:callable (default: keyboard, or random
-    when headless). random, idle, road and agents need only the frames, so they drive the dream; carracing and pusht
-    read the real env's internals and need --compare."""
+    carracing, pusht, agent:PATH (an agent of worldsim rl train), plan:WORLD (plans each move by dreaming in WORLD,
+    worldsim plan's search; about a second a decision on a CPU) or module:callable (default: keyboard, or random
+    when headless). random, idle, road, agents and planners need only the frames, so they drive the dream; carracing
+    and pusht read the real env's internals and need --compare."""
     seed: int = 0
     """Seed of the first start context and noise; R moves on to seed+1, seed+2, ..."""
     sampler_steps: int | None = None
