@@ -12,6 +12,7 @@ It reads the true car pose and the track from the env (``env.unwrapped.car``, ``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium
@@ -26,6 +27,8 @@ EXCURSIONS = ("hold", "veer", "stop", "spin", "brake")
 """What ``CarRacingDriver`` can do besides following the road (see its docstring)."""
 TRACK_HALF_WIDTH = 40 / 6.0
 """car_racing.TRACK_WIDTH: the road's half width in world units."""
+STILL_SPEED = 1.0
+"""Speed (world units per second, as ``car_state`` logs it) below which the car stands still."""
 
 
 def on_track(env: gymnasium.Env) -> bool:
@@ -198,3 +201,10 @@ def car_state(env: gymnasium.Env) -> dict[str, float]:
     and whether the car touches the road."""
     hull = env.unwrapped.car.hull
     return {"speed": float(np.hypot(*hull.linearVelocity)), "on_track": float(on_track(env))}
+
+
+def car_stands_still(state: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """CarRacing's rule for standing still (``SourceWorld.still``): per frame of ``car_state``'s log (``{name: (T,)
+    array}``), whether the car's speed is below ``STILL_SPEED``; None where the log has no speed."""
+    speed = state.get("speed")
+    return None if speed is None else np.asarray(speed) < STILL_SPEED
