@@ -14,6 +14,7 @@ from worldsim.agents.carracing.driver import (
     RIGHT,
     STILL_SPEED,
     CarRacingDriver,
+    car_speed,
     car_stands_still,
     car_state,
     on_track,
@@ -24,6 +25,6 @@ from worldsim.agents.carracing.road_follower import RoadFollower, road_mask
 
 __all__ = [
     "BRAKE", "DRIVING_STYLES", "GAS", "LEFT", "NOTHING", "RIGHT", "ROAD_FAMILY", "STILL_SPEED", "CarRacingDriver",
-    "CarRacingMix", "DrivingStyle", "RoadFollower", "Routine", "car_stands_still", "car_state", "on_track",
+    "CarRacingMix", "DrivingStyle", "RoadFollower", "Routine", "car_speed", "car_stands_still", "car_state", "on_track",
     "road_mask",
 ]
