@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,12 +34,8 @@ from worldsim.precision import Precision, model_dtype
 from worldsim.progress import progress_bar
 from worldsim.worlds import resolve_world
 
-if TYPE_CHECKING:
-    from worldsim.data.reader import TrajectoryReader  # h5py: imported only where data is read
-
 
 @dataclass
-
 class _Actor:
     """A policy name for messages and the world's action check: turns a policy's output into a checked action."""
 
@@ -91,7 +87,6 @@ class _Actor:
 
 
 @dataclass
-
 class _PolicyEpisodes:
     """One policy's instances, one per episode for the dream and one per real episode, and its action check."""
 
@@ -113,7 +108,6 @@ def _make_policies(
 
 
 @dataclass
-
 class _RealEpisode:
     """One real episode after the fork."""
 
@@ -126,7 +120,6 @@ class _RealEpisode:
 
 
 @dataclass
-
 class _Starts:
     """The dreams' context frames, the actions between them, and (with the real env) its side of each episode."""
 
@@ -220,7 +213,6 @@ def _real_starts(
 
 
 @dataclass
-
 class DreamRow:
     """One dream of a batched rollout: the policy instance that drives it, its seed and where it starts."""
 
@@ -243,7 +235,6 @@ class DreamRow:
 
 
 @dataclass
-
 class HeadOutcome:
     """What the world's own reward and termination heads said of each row, up to the dream's end."""
 
@@ -256,7 +247,6 @@ class HeadOutcome:
 
 
 @dataclass
-
 class DreamOutcome:
     """What each row of a rollout earned, and the kept frames: by the source's judge where one scored the dream
     (the env's own rule on the state read off each dreamt frame), else by the world's heads."""
@@ -333,7 +323,6 @@ def dream_rows(
 
 
 @dataclass
-
 class PolicyRuns:
     """Several policies' episodes, dreamed in one rollout (and run in the real env), and what each side cost."""
 

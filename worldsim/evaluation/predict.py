@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from worldsim.checkpoint import check_output_path
 from worldsim.devices import resolve_device
@@ -66,12 +66,8 @@ from worldsim.precision import Precision
 from worldsim.video import check_video_path
 from worldsim.worlds import DEFAULT_WORLD
 
-if TYPE_CHECKING:
-    pass  # h5py: imported only where data is read
-
 
 @dataclass
-
 class PredictConfig:
     """What ``worldsim predict`` runs and writes."""
 
@@ -114,18 +110,6 @@ class PredictConfig:
             check_video_path(self.video)
         if self.real and self.data:
             raise ConfigError("--real and --data both give the dreams their start: pick one")
-
-
-# ----------------------------------------------------------------------------- acting
-
-
-# ----------------------------------------------------------------------------- starts
-
-
-# ----------------------------------------------------------------------------- the dream
-
-
-# ----------------------------------------------------------------------------- the whole run
 
 
 def predict(
