@@ -32,7 +32,7 @@ from worldsim.evaluation.result import SUCCESS_TOLERANCE, PredictResult, episode
 from worldsim.inputs import check_actions, resize_frames
 from worldsim.precision import Precision, model_dtype
 from worldsim.progress import progress_bar
-from worldsim.worlds import resolve_world
+from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
 
 @dataclass
@@ -320,6 +320,31 @@ def dream_rows(
     where = np.cumsum(keep) - 1
     frames_kept = [stacked[where[i]] if keep[i] else None for i in range(N)]
     return DreamOutcome(returns, terminated, best, frames_kept, heads if judge is not None else None)
+
+
+@dataclass
+class DreamConfig:
+    """The options ``worldsim predict`` and ``worldsim rank`` share (``run_policies``' own arguments): the world, how
+    long and from what its dreams run, where and at what precision, and how they are scored."""
+
+    world: str = DEFAULT_WORLD
+    """World: checkpoint dir, shipped world name or Hugging Face Hub repo id (owner/name[@revision])."""
+    horizon: int = 200
+    """Steps each dream (and real episode) runs after its context, at the world's frame rate."""
+    seed: int = 0
+    """Seed of episode 0 (its dream noise, policy, real env and start context); episode i uses seed + i."""
+    context: int = 4
+    """Frames each dream starts from (a shipped start gives at most the frames it has)."""
+    precision: Precision = "auto"
+    """fp32, bf16 or auto (bf16 where the hardware has it natively)."""
+    device: str = "cpu"
+    """cpu or cuda (cuda:N): where the world runs; refused in one line on a machine without it."""
+    judge: bool = True
+    """Score the dreams by the source env's judge where it has one (PushT: the T's pose read off each dreamt frame ->
+    coverage -> success, the env's own rule), the world's heads beside it; --no-judge: by the heads alone."""
+
+    def __post_init__(self) -> None:
+        resolve_device(self.device)
 
 
 @dataclass
