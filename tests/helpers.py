@@ -64,25 +64,6 @@ def ddp_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
         dist.destroy_process_group()
 
 
-def save_pusht_world(path, frame_size: int = 32) -> str:
-    """A tiny random world of gym_pusht/PushT-v0: Box(2) actions in [0, 512]^2 (absolute pusher targets), 10 fps
-    like the env, 3 shipped 2-frame starts; nonzero random weights, so frames depend on noise and actions."""
-    import torch
-    from conftest import randomize, tiny_config
-
-    from worldsim import ActionSpec, WorldModel
-
-    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Box(0, 512, (2,))), frame_size=(frame_size, frame_size))
-    cfg.frame_rate, cfg.source_env, cfg.name = 10, "gym_pusht/PushT-v0", "TinyPushT"
-    g = torch.Generator().manual_seed(0)
-    starts = torch.randint(0, 256, (3, 2, frame_size, frame_size, 3), dtype=torch.uint8, generator=g)
-    wm = WorldModel(cfg, starts={"frames": starts})
-    randomize(wm.dit, 0)
-    randomize(wm.autoencoder, 1, std=0.05)
-    wm.save_pretrained(path)
-    return str(path)
-
-
 def cached_passes(dit: DiT, latent_size: tuple[int, int], guidance: bool = False) -> list[torch.Tensor]:
     """Velocities of two write passes and a plain pass of 2 worlds on a KV cache (with ``guidance`` also a
     guidance-sized one: no in-place slots), then the cache's keys and values (a fast path against the PyTorch ops:

@@ -283,7 +283,7 @@ def test_state_part_scores_a_copying_world_like_copy_last(tmp_path, capsys, monk
     frame must score exactly the copy-last overlap, and pose errors within the pose reader's error of copy-last's
     (which uses the recorded pose) — an off-by-one between dreamt and real frames would break both."""
     pytest.importorskip("gym_pusht")
-    from helpers import save_pusht_world
+    from conftest import save_pusht_world
 
     from worldsim.engine import StepOutput
 
