@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import time
 
 import numpy as np
 import torch
 
+from worldsim.bench import report_json
 from worldsim.engine import WorldModel
 from worldsim.models.dit import CrossAttention, DiT
 from worldsim.precision import model_dtype
@@ -71,10 +71,7 @@ def main() -> None:
     result["speedup_no_prompt"] = result["shortcuts_fps_no_prompt"] / result["no_shortcuts_fps_no_prompt"]
     result["speedup_prompt"] = result["shortcuts_fps_prompt"] / result["no_shortcuts_fps_prompt"]
     result.update(checkpoint=args.checkpoint, dtype=str(wm.dtype), threads=torch.get_num_threads(), prompt=PROMPT)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    report_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ the true coverage >= 0.95) and the T's position / angle errors, over every frame
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
 
+from worldsim.bench import report_json
 from worldsim.data.reader import TrajectoryReader
 from worldsim.envs.judges import PushTJudge
 from worldsim.evaluation.eval import parse_episodes
@@ -73,10 +73,7 @@ def main() -> None:
         "angle_error_median": float(np.median(pose["angle"])),
         "angle_error_p99": float(np.quantile(pose["angle"], 0.99)),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    report_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ readable T and how much of the green goal is still drawn. Prints one JSON object
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 import worldsim
+from worldsim.bench import report_json
 from worldsim.envs.judges import PushTJudge
 from worldsim.evaluation.metrics import mask_iou
 
@@ -54,10 +54,7 @@ def main() -> None:
             "iou_mean": float(np.nanmean(mask_iou(judge.mask(d), judge.mask(r)))),
             "goal_pixels_dream_over_real": float(goal_pixels(d).sum() / max(1, goal_pixels(r).sum())),
         }
-    print(json.dumps(out, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    report_json(out, args.json)
 
 
 if __name__ == "__main__":

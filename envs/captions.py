@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.agents.carracing import on_track
+from worldsim.agents.carracing import STILL_SPEED, car_speed, on_track
 from worldsim.agents.policy import load_factory
 from worldsim.envs.sources import KNOWN, source_world
 from worldsim.errors import InputError
@@ -133,8 +133,6 @@ every colour is seen in training but these pairs never together (the unseen-comb
 DEFAULT_PALETTE = ("gray", "green")
 """The env's own colours; ``palettes="default"`` records only these (the data the shipped world is trained on)."""
 
-STILL_SPEED = 1.0
-"""Below this speed (world units/s) the car stands still."""
 ACCELERATING = 0.3
 """Speed gained per recorded step (1/25 s) above which the car accelerates (gas adds ~0.5-2 per step)."""
 BRAKING = -1.0
@@ -185,10 +183,9 @@ class CarRacingCaptioner(Captioner):
         return {"road_colour": road, "grass_colour": grass}
 
     def describe(self, env: Any, action: Any, reward: float, info: dict[str, Any]) -> str:
-        hull = env.unwrapped.car.hull
-        speed = float(np.hypot(*hull.linearVelocity))
+        speed = car_speed(env)
         change, self.speed = speed - self.speed, speed
-        turn = float(hull.angularVelocity)
+        turn = float(env.unwrapped.car.hull.angularVelocity)
         if speed < STILL_SPEED:
             return "standing still"
         if not on_track(env):

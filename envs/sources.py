@@ -5,7 +5,8 @@ be asked for pixel observations, ALE and PushT register their ids only once thei
 is our own wrapper. ``make_source_env`` knows these; ``frame_of`` and ``frame_rate`` give the recorder one RGB frame
 per step and the clock to play it back at, whatever the env's observation is. ``source_world`` gives the rest of what
 is known about an env to the code that records it, evaluates worlds of it or drives them (its default action repeat,
-the seconds at the start of an episode that are not play, a policy that drives it from frames alone).
+the seconds at the start of an episode that are not play, a policy that drives it from frames alone, what
+standing still means for it).
 
     env = make_source_env("CarRacing-v3", seed=0)
     obs, info = env.reset()
@@ -15,6 +16,7 @@ the seconds at the start of an episode that are not play, a policy that drives i
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -53,6 +55,11 @@ class SourceWorld:
     probe: str = ""
     """``module:function(env) -> {name: float}``: state the recorder logs with every frame (under the episode's
     ``infos``) for the data card, e.g. speed; empty: nothing."""
+    still: str = ""
+    """``module:function(state) -> (T,) bool or None``: the env's own rule for standing still, read off the state
+    its probe logs (``{name: (T,) array}``; CarRacing: the car's speed below 1 unit/s), None where that state lacks
+    what the rule reads. ``worldsim eval`` splits its open-loop scores by it and finds standstills with it (its
+    policy-shift part); empty: the env has no such rule, and eval tells a still context by its pixels."""
     policy_family: tuple[str, ...] = ()
     """Frame-only policies of clearly different quality and style (registered names) whose returns ``worldsim eval``
     asks a world of this env to predict (its policy-shift part); empty: that part is skipped."""
@@ -82,6 +89,14 @@ class SourceWorld:
     def covers(self, env_id: str) -> bool:
         return any(env_id.startswith(i) if i.endswith("/") else env_id == i for i in self.ids)
 
+    def stands_still(self, state: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Per frame of ``state`` (what the probe logged, ``{name: (T,) array}``), whether the env stands still by
+        its own rule (``still``); None where it has none or the state does not tell."""
+        if not self.still:
+            return None
+        module, name = self.still.split(":")
+        return getattr(importlib.import_module(module), name)(state)
+
 
 CAPTIONS = "worldsim.envs.captions"
 
@@ -97,6 +112,7 @@ SOURCE_WORLDS: tuple[SourceWorld, ...] = (
         intro_seconds=2.0,
         driver="road",
         probe="worldsim.agents.carracing:car_state",
+        still="worldsim.agents.carracing:car_stands_still",
         policy_family=("road", "road_slow", "road_fast", "road_stopgo", "road_weave", "road_brake", "random"),
         captioner=f"{CAPTIONS}:CarRacingCaptioner",
         key_map={"up": 3, "down": 4, "left": 2, "right": 1},  # gas, brake, steer (the discrete actions' order)

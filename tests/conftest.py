@@ -11,7 +11,14 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+import gymnasium as gym  # noqa: E402
+
 from worldsim.config import ActionSpec, AutoencoderConfig, DiTConfig, SamplerConfig, WorldConfig  # noqa: E402
+from worldsim.engine import WorldModel  # noqa: E402
+
+SIZE = 32
+STARTS = 3
+"""Start contexts shipped in the tiny checkpoint of ``save_world``, each 2 frames."""
 
 
 def tiny_config(
@@ -39,6 +46,56 @@ def randomize(module: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return module
+
+
+def save_world(
+    path,
+    action: ActionSpec | None = None,
+    key_map: dict | None = None,
+    frame_rate: int = 12,
+    size: int = SIZE,
+    text_dim: int = 0,
+    starts: bool = True,
+) -> str:
+    """A tiny checkpoint with nonzero random weights (so frames depend on noise and actions) and start contexts
+    (``starts=False``: none, as a text-to-video backbone); ``text_dim`` 384 makes it take prompts."""
+    cfg = tiny_config(action=action or ActionSpec(kind="discrete", n=5), frame_size=(size, size), text_dim=text_dim)
+    cfg.frame_rate = frame_rate
+    cfg.key_map = key_map or {}
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (STARTS, 2, size, size, 3), dtype=torch.uint8, generator=g)
+    wm = WorldModel(cfg, starts={"frames": frames} if starts else {})
+    randomize(wm.dit, 0)
+    randomize(wm.autoencoder, 1, std=0.05)
+    wm.save_pretrained(path)
+    return str(path)
+
+
+def save_pusht_world(path, frame_size: int = 32) -> str:
+    """A tiny random world of gym_pusht/PushT-v0: Box(2) actions in [0, 512]^2 (absolute pusher targets), 10 fps
+    like the env, 3 shipped 2-frame starts; nonzero random weights, so frames depend on noise and actions."""
+    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Box(0, 512, (2,))), frame_size=(frame_size, frame_size))
+    cfg.frame_rate, cfg.source_env, cfg.name = 10, "gym_pusht/PushT-v0", "TinyPushT"
+    g = torch.Generator().manual_seed(0)
+    starts = torch.randint(0, 256, (3, 2, frame_size, frame_size, 3), dtype=torch.uint8, generator=g)
+    wm = WorldModel(cfg, starts={"frames": starts})
+    randomize(wm.dit, 0)
+    randomize(wm.autoencoder, 1, std=0.05)
+    wm.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    """``save_world``'s tiny checkpoint, one per test module: 32x32, Discrete(5), 12 fps, 3 shipped 2-frame starts,
+    no source env."""
+    return save_world(tmp_path_factory.mktemp("world") / "w")
+
+
+@pytest.fixture(scope="module")
+def pusht_world(tmp_path_factory) -> str:
+    """A tiny 32x32 random world of gym_pusht/PushT-v0: Box(2) in [0, 512]^2, 10 fps, 3 shipped starts."""
+    return save_pusht_world(tmp_path_factory.mktemp("world") / "pusht")
 
 
 @pytest.fixture

@@ -6,8 +6,12 @@ import os
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from worldsim.data import TrajectoryWriter
+from worldsim.diffusion.memory import KVCache
+from worldsim.models.conditioning import FrameConditioning
+from worldsim.models.dit import DiT
 
 
 def labelled_episode(episode: int, steps: int, size: int = 16, n_actions: int = 5) -> dict:
@@ -60,20 +64,22 @@ def ddp_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
         dist.destroy_process_group()
 
 
-def save_pusht_world(path, frame_size: int = 32) -> str:
-    """A tiny random world of gym_pusht/PushT-v0: Box(2) actions in [0, 512]^2 (absolute pusher targets), 10 fps
-    like the env, 3 shipped 2-frame starts; nonzero random weights, so frames depend on noise and actions."""
-    import torch
-    from conftest import randomize, tiny_config
-
-    from worldsim import ActionSpec, WorldModel
-
-    cfg = tiny_config(action=ActionSpec.from_gym(gym.spaces.Box(0, 512, (2,))), frame_size=(frame_size, frame_size))
-    cfg.frame_rate, cfg.source_env, cfg.name = 10, "gym_pusht/PushT-v0", "TinyPushT"
-    g = torch.Generator().manual_seed(0)
-    starts = torch.randint(0, 256, (3, 2, frame_size, frame_size, 3), dtype=torch.uint8, generator=g)
-    wm = WorldModel(cfg, starts={"frames": starts})
-    randomize(wm.dit, 0)
-    randomize(wm.autoencoder, 1, std=0.05)
-    wm.save_pretrained(path)
-    return str(path)
+def cached_passes(dit: DiT, latent_size: tuple[int, int], guidance: bool = False) -> list[torch.Tensor]:
+    """Velocities of two write passes and a plain pass of 2 worlds on a KV cache (with ``guidance`` also a
+    guidance-sized one: no in-place slots), then the cache's keys and values (a fast path against the PyTorch ops:
+    tests/test_selfcheck.py, tests/test_triton_kernels.py)."""
+    B, C, (h, w) = 2, dit.latent_channels, latent_size
+    gh, gw = dit.grid(latent_size)
+    g = torch.Generator().manual_seed(1)
+    cache = KVCache(dit, B, gh * gw, sinks=1, window=4, dtype=torch.float32, device=torch.device("cpu"))
+    cond = FrameConditioning(torch.tensor([[1], [2]]), torch.zeros(B, 1, dtype=torch.bool))
+    levels = torch.full((B, 1), 0.5)
+    outs = []
+    with torch.no_grad():
+        for _ in range(2):
+            outs.append(cache.write(torch.randn(B, 1, C, h, w, generator=g), levels, cond, None).velocity)
+        x = torch.randn(B, 1, C, h, w, generator=g)
+        outs.append(cache.denoise(x, levels, cond, None).velocity)
+        if guidance:
+            outs.append(cache.denoise(x.repeat(2, 1, 1, 1, 1), levels.repeat(2, 1), cond.repeat(2), None).velocity)
+    return [*outs, cache.k, cache.v]

@@ -122,7 +122,7 @@ def test_library_bench_rejects_an_unknown_precision():
 
 
 def test_alternating_rates_set_each_variant_up_on_its_fresh_rollout_in_turn(tmp_path):
-    from test_env import save_world
+    from conftest import save_world
 
     from worldsim.bench import alternating_rates
     from worldsim.engine import WorldModel

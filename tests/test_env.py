@@ -13,8 +13,7 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
-import torch
-from conftest import randomize, tiny_config
+from conftest import SIZE, save_world, tiny_config
 from gymnasium.utils.env_checker import check_env
 
 import worldsim
@@ -24,40 +23,7 @@ from worldsim import ActionSpec, WorldModel
 from worldsim.envs.world import WorldModelEnv
 from worldsim.errors import ConfigError, InputError, WorldsimError
 
-SIZE = 32
-STARTS = 3
-"""Start contexts shipped in the tiny checkpoint, each 2 frames."""
-
-
-def save_world(
-    path,
-    action: ActionSpec | None = None,
-    key_map: dict | None = None,
-    frame_rate: int = 12,
-    size: int = SIZE,
-    text_dim: int = 0,
-    starts: bool = True,
-) -> str:
-    """A tiny checkpoint with nonzero random weights (so frames depend on noise and actions) and start contexts
-    (``starts=False``: none, as a text-to-video backbone); ``text_dim`` 384 makes it take prompts."""
-    cfg = tiny_config(action=action or ActionSpec(kind="discrete", n=5), frame_size=(size, size), text_dim=text_dim)
-    cfg.frame_rate = frame_rate
-    cfg.key_map = key_map or {}
-    g = torch.Generator().manual_seed(0)
-    frames = torch.randint(0, 256, (STARTS, 2, size, size, 3), dtype=torch.uint8, generator=g)
-    wm = WorldModel(cfg, starts={"frames": frames} if starts else {})
-    randomize(wm.dit, 0)
-    randomize(wm.autoencoder, 1, std=0.05)
-    wm.save_pretrained(path)
-    return str(path)
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    return save_world(tmp_path_factory.mktemp("world") / "w")
 
 
 def rollout(env: gymnasium.Env, seed: int, actions=(3, 1, 1, 4, 0)) -> list[np.ndarray]:

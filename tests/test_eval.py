@@ -15,6 +15,7 @@ from worldsim.cli import main
 from worldsim.config import ActionSpec
 from worldsim.data import TrajectoryWriter
 from worldsim.engine import WorldModel
+from worldsim.envs.sources import source_world
 from worldsim.evaluation.eval import STILL_PIXEL_CHANGE, context_is_still
 from worldsim.evaluation.metrics import average_ranks, frechet_distance, pearson, psnr, spearman, ssim
 
@@ -70,9 +71,11 @@ def test_a_context_is_still_when_its_speed_or_its_pixels_say_so():
     moving = frames.copy()
     moving[3, :, :4] = 200  # a quarter of the frame changes
     assert not context_is_still(moving)
-    # A logged speed decides, whatever the pixels: below 1 unit/s on every frame of the context is still.
-    assert context_is_still(moving, speed=np.array([0.0, 0.3, 0.99, 0.1]))
-    assert not context_is_still(frames, speed=np.array([0.0, 0.3, 1.5, 0.1]))
+    # A logged speed decides, whatever the pixels: below 1 unit/s on every frame of the context is still (CarRacing's
+    # rule, from its adapter).
+    car = source_world("CarRacing-v3")
+    assert context_is_still(moving, car.stands_still({"speed": np.array([0.0, 0.3, 0.99, 0.1])}))
+    assert not context_is_still(frames, car.stands_still({"speed": np.array([0.0, 0.3, 1.5, 0.1])}))
 
 
 @pytest.fixture
@@ -186,12 +189,13 @@ def test_skipped_frames_default_to_the_intro_of_the_worlds_source_env(tmp_path, 
 @pytest.mark.parametrize("logged", [True, False])
 def test_open_loop_is_split_by_motion_in_the_context(tmp_path, logged):
     """Episode 0 stands still (constant frames, speed 0), episodes 1 and 2 move: from the logged speed when the file
-    has it, else from the pixels, the same split; the copy-last baseline of each group is its own mean."""
+    has it (read by the rule of the env that recorded it, CarRacing's), else from the pixels, the same split; the
+    copy-last baseline of each group is its own mean."""
     episodes = [labelled_episode(i, n, 32) for i, n in enumerate((30, 34, 31))]
     episodes[0]["observations"][:] = episodes[0]["observations"][0]
     data = tmp_path / "d.h5"
     with TrajectoryWriter(
-        data, env_id="Test-v0", frame_size=(32, 32), action_space=gym.spaces.Discrete(5), frame_rate=12
+        data, env_id="CarRacing-v3", frame_size=(32, 32), action_space=gym.spaces.Discrete(5), frame_rate=12
     ) as w:
         for i, ep in enumerate(episodes):
             speed = np.full(len(ep["observations"]), 0.0 if i == 0 else 5.0, np.float32)
@@ -243,16 +247,16 @@ def test_policy_shift_part_on_a_tiny_carracing_world(tiny_eval_setup, tmp_path, 
 
 
 def test_standstill_in_held_out_data(tmp_path):
-    """Where a held-out episode stands still with no input (logged speed 0, no-op actions) for the context and 30
-    frames, the world is reset there and given 30 no-ops; the recorded frames are the reference's own drift (0 for
-    a frozen scene). A moving episode offers no window."""
+    """Where a held-out episode stands still with no input (logged speed 0 in data recorded from CarRacing, whose
+    rule reads it; no-op actions) for the context and 30 frames, the world is reset there and given 30 no-ops; the
+    recorded frames are the reference's own drift (0 for a frozen scene). A moving episode offers no window."""
     episodes = [labelled_episode(i, n, 32) for i, n in enumerate((50, 50))]
     still = episodes[0]
     still["observations"][10:] = still["observations"][10]
     still["actions"][9:] = 0
     data = tmp_path / "d.h5"
     with TrajectoryWriter(
-        data, env_id="Test-v0", frame_size=(32, 32), action_space=gym.spaces.Discrete(5), frame_rate=12
+        data, env_id="CarRacing-v3", frame_size=(32, 32), action_space=gym.spaces.Discrete(5), frame_rate=12
     ) as w:
         for i, ep in enumerate(episodes):
             speed = np.full(len(ep["observations"]), 5.0, np.float32)
@@ -279,7 +283,7 @@ def test_state_part_scores_a_copying_world_like_copy_last(tmp_path, capsys, monk
     frame must score exactly the copy-last overlap, and pose errors within the pose reader's error of copy-last's
     (which uses the recorded pose) — an off-by-one between dreamt and real frames would break both."""
     pytest.importorskip("gym_pusht")
-    from helpers import save_pusht_world
+    from conftest import save_pusht_world
 
     from worldsim.engine import StepOutput
 

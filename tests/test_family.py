@@ -9,10 +9,9 @@ import torch
 from test_agents_road import frame_with_road
 
 from worldsim.agents import SEEING_POLICIES
-from worldsim.agents.carracing import BRAKE, LEFT, RIGHT, car_state
+from worldsim.agents.carracing import BRAKE, LEFT, RIGHT, STILL_SPEED, car_state
 from worldsim.agents.registry import make_seeing_policy
 from worldsim.envs.sources import frame_of, make_source_env, source_world
-from worldsim.evaluation.eval import STILL_SPEED
 from worldsim.inputs import resize_frames
 
 

@@ -7,8 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import randomize, tiny_config
-from helpers import save_pusht_world
+from conftest import randomize, save_pusht_world, tiny_config
 from PIL import Image
 
 from worldsim.config import ActionSpec

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from helpers import save_pusht_world, write_dataset
-from test_env import save_world
+from helpers import write_dataset
 from test_vector_env import close
 
 import worldsim
@@ -31,18 +30,6 @@ from worldsim.evaluation.result import episode_success
 from worldsim.inputs import resize_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    """32x32, Discrete(5), 12 fps, 3 shipped 2-frame starts, no source env."""
-    return save_world(tmp_path_factory.mktemp("world") / "w")
-
-
-@pytest.fixture(scope="module")
-def pusht_world(tmp_path_factory) -> str:
-    """A tiny 32x32 random world of gym_pusht/PushT-v0: Box(2) in [0, 512]^2, 10 fps, 3 shipped starts."""
-    return save_pusht_world(tmp_path_factory.mktemp("world") / "pusht")
 
 
 @pytest.fixture(scope="module")

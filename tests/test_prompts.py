@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pygame
 import pytest
-from test_env import save_world
+from conftest import save_world
 
 from worldsim.cli import main
 from worldsim.envs.world import WorldModelEnv

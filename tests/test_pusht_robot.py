@@ -198,7 +198,7 @@ def test_a_categorical_head_acts_at_its_cells_centre():
 
 def test_a_pusht_world_env_reports_success_as_the_real_env_does(tmp_path):
     """gym_pusht says info["is_success"]; a PushT world's env says the same, from its termination head."""
-    from helpers import save_pusht_world
+    from conftest import save_pusht_world
 
     path = save_pusht_world(tmp_path / "pusht")
     env = gymnasium.make("worldsim/WorldModel-v0", checkpoint=path)

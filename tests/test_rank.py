@@ -11,8 +11,6 @@ import json
 
 import numpy as np
 import pytest
-from helpers import save_pusht_world
-from test_env import save_world
 from test_vector_env import close
 
 import worldsim
@@ -23,18 +21,6 @@ from worldsim.evaluation.metrics import bootstrap_ci, mmrv, spearman
 from worldsim.evaluation.rank import format_rank_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    """32x32, Discrete(5), 12 fps, 3 shipped 2-frame starts, no source env."""
-    return save_world(tmp_path_factory.mktemp("world") / "w")
-
-
-@pytest.fixture(scope="module")
-def pusht_world(tmp_path_factory) -> str:
-    """A tiny 32x32 random world of gym_pusht/PushT-v0: Box(2) in [0, 512]^2, 10 fps, 3 shipped starts."""
-    return save_pusht_world(tmp_path_factory.mktemp("world") / "pusht")
 
 
 def _target(x: float, y: float):

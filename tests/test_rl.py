@@ -9,7 +9,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-from test_env import save_world
+from conftest import save_world
 
 from worldsim.agents.ppo import ActorCritic, AgentConfig, AgentPolicy, FrameStack, load_agent, save_agent
 from worldsim.cli import main

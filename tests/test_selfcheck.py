@@ -11,15 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import randomize, tiny_config
+from helpers import cached_passes
 from test_compile import rollout_latents
 from test_engine import tiny_world
 
 import worldsim.kernels as kernels
-from worldsim.diffusion.memory import KVCache
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError
 from worldsim.kernels.selfcheck import KernelChecks, SelfCheckWarning, mismatch
-from worldsim.models.conditioning import FrameConditioning
 from worldsim.models.dit import DiT, DiTOutput
 
 CPU = torch.device("cpu")
@@ -27,22 +26,6 @@ CPU = torch.device("cpu")
 
 def right_norm_modulate(x, shift, scale, eps):
     return kernels.modulate(F.layer_norm(x, x.shape[-1:], eps=eps), shift, scale)
-
-
-def cached_passes(dit: DiT, latent_size: tuple[int, int]) -> list[torch.Tensor]:
-    """Velocities of two write passes and a plain pass of 2 worlds on a KV cache, then the cache's keys and values."""
-    B, C, (h, w) = 2, dit.latent_channels, latent_size
-    gh, gw = dit.grid(latent_size)
-    g = torch.Generator().manual_seed(1)
-    cache = KVCache(dit, B, gh * gw, sinks=1, window=4, dtype=torch.float32, device=CPU)
-    cond = FrameConditioning(torch.tensor([[1], [2]]), torch.zeros(B, 1, dtype=torch.bool))
-    levels = torch.full((B, 1), 0.5)
-    outs = []
-    with torch.no_grad():
-        for _ in range(2):
-            outs.append(cache.write(torch.randn(B, 1, C, h, w, generator=g), levels, cond, None).velocity)
-        outs.append(cache.denoise(torch.randn(B, 1, C, h, w, generator=g), levels, cond, None).velocity)
-    return [*outs, cache.k, cache.v]
 
 
 @pytest.fixture

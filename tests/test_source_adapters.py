@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import torch
 from conftest import tiny_config
 
@@ -21,6 +22,14 @@ def test_source_world_entries_and_the_plain_gymnasium_default():
     assert plain not in SOURCE_WORLDS and (plain.module, plain.frame_skip, plain.intro_seconds, plain.driver) == (
         "", 1, 0.0, "",
     )  # fmt: skip
+
+
+def test_what_standing_still_means_comes_from_the_adapter():
+    car = source_world("CarRacing-v3")
+    assert car.stands_still({"speed": np.array([0.0, 0.99, 1.0, 3.0])}).tolist() == [True, True, False, False]
+    assert car.stands_still({"on_track": np.ones(4)}) is None  # no speed logged: its rule cannot tell
+    for other in ("gym_pusht/PushT-v0", "Test-v0"):  # no rule: eval falls back on the pixels
+        assert source_world(other).stands_still({"speed": np.zeros(4)}) is None
 
 
 def test_recorder_frame_skip_defaults_to_the_adapters():

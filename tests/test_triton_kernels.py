@@ -11,13 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import randomize, tiny_config
+from helpers import cached_passes
 from torch import nn
 
 import worldsim.kernels as kernels
 from worldsim.config import DiTConfig
-from worldsim.diffusion.memory import KVCache
 from worldsim.models.attention import BlockCausal, Rope3D
-from worldsim.models.conditioning import FrameConditioning
 from worldsim.models.dit import DiT
 
 pytest.importorskip("triton")
@@ -89,32 +88,14 @@ def test_split_heads_rope_kernel_writes_what_pytorch_writes_into_cache_slots(sha
     torch.testing.assert_close(cache_fused, cache_torch, atol=1e-5, rtol=1e-5)  # and nothing outside the slots
 
 
-def cached_passes(dit: DiT, latent_size: tuple[int, int]) -> list[torch.Tensor]:
-    """Velocities of two write passes, a plain pass and a guidance-sized one (no in-place slots), then the cache."""
-    B, C, (h, w) = 2, dit.latent_channels, latent_size
-    gh, gw = dit.grid(latent_size)
-    g = torch.Generator().manual_seed(1)
-    cache = KVCache(dit, B, gh * gw, sinks=1, window=4, dtype=torch.float32, device=CPU)
-    cond = FrameConditioning(torch.tensor([[1], [2]]), torch.zeros(B, 1, dtype=torch.bool))
-    levels = torch.full((B, 1), 0.5)
-    outs = []
-    with torch.no_grad():
-        for _ in range(2):
-            outs.append(cache.write(torch.randn(B, 1, C, h, w, generator=g), levels, cond, None).velocity)
-        x = torch.randn(B, 1, C, h, w, generator=g)
-        outs.append(cache.denoise(x, levels, cond, None).velocity)
-        outs.append(cache.denoise(x.repeat(2, 1, 1, 1, 1), levels.repeat(2, 1), cond.repeat(2), None).velocity)
-    return [*outs, cache.k, cache.v]
-
-
 @interpreted
 def test_cached_passes_through_the_kernels_match_pytorch(monkeypatch):
     """The wiring: the fused path on a KV cache (k and v written into its slots) gives what the PyTorch path gives."""
     cfg = tiny_config()
     dit = randomize(DiT(cfg.dit, cfg.action, cfg.autoencoder.latent_channels))
-    expected = cached_passes(dit, cfg.latent_size)
+    expected = cached_passes(dit, cfg.latent_size, guidance=True)
     monkeypatch.setattr(kernels, "use_triton", lambda t: True)  # CPU tensors through the (interpreted) kernels
-    for fused, torch_ in zip(cached_passes(dit, cfg.latent_size), expected):
+    for fused, torch_ in zip(cached_passes(dit, cfg.latent_size, guidance=True), expected):
         torch.testing.assert_close(fused, torch_, atol=1e-5, rtol=1e-5)
 
 

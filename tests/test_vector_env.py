@@ -5,8 +5,8 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 import pytest
+from conftest import save_world
 from gymnasium.vector import AutoresetMode
-from test_env import save_world
 
 from worldsim.envs.world import WorldModelEnv
 from worldsim.envs.world_vector import WorldModelVectorEnv
@@ -16,11 +16,6 @@ N = 3
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    return save_world(tmp_path_factory.mktemp("world") / "w")
 
 
 def close(a: np.ndarray, b: np.ndarray) -> bool:

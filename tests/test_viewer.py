@@ -13,7 +13,7 @@ import imageio.v3 as iio
 import numpy as np
 import pygame
 import pytest
-from test_env import save_world
+from conftest import save_world
 
 from worldsim import ActionSpec
 from worldsim.cli import main

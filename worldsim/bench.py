@@ -143,6 +143,14 @@ def print_rates(rates: dict[str, list[float]], baseline: str, label: str = "") -
         print(f"{label}{name}: median {med:.1f} frames/s (x{med / base:.2f}), rounds {rounds}", flush=True)
 
 
+def report_json(result: dict[str, Any], path: str = "") -> None:
+    """A measurement script's result (benchmarks/*.py): as indented JSON on stdout and, with ``path``, in that file."""
+    print(json.dumps(result, indent=2))
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
 def report_alternating(
     variants: dict[str, Callable[[], None]],
     baseline: str,

@@ -12,7 +12,10 @@ from worldsim.agents.carracing.driver import (
     LEFT,
     NOTHING,
     RIGHT,
+    STILL_SPEED,
     CarRacingDriver,
+    car_speed,
+    car_stands_still,
     car_state,
     on_track,
 )
@@ -21,6 +24,7 @@ from worldsim.agents.carracing.mix import DRIVING_STYLES, CarRacingMix, DrivingS
 from worldsim.agents.carracing.road_follower import RoadFollower, road_mask
 
 __all__ = [
-    "BRAKE", "DRIVING_STYLES", "GAS", "LEFT", "NOTHING", "RIGHT", "ROAD_FAMILY", "CarRacingDriver", "CarRacingMix",
-    "DrivingStyle", "RoadFollower", "Routine", "car_state", "on_track", "road_mask",
+    "BRAKE", "DRIVING_STYLES", "GAS", "LEFT", "NOTHING", "RIGHT", "ROAD_FAMILY", "STILL_SPEED", "CarRacingDriver",
+    "CarRacingMix", "DrivingStyle", "RoadFollower", "Routine", "car_speed", "car_stands_still", "car_state", "on_track",
+    "road_mask",
 ]

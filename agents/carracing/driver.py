@@ -12,6 +12,7 @@ It reads the true car pose and the track from the env (``env.unwrapped.car``, ``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium
@@ -26,6 +27,13 @@ EXCURSIONS = ("hold", "veer", "stop", "spin", "brake")
 """What ``CarRacingDriver`` can do besides following the road (see its docstring)."""
 TRACK_HALF_WIDTH = 40 / 6.0
 """car_racing.TRACK_WIDTH: the road's half width in world units."""
+STILL_SPEED = 1.0
+"""Speed (world units per second, as ``car_state`` logs it) below which the car stands still."""
+
+
+def car_speed(env: gymnasium.Env) -> float:
+    """The car's speed, world units per second."""
+    return float(np.hypot(*env.unwrapped.car.hull.linearVelocity))
 
 
 def on_track(env: gymnasium.Env) -> bool:
@@ -127,7 +135,7 @@ class CarRacingDriver:
         if kind == "veer":
             return self._pursue(self.excursion_offset)
         if kind == "stop":  # brake until (nearly) still, then stand with no input, as a waiting player does
-            return BRAKE if self._speed() > 1.0 else NOTHING
+            return BRAKE if car_speed(self.env) > STILL_SPEED else NOTHING
         if kind == "spin":  # the wheel held to one side with the gas down, every other step (discrete steering)
             return self.excursion_action if self.excursion_left % 2 else GAS  # type: ignore[return-value]
         return self.excursion_action  # type: ignore[return-value]  # hold, brake
@@ -147,9 +155,6 @@ class CarRacingDriver:
             self.excursion_action = BRAKE
             self.excursion_left = min(self.excursion_left, int(self.rng.integers(5, 21)))  # a stamp, not a stop
 
-    def _speed(self) -> float:
-        return float(np.hypot(*self.env.unwrapped.car.hull.linearVelocity))
-
     def _track_geometry(self) -> None:
         """Cache the track's centre line and tangent headings; CarRacing builds a new track list every reset."""
         track = self.env.unwrapped.track
@@ -165,8 +170,7 @@ class CarRacingDriver:
         self._track_geometry()
         car = self.env.unwrapped.car.hull
         pos = np.array(car.position, dtype=np.float64)
-        vel = np.array(car.linearVelocity, dtype=np.float64)
-        speed = float(np.hypot(*vel))
+        speed = car_speed(self.env)
         n = len(self._xy)
         nearest = int(np.argmin(((self._xy - pos) ** 2).sum(axis=1)))
         ahead = (nearest + self.lookahead + int(speed / 25.0)) % n
@@ -196,5 +200,11 @@ class CarRacingDriver:
 def car_state(env: gymnasium.Env) -> dict[str, float]:
     """What the recorder logs per frame of a CarRacing episode for its data card: speed (world units per second)
     and whether the car touches the road."""
-    hull = env.unwrapped.car.hull
-    return {"speed": float(np.hypot(*hull.linearVelocity)), "on_track": float(on_track(env))}
+    return {"speed": car_speed(env), "on_track": float(on_track(env))}
+
+
+def car_stands_still(state: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """CarRacing's rule for standing still (``SourceWorld.still``): per frame of ``car_state``'s log (``{name: (T,)
+    array}``), whether the car's speed is below ``STILL_SPEED``; None where the log has no speed."""
+    speed = state.get("speed")
+    return None if speed is None else np.asarray(speed) < STILL_SPEED

@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,14 +32,10 @@ from worldsim.evaluation.result import SUCCESS_TOLERANCE, PredictResult, episode
 from worldsim.inputs import check_actions, resize_frames
 from worldsim.precision import Precision, model_dtype
 from worldsim.progress import progress_bar
-from worldsim.worlds import resolve_world
-
-if TYPE_CHECKING:
-    from worldsim.data.reader import TrajectoryReader  # h5py: imported only where data is read
+from worldsim.worlds import DEFAULT_WORLD, resolve_world
 
 
 @dataclass
-
 class _Actor:
     """A policy name for messages and the world's action check: turns a policy's output into a checked action."""
 
@@ -91,7 +87,6 @@ class _Actor:
 
 
 @dataclass
-
 class _PolicyEpisodes:
     """One policy's instances, one per episode for the dream and one per real episode, and its action check."""
 
@@ -113,7 +108,6 @@ def _make_policies(
 
 
 @dataclass
-
 class _RealEpisode:
     """One real episode after the fork."""
 
@@ -126,7 +120,6 @@ class _RealEpisode:
 
 
 @dataclass
-
 class _Starts:
     """The dreams' context frames, the actions between them, and (with the real env) its side of each episode."""
 
@@ -220,7 +213,6 @@ def _real_starts(
 
 
 @dataclass
-
 class DreamRow:
     """One dream of a batched rollout: the policy instance that drives it, its seed and where it starts."""
 
@@ -243,7 +235,6 @@ class DreamRow:
 
 
 @dataclass
-
 class HeadOutcome:
     """What the world's own reward and termination heads said of each row, up to the dream's end."""
 
@@ -256,7 +247,6 @@ class HeadOutcome:
 
 
 @dataclass
-
 class DreamOutcome:
     """What each row of a rollout earned, and the kept frames: by the source's judge where one scored the dream
     (the env's own rule on the state read off each dreamt frame), else by the world's heads."""
@@ -333,7 +323,31 @@ def dream_rows(
 
 
 @dataclass
+class DreamConfig:
+    """The options ``worldsim predict`` and ``worldsim rank`` share (``run_policies``' own arguments): the world, how
+    long and from what its dreams run, where and at what precision, and how they are scored."""
 
+    world: str = DEFAULT_WORLD
+    """World: checkpoint dir, shipped world name or Hugging Face Hub repo id (owner/name[@revision])."""
+    horizon: int = 200
+    """Steps each dream (and real episode) runs after its context, at the world's frame rate."""
+    seed: int = 0
+    """Seed of episode 0 (its dream noise, policy, real env and start context); episode i uses seed + i."""
+    context: int = 4
+    """Frames each dream starts from (a shipped start gives at most the frames it has)."""
+    precision: Precision = "auto"
+    """fp32, bf16 or auto (bf16 where the hardware has it natively)."""
+    device: str = "cpu"
+    """cpu or cuda (cuda:N): where the world runs; refused in one line on a machine without it."""
+    judge: bool = True
+    """Score the dreams by the source env's judge where it has one (PushT: the T's pose read off each dreamt frame ->
+    coverage -> success, the env's own rule), the world's heads beside it; --no-judge: by the heads alone."""
+
+    def __post_init__(self) -> None:
+        resolve_device(self.device)
+
+
+@dataclass
 class PolicyRuns:
     """Several policies' episodes, dreamed in one rollout (and run in the real env), and what each side cost."""
 

@@ -17,8 +17,9 @@ they were recorded on:
   mean latents, average-pooled to 4x4). 1.0 means the last frames are as close to real play as the
   first ones; drift and collapse push it up.
 * **policy shift** (worlds whose source env runs here): does the world hold still when nothing is done, and does
-  it tell good policies from bad ones? ``standstill_drift_h30``: from real frames of a car that stands still, 30
-  no-op dream frames; mean |dream - real still frame| in uint8 units, beside the real env's own value (~0).
+  it tell good policies from bad ones? ``standstill_drift_h30``: from real frames that stand still (by the source
+  env's own rule, ``SourceWorld.still``: for CarRacing a car below 1 unit/s), 30 no-op dream frames; mean
+  |dream - real still frame| in uint8 units, beside the real env's own value (~0).
   ``policy_return_*``: each policy of the source env's family (``SourceWorld.policy_family``: for CarRacing the
   road follower at several speeds, stop-and-go, weaving, braking, random) plays ``family_episodes`` real tracks
   and dreams forked from them (``worldsim.predict``); the mean dreamed and real H-step returns per policy are
@@ -68,7 +69,7 @@ from worldsim.evaluation.metrics import (
     psnr,
     ssim,
 )
-from worldsim.evaluation.policy_shift import STILL_SPEED, PolicyShift, split_names
+from worldsim.evaluation.policy_shift import PolicyShift, split_names
 from worldsim.evaluation.stability import Stability
 from worldsim.inputs import resize_frames
 from worldsim.precision import Precision, model_dtype
@@ -83,10 +84,11 @@ MOVED_UNITS, MOVED_DEGREES = 10.0, 10.0
 real object's position changed by at least this many table units or its angle by at least this many degrees."""
 STILL_PIXEL_CHANGE = 0.1
 """Mean absolute change between consecutive uint8 frames of a context (0-255 units, over pixels, channels and frame
-pairs) below which the context counts as still, where the data logs no speed. Measured on 64x64 CarRacing at 25 fps:
-a stopped car's view does not change but for the HUD's score counter (up to 0.25 on a frame where it ticks); a car
-creeping under 1 unit/s changes 0.1-0.2, as much as one at 3-10 units/s; over 10 units/s ~1. On 4-frame contexts of
-the policy family this agrees with the speed rule on 88% of them; a logged speed is the better judge."""
+pairs) below which the context counts as still, where the data logs no state that the source's rule for standing
+still reads (``SourceWorld.still``). Measured on 64x64 CarRacing at 25 fps: a stopped car's view does not change but
+for the HUD's score counter (up to 0.25 on a frame where it ticks); a car creeping under 1 unit/s changes 0.1-0.2, as
+much as one at 3-10 units/s; over 10 units/s ~1. On 4-frame contexts of the policy family this agrees with the speed
+rule on 88% of them; a logged speed is the better judge."""
 
 
 @dataclass
@@ -164,11 +166,12 @@ def _horizons(text: str, flag: str) -> list[int]:
     return horizons
 
 
-def context_is_still(frames: np.ndarray, speed: np.ndarray | None = None) -> bool:
-    """Whether nothing moves in a context of uint8 frames (T, H, W, 3): every frame's logged ``speed`` (T,) below
-    ``STILL_SPEED`` when the data has it, else consecutive frames closer than ``STILL_PIXEL_CHANGE`` on average."""
-    if speed is not None:
-        return bool((np.asarray(speed) < STILL_SPEED).all())
+def context_is_still(frames: np.ndarray, still: np.ndarray | None = None) -> bool:
+    """Whether nothing moves in a context of uint8 frames (T, H, W, 3): every frame still (``still``, (T,) bool: the
+    source's own rule on its logged state, ``SourceWorld.stands_still``) when the data tells, else consecutive frames
+    closer than ``STILL_PIXEL_CHANGE`` on average."""
+    if still is not None:
+        return bool(np.asarray(still).all())
     return bool(pixel_distance(frames[1:], frames[:-1]).mean() < STILL_PIXEL_CHANGE)
 
 
@@ -211,10 +214,12 @@ class _Evaluation(Stability, PolicyShift):
         self.frames = {e: resize_frames(torch.from_numpy(reader.frames(e)), size).numpy() for e in self.episodes}
         self.steps = {e: reader.steps(e) for e in self.episodes}
         self.seeds = {e: reader.seed(e) for e in self.episodes}
-        # Newer recordings log the source's per-frame state (SourceWorld.probe): CarRacing's speed tells moving
-        # starts from still ones better than pixels do.
+        # Newer recordings log the source's per-frame state (SourceWorld.probe); where the env that recorded them
+        # has a rule for standing still on it (SourceWorld.still: CarRacing's speed), it tells moving starts from
+        # still ones better than pixels do.
         self.infos = {e: reader.infos(e) for e in self.episodes}
-        self.speeds = {e: self.infos[e].get("speed") for e in self.episodes}
+        recorded = source_world(reader.env_id or config.source_env)
+        self.still = {e: recorded.stands_still(self.infos[e]) for e in self.episodes}
         # Real tracks for the policy-shift part: seed, seed + 1, ... from the first held-out episode's (held-out
         # tracks, when the held-out episodes were recorded in a row), else --seed.
         first = self.seeds[self.episodes[0]] if self.episodes else None
@@ -285,7 +290,7 @@ class _Evaluation(Stability, PolicyShift):
         horizons = [int(h) for h in cfg.horizons.split(",")]
         longest = max(horizons)
         keys = self._rollout_starts(longest)
-        still = np.array([context_is_still(self.frames[e][s : s + c], self._speed(e, s, c)) for e, s in keys])
+        still = np.array([context_is_still(self.frames[e][s : s + c], self._still(e, s, c)) for e, s in keys])
         scores: dict[str, list[np.ndarray]] = {}
 
         def add(name: str, values: np.ndarray) -> None:
@@ -316,7 +321,7 @@ class _Evaluation(Stability, PolicyShift):
         for h in horizons:
             result[f"delta_psnr_h{h}"] = result[f"psnr_h{h}"] - result[f"random_action_psnr_h{h}"]
         # The same scores split by whether anything moves in the context (a group without starts has no key).
-        logged = [self.speeds[e] is not None for e, _ in keys]
+        logged = [self.still[e] is not None for e, _ in keys]  # "speed": the source's rule on its logged state
         result["motion_from"] = "speed" if all(logged) else "pixels" if not any(logged) else "speed, else pixels"
         result["rollouts_moving"], result["rollouts_still"] = int((~still).sum()), int(still.sum())
         for h in horizons:
@@ -394,10 +399,11 @@ class _Evaluation(Stability, PolicyShift):
                         result[f"{name}_h{h}{group}"] = float(stat(values[rows]))
         return result
 
-    def _speed(self, episode: int, start: int, n: int) -> np.ndarray | None:
-        """The logged speed of frames start..start+n of an episode, or None where the data has none."""
-        speed = self.speeds[episode]
-        return None if speed is None else speed[start : start + n]
+    def _still(self, episode: int, start: int, n: int) -> np.ndarray | None:
+        """Whether frames start..start+n of an episode stand still by the source's rule, or None where the data does
+        not tell."""
+        still = self.still[episode]
+        return None if still is None else still[start : start + n]
 
 
 

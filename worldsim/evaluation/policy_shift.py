@@ -3,7 +3,8 @@ real env and from held-out stops in the data), and does it order its source env'
 
 ``PolicyShift`` is mixed into the evaluation (``eval._Evaluation``): it reads the world, the held-out episodes and the
 config from it. What counts as standing still and which policies make the family come from the source world's
-adapter (``SourceWorld.probe``'s speed, ``SourceWorld.policy_family``); change them there.
+adapter (``SourceWorld.still`` on what ``SourceWorld.probe`` logs, ``SourceWorld.policy_family``); change them
+there.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from worldsim.evaluation.predict import predict
 from worldsim.evaluation.real import real_repeat
 from worldsim.inputs import resize_frames
 
-STILL_SPEED = 1.0
-"""Speed (the source env's units per second: CarRacing's world units) below which a car counts as still."""
-
 STANDSTILL_HORIZONS = (1, 15, 30)
 """Dream frames after a standstill context at which its drift is reported; the last is the headline."""
 
@@ -38,12 +36,17 @@ def split_names(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _stacked(states: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """Per-frame probe states as the recorder logs them: one (T,) array a name."""
+    return {k: np.asarray([state[k] for state in states]) for k in states[0]}
+
+
 class PolicyShift:
     """The policy-shift measurements of ``worldsim eval``, over the evaluation's world and held-out episodes."""
     def policy_shift(self) -> dict[str, Any]:
         """Standstill drift and the source env's policy family's predicted vs real returns; skipped with a note
         where the world names no source env or it cannot run here."""
-        in_data = self._standstill_in_data()  # needs only held-out data that logs speed
+        in_data = self._standstill_in_data()  # needs only held-out data that tells when it stands still
         source_id = self.wm.config.source_env
         if not source_id:
             return {**in_data, "policy_shift_note": "skipped: the world names no source env to play"}
@@ -59,21 +62,22 @@ class PolicyShift:
         return {**result, **in_data, **self._policy_returns(source)}
 
     def _standstill_in_data(self) -> dict[str, Any]:
-        """The standstill drift where held-out episodes stop mid-track: windows where the logged speed stays below
-        ``STILL_SPEED`` and the action is the no-op for ``standstill_context`` + 30 frames (a car waiting on the
-        road, off it, or after a spin: harder than the start line). The real frames after the context are the
-        reference's own drift. Needs data that logs speed (``worldsim record`` of a source with a probe)."""
+        """The standstill drift where held-out episodes stop mid-episode: windows where every frame stands still by
+        the source's rule on its logged state (``SourceWorld.still``) and the action is the no-op for
+        ``standstill_context`` + 30 frames (CarRacing: a car waiting on the road, off it, or after a spin, harder
+        than the start line). The real frames after the context are the reference's own drift. Needs data that logs
+        the state the rule reads (``worldsim record`` of a source with a probe)."""
 
         cfg, c = self.cfg, self.cfg.standstill_context
         longest = STANDSTILL_HORIZONS[-1]
         noop = np.asarray(noop_action(self.wm.action_space))
         keys = []
         for e in self.episodes:
-            speed, actions = self.speeds[e], self.steps[e]["actions"]
-            if speed is None:
+            still, actions = self.still[e], self.steps[e]["actions"]
+            if still is None:
                 continue
             # frame t is still and the action into frame t (actions[t - 1]) is the no-op
-            quiet = (speed[1:] < STILL_SPEED) & np.all(actions.reshape(len(actions), -1) == noop.reshape(1, -1), 1)
+            quiet = still[1:] & np.all(actions.reshape(len(actions), -1) == noop.reshape(1, -1), 1)
             s = max(1, cfg.skip_frames)
             while s + c + longest <= len(quiet) + 1 and len(keys) < 4 * cfg.standstill_tracks:
                 if quiet[s - 1 : s - 1 + c + longest].all():
@@ -96,22 +100,22 @@ class PolicyShift:
         return result
 
     def _standstill(self, env: Any, source: SourceWorld) -> dict[str, Any]:
-        """Dreams from real frames of a car that stands still, given no-op actions: how far they drift from the
-        still frame, beside how far the real env does (~0)."""
+        """Dreams from real frames that stand still (by ``SourceWorld.still`` on the probe's state), given no-op
+        actions: how far they drift from the still frame, beside how far the real env does (~0)."""
 
         cfg, c, skip = self.cfg, self.cfg.standstill_context, self.cfg.skip_frames
         longest = STANDSTILL_HORIZONS[-1]
-        if not source.probe:
-            return {"standstill_note": "skipped: the source env logs no speed to tell that a car stands still"}
+        if not (source.probe and source.still):
+            return {"standstill_note": "skipped: the source env logs no state to tell that it stands still"}
         probe, repeat = load_factory(source.probe), real_repeat(env, self.wm.config)
         noop_real, noop = noop_action(env.action_space), np.asarray(noop_action(self.wm.action_space))
         contexts, futures, seeds = [], [], []
         for i in range(cfg.standstill_tracks):
             seed = self.track_seed + i
             obs, _ = env.reset(seed=seed)
-            frames, speeds, ended = [frame_of(env, obs)], [probe(env).get("speed")], False
-            if speeds[0] is None:
-                return {"standstill_note": "skipped: the source env's probe logs no speed"}
+            frames, states, ended = [frame_of(env, obs)], [probe(env)], False
+            if source.stands_still(_stacked(states)) is None:
+                return {"standstill_note": "skipped: the source env's probe logs nothing its standstill rule reads"}
             for _ in range(skip + c - 1 + longest):  # no input through the intro, the context and the horizon
                 for _ in range(repeat):
                     obs, _, terminated, truncated, _ = env.step(noop_real)
@@ -121,15 +125,15 @@ class PolicyShift:
                 if ended:
                     break
                 frames.append(frame_of(env, obs))
-                speeds.append(probe(env)["speed"])
-            if ended or max(speeds[skip : skip + c]) >= STILL_SPEED:
-                continue  # not a standstill start (CarRacing's car waits for gas, so this should not happen)
+                states.append(probe(env))
+            if ended or not source.stands_still(_stacked(states))[skip : skip + c].all():
+                continue  # not a standstill start (CarRacing's car waits for gas, so there this should not happen)
             frames = resize_frames(torch.from_numpy(np.stack(frames)), self.wm.frame_size).numpy()
             contexts.append(frames[skip : skip + c])
             futures.append(frames[skip + c : skip + c + longest])
             seeds.append(seed)
         if not seeds:
-            return {"standstill_note": f"skipped: no car stood still in the context on {cfg.standstill_tracks} tracks"}
+            return {"standstill_note": f"skipped: nothing stood still in the context on {cfg.standstill_tracks} tracks"}
         B = len(seeds)
         ctx, real = np.stack(contexts), np.stack(futures)  # (B, c, H, W, 3), (B, longest, H, W, 3)
         actions = np.broadcast_to(noop, (B, c - 1, *noop.shape)).copy() if c > 1 else None

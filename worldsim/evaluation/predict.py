@@ -53,79 +53,46 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from worldsim.checkpoint import check_output_path
-from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError
-from worldsim.evaluation.dream import run_policies
+from worldsim.evaluation.dream import DreamConfig, run_policies
 from worldsim.evaluation.report import format_predict_table, write_predict_json, write_predict_video
 from worldsim.evaluation.result import PredictResult
 from worldsim.precision import Precision
 from worldsim.video import check_video_path
-from worldsim.worlds import DEFAULT_WORLD
-
-if TYPE_CHECKING:
-    pass  # h5py: imported only where data is read
 
 
-@dataclass
-
-class PredictConfig:
-    """What ``worldsim predict`` runs and writes."""
+@dataclass(kw_only=True)
+class PredictConfig(DreamConfig):
+    """What ``worldsim predict`` runs and writes (the world and the dreams' options: ``DreamConfig``)."""
 
     policy: str
     """What acts, seeing only frames: a name in worldsim.agents.SEEING_POLICIES (random, idle, road, ...) or
     module:factory, a factory (action_space, seed) or (env, seed) of policy(frame) -> action (the env it gets has
     only action_space)."""
-    world: str = DEFAULT_WORLD
-    """World: checkpoint dir, shipped world name or Hugging Face Hub repo id (owner/name[@revision])."""
     episodes: int = 8
     """Episodes (dreams), all run together; episode i uses seed + i."""
-    horizon: int = 200
-    """Steps each dream (and real episode) runs after its context, at the world's frame rate."""
     real: bool = False
     """Also run the world's real source env: each dream starts from the real env's first frames after its intro,
     and the real env goes on beside it under the same policy."""
     data: str = ""
     """Start the dreams from episodes of this trajectory file instead of the world's shipped start contexts."""
-    seed: int = 0
-    """Seed of episode 0 (its dream noise, policy, real env and start context); episode i uses seed + i."""
-    context: int = 4
-    """Frames each dream starts from (a shipped start gives at most the frames it has)."""
     json: str = ""
     """Also write every number (per episode and the aggregate) as JSON to this file."""
     video: str = ""
     """Write a grid of the episodes to this .mp4 or .gif, each cell real | dream (dream only without --real)."""
-    precision: Precision = "auto"
-    """fp32, bf16 or auto (bf16 where the hardware has it natively)."""
-    device: str = "cpu"
-    """cpu or cuda (cuda:N): where the world runs; refused in one line on a machine without it."""
-    judge: bool = True
-    """Score the dreams by the source env's judge where it has one (PushT: the T's pose read off each dreamt frame ->
-    coverage -> success, the env's own rule), the world's heads beside it; --no-judge: by the heads alone."""
 
     def __post_init__(self) -> None:
-        resolve_device(self.device)
+        super().__post_init__()
         if self.json:
             check_output_path(self.json)  # before the rollouts, not after
         if self.video:
             check_video_path(self.video)
         if self.real and self.data:
             raise ConfigError("--real and --data both give the dreams their start: pick one")
-
-
-# ----------------------------------------------------------------------------- acting
-
-
-# ----------------------------------------------------------------------------- starts
-
-
-# ----------------------------------------------------------------------------- the dream
-
-
-# ----------------------------------------------------------------------------- the whole run
 
 
 def predict(

@@ -35,39 +35,29 @@ import numpy as np
 
 from worldsim.agents.policy import policy_name
 from worldsim.checkpoint import atomic_path, check_output_path
-from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError
-from worldsim.evaluation.dream import run_policies
+from worldsim.evaluation.dream import DreamConfig, run_policies
 from worldsim.evaluation.metrics import format_correlation, json_ready, mmrv, pearson, spearman
 from worldsim.evaluation.report import format_ci, write_predict_video
 from worldsim.evaluation.result import PredictResult
 from worldsim.precision import Precision
 from worldsim.video import check_video_path
-from worldsim.worlds import DEFAULT_WORLD
 
 
-@dataclass
-class RankConfig:
-    """What ``worldsim rank`` runs and writes."""
+@dataclass(kw_only=True)
+class RankConfig(DreamConfig):
+    """What ``worldsim rank`` runs and writes (the world and the dreams' options: ``DreamConfig``)."""
 
     policies: str
     """Two or more policies that see only frames, comma-separated: names in worldsim.agents.SEEING_POLICIES
     (random, idle, road, ...) or module:factory, a factory (action_space, seed) or (env, seed) of
     policy(frame) -> action."""
-    world: str = DEFAULT_WORLD
-    """World: checkpoint dir, shipped world name or Hugging Face Hub repo id (owner/name[@revision])."""
     episodes: int = 8
     """Episodes per policy; episode i of every policy uses seed + i (the same start for all)."""
-    horizon: int = 200
-    """Steps each dream (and real episode) runs after its context, at the world's frame rate."""
     real: bool = False
     """Also run each policy's episodes in the world's real source env (one after another), forked as in
     worldsim predict --real, and compare the predicted ranking with the real one."""
-    seed: int = 0
-    """Seed of episode 0 (its dream noise, policy, real env and start context); episode i uses seed + i."""
-    context: int = 4
-    """Frames each dream starts from (a shipped start gives at most the frames it has)."""
     json: str = ""
     """Also write every number (per policy, per episode, the correlations and the times) as JSON to this file."""
     video_dir: str = ""
@@ -75,16 +65,9 @@ class RankConfig:
     --real)."""
     video_episodes: int = 8
     """Episodes (the first ones) in each policy's video grid."""
-    precision: Precision = "auto"
-    """fp32, bf16 or auto (bf16 where the hardware has it natively)."""
-    device: str = "cpu"
-    """cpu or cuda (cuda:N): where the world runs; refused in one line on a machine without it."""
-    judge: bool = True
-    """Score the dreams by the source env's judge where it has one (PushT: the T's pose read off each dreamt frame ->
-    coverage -> success, the env's own rule), the world's heads beside it; --no-judge: by the heads alone."""
 
     def __post_init__(self) -> None:
-        resolve_device(self.device)
+        super().__post_init__()
         names = check_policies(policy_list(self.policies))  # before the rollouts, not after
         if self.video_episodes < 1:
             raise ConfigError(f"--video-episodes must be >= 1, got {self.video_episodes}")

@@ -7,7 +7,6 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,9 +14,6 @@ from worldsim.checkpoint import atomic_path
 from worldsim.errors import InputError
 from worldsim.evaluation.result import PredictResult
 from worldsim.video import VideoWriter
-
-if TYPE_CHECKING:
-    pass  # h5py: imported only where data is read
 
 
 def format_ci(ci: Sequence[float], fmt: str = ".2f") -> str:

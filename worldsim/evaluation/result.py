@@ -5,16 +5,12 @@ rule of success both sides are judged by (``episode_success``). Change what a re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from worldsim.envs.sources import SourceWorld
 from worldsim.evaluation.metrics import bootstrap_ci
-
-if TYPE_CHECKING:
-    pass  # h5py: imported only where data is read
-
 
 SUCCESS_TOLERANCE = 1e-3
 """How far below ``success_reward`` a step's reward may fall and still count as reaching it (float rounding), for
@@ -22,7 +18,6 @@ envs whose success is a reward, not a termination."""
 
 
 @dataclass
-
 class PredictResult:
     """Per-episode outcomes of a policy's dreams (and real episodes); ``summary()`` aggregates them."""
 
