@@ -10,12 +10,12 @@ import torch
 from conftest import randomize, save_pusht_world, tiny_config
 from PIL import Image
 
+from worldsim.agents.registry import make_seeing_policy
 from worldsim.config import ActionSpec
 from worldsim.engine import StepOutput, WorldModel
 from worldsim.errors import InputError
 from worldsim.evaluation.plan import PlanConfig, plan, run_planned_episode
 from worldsim.evaluation.real import source_env
-from worldsim.agents.registry import make_seeing_policy
 from worldsim.planning import CEMConfig, CEMPlanner, PlannerPolicy, goal_score, head_score, judge_score
 
 

@@ -67,7 +67,9 @@ def test_state_features_turn_angles_into_sine_and_cosine_and_standardise_over_th
 
 
 def test_moving_clips_are_the_ones_where_the_object_travels_and_the_sampler_draws_them_at_the_share(
-    tmp_path, pusht_data, autoencoder_dir  # noqa: F811
+    tmp_path,
+    pusht_data,
+    autoencoder_dir,  # noqa: F811
 ):
     stage = WorldStage(world_cfg(pusht_data, autoencoder_dir, tmp_path / "w", clip_frames=4, moving_share=0.75))
     dataset = stage.dataset
@@ -111,7 +113,9 @@ def test_the_state_head_learns_the_pose_and_the_world_keeps_its_names(tmp_path, 
     assert wm.step(np.array([[100.0, 200.0]], dtype=np.float32)).frames.shape == (1, 16, 16, 3)
 
     # Fine-tuned without the state loss, the world keeps its head; a world without one gains a fresh head.
-    kept = WorldStage(world_cfg(pusht_data, autoencoder_dir, tmp_path / "k", clip_frames=4, init=str(tmp_path / "w" / "world")))
+    kept = WorldStage(
+        world_cfg(pusht_data, autoencoder_dir, tmp_path / "k", clip_frames=4, init=str(tmp_path / "w" / "world"))
+    )
     assert kept.config.state == stage.config.state
     torch.testing.assert_close(kept.model.state_head.mlp[-1].weight, wm.dit.state_head.mlp[-1].weight)
     plain = WorldStage(world_cfg(pusht_data, autoencoder_dir, tmp_path / "p", clip_frames=4, steps=1))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from worldsim.agents.bc import BCNet, BCNetConfig, save_bc
 from worldsim.checkpoint import atomic_path
-from worldsim.config import ActionSpec
+from worldsim.config import ActionSpec, comma_list
 from worldsim.data.clips import ClipDataset
 from worldsim.data.reader import TrajectoryReader
 from worldsim.data.recorder import parse_size
@@ -37,7 +37,7 @@ HELDOUT_SAMPLES = 2048
 def chosen_episodes(reader: TrajectoryReader, episodes: list[int], cfg: BCTrainConfig) -> list[int]:
     """The episodes to clone: of ``styles`` (the recorder's ``style`` attr), successes only if asked, at most
     ``max_episodes``; a one-line error when nothing is left."""
-    styles = {s.strip() for s in cfg.styles.split(",") if s.strip()}
+    styles = set(comma_list(cfg.styles))
     kept = []
     for e in episodes:
         if styles and str(reader.episode_attrs(e).get("style", "")) not in styles:

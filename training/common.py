@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from worldsim.config import comma_list
 from worldsim.data.clips import ClipDataset
 from worldsim.data.latents import LatentStore, build_latent_cache
 from worldsim.data.reader import TrajectoryReader
@@ -31,7 +32,7 @@ def open_training_data(cfg: TrainConfig) -> tuple[TrajectoryReader, list[int]]:
 def open_training_files(cfg: TrainConfig, holdout_flag: str = "--holdout") -> list[tuple[TrajectoryReader, list[int]]]:
     """Every file of a comma-separated ``--data``: its reader and training episodes (the last ``holdout`` of each
     are kept out; ``holdout_flag`` is the option an error names)."""
-    files = [f for f in cfg.data.split(",") if f.strip()]
+    files = comma_list(cfg.data)
     if not files:
         raise InputError(
             "--data is required: a trajectory file from `worldsim record`, a Minari dataset, robomimic or LeRobot"

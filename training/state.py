@@ -91,7 +91,10 @@ class StateClips(Dataset):
         T = clips.clip_frames
         travel = {e: np.abs(np.diff(v, axis=0)) for e, v in state.items()}  # (frames - 1, k) per episode
         self.moving = np.array(
-            [travel[int(e)][s : s + T - 1].sum(0).max() > MOVED for e, s in zip(clips.window_episode, clips.window_start)],
+            [
+                travel[int(e)][s : s + T - 1].sum(0).max() > MOVED
+                for e, s in zip(clips.window_episode, clips.window_start)
+            ],
             dtype=bool,
         )
         if moving_share:

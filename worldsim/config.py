@@ -302,3 +302,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
 def replace(cfg: Any, **changes: Any) -> Any:
     """``dataclasses.replace`` that re-runs validation and ignores ``None`` values (unset CLI flags)."""
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+
+
+def comma_list(text: str) -> list[str]:
+    """The items of a comma-separated option (``--policies a,b``, ``--data x.h5,y.h5``), stripped, empties dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worldsim.checkpoint import check_output_path
+from worldsim.config import comma_list
 from worldsim.data.reader import TrajectoryReader
 from worldsim.data.writer import TrajectoryWriter
 from worldsim.errors import InputError
@@ -71,6 +72,6 @@ def merge(files: list[str], out: str | Path, overwrite: bool = False) -> tuple[i
 def run(cfg: DataMergeConfig) -> int:
     """``worldsim data-merge``: join the files, print what was written."""
     check_output_path(cfg.out)
-    episodes, steps = merge([f.strip() for f in cfg.data.split(",") if f.strip()], cfg.out, cfg.overwrite)
+    episodes, steps = merge(comma_list(cfg.data), cfg.out, cfg.overwrite)
     print(f"{episodes} episodes, {steps} steps -> {cfg.out}")
     return 0

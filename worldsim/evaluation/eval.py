@@ -53,6 +53,7 @@ import tyro
 
 from worldsim.agents import SEEING_POLICIES
 from worldsim.checkpoint import atomic_path, check_output_path, load_config
+from worldsim.config import comma_list
 from worldsim.data.compat import check_data_matches_world
 from worldsim.data.reader import TrajectoryReader
 from worldsim.devices import resolve_device
@@ -69,7 +70,7 @@ from worldsim.evaluation.metrics import (
     psnr,
     ssim,
 )
-from worldsim.evaluation.policy_shift import PolicyShift, split_names
+from worldsim.evaluation.policy_shift import PolicyShift
 from worldsim.evaluation.stability import Stability
 from worldsim.inputs import resize_frames
 from worldsim.precision import Precision, model_dtype
@@ -417,7 +418,7 @@ class _Evaluation(Stability, PolicyShift):
 
 def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
     resolve_device(cfg.device)  # before any loading
-    parts = split_names(cfg.parts)
+    parts = comma_list(cfg.parts)
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise InputError(f"--parts: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
@@ -435,7 +436,7 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> dict[str, Any]:
             f"--stability-policy {cfg.stability_policy}: use auto, replay, {', '.join(SEEING_POLICIES)} or "
             "module:factory (a policy that sees only the dream's frames)"
         )
-    family = split_names(cfg.family)
+    family = comma_list(cfg.family)
     if cfg.family != "auto" and (len(family) < 2 or any(p not in SEEING_POLICIES and ":" not in p for p in family)):
         raise InputError(
             f"--family {cfg.family}: use auto, or two or more comma-separated policies that see only frames "

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from worldsim.checkpoint import atomic_path, check_output_path
+from worldsim.config import comma_list
 from worldsim.data.reader import TrajectoryReader
 from worldsim.engine import WorldModel
 from worldsim.envs.captions import (
@@ -165,7 +166,7 @@ class _Source:
 
 def _sources(cfg: EvalTextConfig) -> dict[str, _Source]:
     out = {}
-    for f in [f for f in cfg.data.split(",") if f.strip()]:
+    for f in comma_list(cfg.data):
         r = TrajectoryReader(f.strip())
         if not r.captions:
             raise InputError(f"{f} has no captions: eval-text needs the captioned files the checkpoint learned from")

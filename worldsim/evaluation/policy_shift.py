@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from worldsim.agents.policy import load_factory
+from worldsim.config import comma_list
 from worldsim.envs.sources import SourceWorld, frame_of, make_source_env, source_world
 from worldsim.envs.world import noop_action
 from worldsim.errors import WorldsimError
@@ -29,11 +30,6 @@ from worldsim.inputs import resize_frames
 
 STANDSTILL_HORIZONS = (1, 15, 30)
 """Dream frames after a standstill context at which its drift is reported; the last is the headline."""
-
-
-def split_names(text: str) -> list[str]:
-    """The items of a comma-separated option."""
-    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 def _stacked(states: list[dict[str, float]]) -> dict[str, np.ndarray]:
@@ -151,7 +147,7 @@ class PolicyShift:
         how well the dreamed H-step returns order and size the policies."""
 
         cfg = self.cfg
-        family = source.policy_family if cfg.family == "auto" else split_names(cfg.family)
+        family = source.policy_family if cfg.family == "auto" else comma_list(cfg.family)
         if not family:
             return {"policy_return_note": "skipped: the source env lists no policy family (SourceWorld.policy_family)"}
         table = []

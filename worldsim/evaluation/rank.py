@@ -35,6 +35,7 @@ import numpy as np
 
 from worldsim.agents.policy import policy_name
 from worldsim.checkpoint import atomic_path, check_output_path
+from worldsim.config import comma_list
 from worldsim.engine import WorldModel
 from worldsim.errors import ConfigError, InputError
 from worldsim.evaluation.dream import DreamConfig, run_policies
@@ -68,18 +69,13 @@ class RankConfig(DreamConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        names = check_policies(policy_list(self.policies))  # before the rollouts, not after
+        names = check_policies(comma_list(self.policies))  # before the rollouts, not after
         if self.video_episodes < 1:
             raise ConfigError(f"--video-episodes must be >= 1, got {self.video_episodes}")
         if self.json:
             check_output_path(self.json)
         if self.video_dir:
             video_paths(self.video_dir, names)
-
-
-def policy_list(text: str) -> list[str]:
-    """The policies of a comma-separated ``--policies``."""
-    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 def check_policies(policies: Sequence[str | Callable[..., Any]]) -> list[str]:
@@ -306,7 +302,7 @@ def run(cfg: RankConfig) -> int:
     outputs = ("json", "video_dir", "video_episodes", "policies")  # the config's other fields are rank()'s own
     settings = {name: value for name, value in vars(cfg).items() if name not in outputs}
     keep_frames = cfg.video_episodes if cfg.video_dir else 0
-    result = rank(**settings, policies=policy_list(cfg.policies), keep_frames=keep_frames, progress=True)
+    result = rank(**settings, policies=comma_list(cfg.policies), keep_frames=keep_frames, progress=True)
     if cfg.json:
         write_rank_json(result, cfg.json)
     if cfg.video_dir:

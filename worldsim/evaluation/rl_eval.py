@@ -38,7 +38,7 @@ from worldsim.agents.ppo import (
 )
 from worldsim.agents.registry import AGENT_PREFIX, make_policy
 from worldsim.checkpoint import atomic_path, load_config
-from worldsim.config import WorldConfig
+from worldsim.config import WorldConfig, comma_list
 from worldsim.devices import resolve_device
 from worldsim.engine import WorldModel
 from worldsim.envs.world_vector import WorldModelVectorEnv
@@ -288,7 +288,7 @@ def run_rl_eval(cfg: RLEvalConfig, progress: bool = False) -> RLEvalResult:
         raise InputError("nothing to score: pass --real ENV (or --real auto) and/or --dream")
     if cfg.video:
         check_video_path(cfg.video)
-    drivers = [d.strip() for d in cfg.drivers.split(",") if d.strip()]
+    drivers = comma_list(cfg.drivers)
     if drivers and cfg.real is None:
         raise InputError("--drivers are scored in the real env: pass --real ENV (or --real auto) too")
     if cfg.paired and cfg.real is None:
