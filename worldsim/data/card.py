@@ -18,10 +18,10 @@ import numpy as np
 
 from worldsim.checkpoint import atomic_path, check_output_path
 from worldsim.data.reader import TrajectoryReader
+from worldsim.envs.sources import source_world
 
-STILL_SPEED = 1.0
-"""Below this speed (world units per second) a frame counts as standing still."""
-SPEED_BINS = (0.0, STILL_SPEED, 20.0, 50.0, 80.0, 120.0, float("inf"))
+SPEED_BINS = (0.0, 1.0, 20.0, 50.0, 80.0, 120.0, float("inf"))
+"""Histogram edges of a logged ``speed`` (world units per second)."""
 
 
 @dataclass
@@ -61,7 +61,10 @@ def card_numbers(reader: TrajectoryReader) -> dict[str, Any]:
         result["speed_share"] = {
             _bin_name(lo, hi): float(h) / len(speed) for lo, hi, h in zip(SPEED_BINS, SPEED_BINS[1:], hist)
         }
-        result["still_share"] = float((speed < STILL_SPEED).mean())
+    # Standing still by the source env's own rule (``SourceWorld.stands_still``), where it has one.
+    still = [source_world(reader.env_id).stands_still(i) for i in infos]
+    if infos and all(s is not None for s in still):
+        result["still_share"] = float(np.concatenate(still).mean())
     if infos and all("on_track" in i for i in infos):
         result["off_track_share"] = float((np.concatenate([i["on_track"] for i in infos]) < 0.5).mean())
     return result
@@ -142,7 +145,8 @@ def format_card(numbers: dict[str, Any], source: str, action_names: dict[int, st
     if "speed_share" in n:
         lines += ["", "| speed (units/s) | share of frames |", "|---|---|"]
         lines += [f"| {k} | {s:.1%} |" for k, s in n["speed_share"].items()]
-        lines += ["", f"Standing still (speed < {STILL_SPEED:g}): **{n['still_share']:.1%}** of frames."]
+    if "still_share" in n:
+        lines += ["", f"Standing still (by {n['env_id']}'s own rule): **{n['still_share']:.1%}** of frames."]
     if "off_track_share" in n:
         lines += [f"Off the road (no wheel on a road tile): **{n['off_track_share']:.1%}** of frames."]
     if "box_histogram" in n:
