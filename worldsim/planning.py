@@ -71,15 +71,20 @@ def goal_score(world: WorldModel, goal: np.ndarray) -> Score:
     return score
 
 
+def reward_score(world: WorldModel, label: str) -> tuple[Score, str]:
+    """The world's reward head as the score; a text-to-video backbone has none (a one-line error)."""
+    if world.config.text_to_video:
+        raise InputError(f"world {label!r} is a text-to-video backbone: it has no reward head to plan for")
+    return head_score, "reward head"
+
+
 def default_score(world: WorldModel, label: str) -> tuple[Score, str]:
     """What a planner maximises when told nothing: the source env's judge where it has one (PushT: coverage read
     off the dreamt frames), else the world's reward head; (score, its name)."""
     source = world.config.source_env
     if has_judge(source):
         return judge_score(judge_for(source, label)), f"judge ({source})"
-    if world.config.text_to_video:
-        raise InputError(f"world {label!r} is a text-to-video backbone: it has no reward head to plan for")
-    return head_score, "reward head"
+    return reward_score(world, label)
 
 
 @dataclass

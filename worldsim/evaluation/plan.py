@@ -35,8 +35,8 @@ from worldsim.planning import (
     Score,
     default_score,
     goal_score,
-    head_score,
     judge_score,
+    reward_score,
 )
 from worldsim.precision import Precision, model_dtype
 from worldsim.progress import progress_bar
@@ -201,9 +201,7 @@ def _score(cfg: PlanConfig, world: WorldModel, label: str) -> tuple[Score, str]:
                 f"{world.config.frame_size[1]}x{world.config.frame_size[0]} frames: give a goal frame of that size"
             )
         return goal_score(world, goal), f"goal ({cfg.goal})"
-    if world.config.text_to_video:
-        raise InputError(f"world {label!r} is a text-to-video backbone: it has no reward head to plan for")
-    return head_score, "reward head"
+    return reward_score(world, label)
 
 
 def plan(cfg: PlanConfig, progress: bool = True) -> PlanReport:

@@ -303,7 +303,7 @@ class DiT(nn.Module):
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)
         x = self.final_norm(x)
         heads = self.heads(x.mean(dim=2))  # (B, F, 2)
-        state = self.state_head(x, (gh, gw)).float() if self.state_head is not None else heads.new_zeros(B, F_, 0)
+        state = self.state_head(x, (gh, gw)) if self.state_head is not None else heads.new_zeros(B, F_, 0)
         v = self.patch_out(modulate(x, shift, scale))
         v = rearrange(v, "b f (gh gw) (c p1 p2) -> b f c (gh p1) (gw p2)", gh=gh, p1=p, p2=p)
         return DiTOutput(v.float(), heads[..., 0].float(), heads[..., 1].float(), state.float())
